@@ -1,0 +1,1 @@
+"""Our own diffs against the pinned upstream commits. Packaged as om_pipeline.patches."""

@@ -1,0 +1,148 @@
+"""The `ompipe` command line: Typer, thin. Each command maps its arguments to one call in
+`commands`. Exit codes: 0 success, 1 user error or failed stage, 2 usage, 3 internal error,
+130 interrupted."""
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import commands
+from .context import Options
+from .errors import UserError
+
+app = typer.Typer(
+    name="ompipe",
+    help="Take PyTorch vision models to Ascend .om models with per-model YAML recipes, and prove they still work.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets for offline runs and demos.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+Model = Annotated[str, typer.Argument(help="recipe name (see `ompipe list`) or path to a recipe .yaml")]
+RecipeDirs = Annotated[Optional[list[Path]], typer.Option("--recipes", help="extra recipe directory (repeatable; also OMPIPE_RECIPES)")]
+Bs = Annotated[Optional[int], typer.Option("--bs", help="batch size (default: the recipe's first)")]
+Backend = Annotated[Optional[str], typer.Option(help="ais_bench | onnxruntime (default: ais_bench when CANN is present)")]
+Toolchain = Annotated[str, typer.Option(envvar="OMPIPE_TOOLCHAIN", help="real | fake (fake atc/ais_bench/npu-smi for CI)")]
+Soc = Annotated[str, typer.Option("--soc-version", help="e.g. Ascend310P3; auto reads npu-smi info")]
+Source = Annotated[Optional[Path], typer.Option(help="local clone / mirror of the upstream repository (air-gapped)")]
+Weights = Annotated[Optional[str], typer.Option(help="checkpoint path, or 'random' for a smoke run")]
+Data = Annotated[Optional[Path], typer.Option(help="dataset root")]
+Limit = Annotated[Optional[int], typer.Option(help="use only the first N samples (a stable, named subset)")]
+Workdir = Annotated[Path, typer.Option(help="work directory")]
+From = Annotated[Optional[str], typer.Option("--from", help="start at this stage (earlier ones must have run)")]
+To = Annotated[Optional[str], typer.Option("--to", help="stop after this stage")]
+Force = Annotated[bool, typer.Option("--force", help="rerun the selected stages even when unchanged")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="execute nothing; print each stage RUN/CACHED, why, and its argv")]
+Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 when anything would run")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
+Seed = Annotated[int, typer.Option(help="seed for --weights random")]
+
+
+def _options(**values) -> Options:
+    return Options(**{k: v for k, v in values.items() if v is not None})
+
+
+@app.command()
+def run(model: Model, bs: Bs = None, backend: Backend = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+        source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
+        workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
+        dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
+        recipes: RecipeDirs = None) -> None:
+    """Run every stage of MODEL's recipe, skipping what is up to date."""
+    options = _options(bs=bs, backend=backend, toolchain=toolchain, soc_version=soc_version, source=source,
+                       weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
+                       to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed)
+    raise typer.Exit(commands.run(model, options, recipes or []))
+
+
+@app.command()
+def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="clone, patch, weights, dataset, preprocess, export, simplify, atc, infer, eval or perf")],
+          bs: Bs = None, backend: Backend = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
+          workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
+          quiet: Quiet = False, seed: Seed = 0, recipes: RecipeDirs = None) -> None:
+    """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
+    options = _options(bs=bs, backend=backend, toolchain=toolchain, soc_version=soc_version, source=source,
+                       weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed)
+    raise typer.Exit(commands.run(model, options, recipes or []))
+
+
+@app.command("list")
+def list_(recipes: RecipeDirs = None) -> None:
+    """List the recipes ompipe finds (built in, --recipes, OMPIPE_RECIPES)."""
+    raise typer.Exit(commands.list_recipes(recipes or []))
+
+
+@app.command()
+def show(model: Model, recipes: RecipeDirs = None) -> None:
+    """Print MODEL's recipe as ompipe resolved it (defaults filled in)."""
+    raise typer.Exit(commands.show(model, recipes or []))
+
+
+@app.command()
+def validate(files: Annotated[Optional[list[Path]], typer.Argument(help="recipe files (default: all found)")] = None,
+             recipes: RecipeDirs = None) -> None:
+    """Check recipes against the schema; every problem with file:line and field."""
+    raise typer.Exit(commands.validate(files or [], recipes or []))
+
+
+@app.command()
+def status(model: Model, bs: Bs = None, backend: Backend = None, toolchain: Toolchain = "real",
+           soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None,
+           limit: Limit = None, workdir: Workdir = Path("work"), recipes: RecipeDirs = None) -> None:
+    """Show each stage's last run and whether it is up to date."""
+    options = _options(bs=bs, backend=backend, toolchain=toolchain, soc_version=soc_version, source=source,
+                       weights=weights, data=data, limit=limit, workdir=workdir)
+    raise typer.Exit(commands.status(model, options, recipes or []))
+
+
+@app.command()
+def doctor(model: Annotated[Optional[str], typer.Argument(help="also check disk space for this recipe")] = None,
+           toolchain: Toolchain = "real", soc_version: Soc = "auto", data: Data = None, limit: Limit = None,
+           workdir: Workdir = Path("work"), recipes: RecipeDirs = None) -> None:
+    """Check the Ascend environment: CANN variables, atc / ais_bench / npu-smi, soc_version, packages, disk."""
+    options = _options(toolchain=toolchain, soc_version=soc_version, data=data, limit=limit, workdir=workdir)
+    raise typer.Exit(commands.doctor(model, options, recipes or []))
+
+
+@data_app.command("synth-hpatches")
+def synth_hpatches(out: Annotated[Path, typer.Argument(help="directory to write the sequences into")],
+                   sequences: Annotated[int, typer.Option(help="number of sequences")] = 8,
+                   seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
+    """Write an HPatches-format dataset from images bundled with scikit-image (no download)."""
+    raise typer.Exit(commands.synth_hpatches(out, sequences, seed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="ompipe")
+        return code if isinstance(code, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        exc.show() if hasattr(exc, "show") else print(f"error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except UserError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the stage in progress was discarded; rerun to continue", file=sys.stderr)
+        return 130
+    except Exception:  # our bug: everything needed for a bug report
+        traceback.print_exc()
+        print(f"\nompipe crashed (this is a bug, please report it with the above)\n{commands.crash_report()}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

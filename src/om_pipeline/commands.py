@@ -1,0 +1,136 @@
+"""What each CLI command does, as plain functions returning an exit code (the Python API is
+the CLI minus argument parsing)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from . import versions
+from .context import Options, Run, resolve_backend
+from .errors import UserError
+from .plan import build_stages, decide, upstream_of
+from .recipe import LoadedRecipe, discover, find_recipe, load_recipe_file
+from .runner import ensure_toolchain, run_pipeline
+from .ui import Printer
+
+
+def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Printer) -> Run:
+    loaded = find_recipe(model, recipe_dirs)
+    ensure_toolchain(options.toolchain, options.workdir)
+    backend, note = resolve_backend(options)
+    if note:
+        printer.info(note)
+    bs = options.bs or loaded.recipe.bs
+    if bs not in loaded.recipe.batch_sizes:
+        printer.info(f"note: bs {bs} is not among the guide's batch sizes {loaded.recipe.batch_sizes}")
+    if options.limit is not None and options.limit < 1:
+        raise UserError("--limit must be at least 1")
+    return Run(loaded, options, backend, bs, options.workdir)
+
+
+def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, options, recipe_dirs, printer)
+    mode = "plan" if options.dry_run or options.check else "run"
+    printer.info(f"ompipe {mode} {pipeline.name}: bs {pipeline.bs}, backend {pipeline.backend}, "
+                 f"toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    report = run_pipeline(pipeline, printer)
+    printer.table(report.rows)
+    if options.check and report.would_run:
+        printer.error("check: some stages would run")
+        return 1
+    if report.results:
+        print_results(report.results, report.results_path, printer)
+    return 0
+
+
+def print_results(results: dict, path: Path, printer: Printer) -> None:
+    if results.get("random_weights"):
+        printer.info("WARNING: random weights: these numbers say nothing about the guide's accuracy")
+    for name, value in (results.get("metrics") or {}).items():
+        printer.info(f"{name}: {value:.6g}")
+    perf = results.get("perf")
+    if perf:
+        printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps")
+    printer.info(f"results: {path}")
+
+
+def list_recipes(recipe_dirs: list[Path]) -> int:
+    printer = Printer()
+    for name, path in discover(recipe_dirs).items():
+        try:
+            recipe = load_recipe_file(path).recipe
+            printer.info(f"{name:<12} {recipe.title}  (bs {', '.join(map(str, recipe.batch_sizes))})  {path}")
+        except UserError as exc:
+            printer.info(f"{name:<12} INVALID: {exc.message}  {path}")
+    return 0
+
+
+def show(model: str, recipe_dirs: list[Path]) -> int:
+    loaded = find_recipe(model, recipe_dirs)
+    print(f"# {loaded.path}")
+    print(yaml.safe_dump(loaded.recipe.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def validate(files: list[Path], recipe_dirs: list[Path]) -> int:
+    paths = files or list(discover(recipe_dirs).values())
+    printer = Printer()
+    failed = 0
+    for path in paths:
+        try:
+            load_recipe_file(path)
+            printer.info(f"ok      {path}")
+        except UserError as exc:
+            failed += 1
+            printer.error(exc.render())
+    return 1 if failed else 0
+
+
+def status(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    """Each stage's last run and whether it is up to date, without running anything."""
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, options, recipe_dirs, printer)
+    stages = build_stages(pipeline)
+    by_kind = {s.kind: s for s in stages}
+    fingerprints: dict[str, str | None] = {}
+    for stage in stages:
+        skip = stage.skip_reason()
+        record = pipeline.state.record(stage.key)
+        when = record["finished"] if record else "never"
+        if skip:
+            printer.stage_line(stage.key, "SKIPPED", skip)
+            continue
+        try:
+            decision = decide(stage, upstream_of(stage, fingerprints, by_kind), force=False)
+        except UserError as exc:
+            printer.stage_line(stage.key, "RUN", f"cannot plan yet: {exc.message}")
+            fingerprints[stage.kind] = None
+            continue
+        state = "up to date" if decision.action == "CACHED" else f"stale: {decision.reason}"
+        printer.stage_line(stage.key, "CACHED" if decision.action == "CACHED" else "RUN", f"{state} (last run: {when})")
+        fingerprints[stage.kind] = decision.fingerprint.value if decision.action == "CACHED" else None
+    return 0
+
+
+def doctor(model: str | None, options: Options, recipe_dirs: list[Path]) -> int:
+    from .doctor import run_checks
+
+    ensure_toolchain(options.toolchain, options.workdir)
+    loaded: LoadedRecipe | None = find_recipe(model, recipe_dirs) if model else None
+    return run_checks(loaded, options, Printer())
+
+
+def synth_hpatches(out: Path, sequences: int, seed: int) -> int:
+    from .data.synth_hpatches import synthesize
+
+    path = synthesize(out, sequences=sequences, seed=seed)
+    Printer().info(f"wrote {sequences} HPatches-format sequences to {path}")
+    return 0
+
+
+def crash_report() -> str:
+    lines = [f"{name}: {version}" for name, version in versions.report().items()]
+    return "versions:\n  " + "\n  ".join(lines)
+

@@ -1,0 +1,152 @@
+"""The run context: one recipe, one batch size, one backend, resolved options and paths.
+
+Everything a stage needs to know about "this run" is here, so stages stay small and the
+planner can compute fingerprints without executing anything.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import UserError
+from .plugin import load_plugin
+from .recipe import LoadedRecipe, Recipe
+from .state import StateStore
+from .tools import execute
+
+BACKENDS = ("ais_bench", "onnxruntime")
+TARGET_OF_BACKEND = {"ais_bench": "ascend", "onnxruntime": "onnxruntime"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user chose on the command line (or the Python API), before resolution."""
+
+    bs: int | None = None
+    backend: str | None = None  # None: ais_bench when CANN is present, else onnxruntime
+    toolchain: str = "real"
+    soc_version: str = "auto"
+    source: Path | None = None
+    weights: str | None = None  # a path, "random", or None for the recipe's own
+    data: Path | None = None
+    limit: int | None = None
+    workdir: Path = Path("work")
+    from_stage: str | None = None
+    to_stage: str | None = None
+    only: str | None = None  # `ompipe stage MODEL STAGE`: that stage and what it needs
+    force: bool = False
+    dry_run: bool = False
+    check: bool = False
+    quiet: bool = False
+    seed: int = 0
+
+
+def cann_present() -> bool:
+    """As ascend-tools.md section 5 suggests: the toolkit variables are set and atc resolves."""
+    has_home = bool(os.environ.get("ASCEND_TOOLKIT_HOME") or os.environ.get("ASCEND_HOME_PATH"))
+    return has_home and execute.which("atc") is not None
+
+
+def resolve_backend(options: Options) -> tuple[str, str | None]:
+    """(backend, note to print once). The fake toolchain counts as CANN being present."""
+    if options.backend:
+        if options.backend not in BACKENDS:
+            raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
+        return options.backend, None
+    if options.toolchain == "fake":
+        return "ais_bench", "backend: ais_bench (fake toolchain)"
+    if cann_present():
+        return "ais_bench", "backend: ais_bench (CANN found)"
+    return "onnxruntime", "backend: onnxruntime (no CANN environment found; pass --backend ais_bench after sourcing set_env.sh)"
+
+
+@dataclass
+class Run:
+    loaded: LoadedRecipe
+    options: Options
+    backend: str
+    bs: int
+    workdir: Path
+    extra_patch_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def target(self) -> str:
+        return TARGET_OF_BACKEND[self.backend]
+
+    @functools.cached_property
+    def model_dir(self) -> Path:
+        return (self.workdir / self.name).resolve()
+
+    @functools.cached_property
+    def state(self) -> StateStore:
+        return StateStore(self.model_dir)
+
+    @functools.cached_property
+    def plugin(self) -> ModuleType:
+        return load_plugin(self.recipe.plugin, self.loaded.directory)
+
+    @functools.cached_property
+    def soc_version(self) -> str:
+        if self.options.soc_version != "auto":
+            return self.options.soc_version
+        from .tools.npu_smi import detect_soc_version
+
+        return detect_soc_version()
+
+    def path(self, relative: str) -> Path:
+        return self.model_dir / relative
+
+    def log_path(self, key: str) -> Path:
+        return self.model_dir / "logs" / f"{key}.log"
+
+    def plugin_source_digest(self) -> str:
+        """Plugin code is an input of the stages that call it: editing it reruns them."""
+        source = getattr(self.plugin, "__file__", None)
+        return self.state.file_digest(Path(source)) if source else "builtin"
+
+    # Artifact names carry the batch size (and target) so a bs sweep reuses everything else.
+    def onnx_name(self, simplified: bool) -> str:
+        return f"onnx/{self.name}_bs{self.bs}.{self.target}{'.sim' if simplified else ''}.onnx"
+
+    @property
+    def om_name(self) -> str:
+        return f"om/{self.name}_bs{self.bs}.om"
+
+    @property
+    def infer_name(self) -> str:
+        return f"infer/{self.backend}_bs{self.bs}"
+
+    def result_name(self, what: str) -> str:
+        return f"results/{what}_{self.backend}_bs{self.bs}.json"
+
+    @property
+    def model_onnx(self) -> str:
+        """The ONNX file that atc / ONNX Runtime consume: simplified when the recipe simplifies."""
+        return self.onnx_name(simplified=self.recipe.stages.simplify is not None)
+
+    def variables(self, **extra: Any) -> dict[str, Any]:
+        """Template variables for tool argv (recipe.TEMPLATE_VARIABLES), with paths as strings."""
+        values = {
+            "bs": self.bs,
+            "model": self.name,
+            "work": str(self.model_dir),
+            "source": str(self.path("src")),
+            "data": str(self.options.data or ""),
+            "onnx": str(self.path(self.model_onnx)),
+            "om": str(self.path(self.om_name)),
+            "inputs": ",".join(str(self.path(f"inputs/{spec.name}")) for spec in self.recipe.model.inputs),
+        }
+        values.update(extra)
+        return values

@@ -1,0 +1,123 @@
+"""`ompipe doctor`: is this box ready? Each failing check comes with its fix."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import versions
+from .context import Options
+from .errors import UserError
+from .recipe import LoadedRecipe
+from .tools import execute
+from .ui import Printer
+
+SET_ENV = "source /usr/local/Ascend/ascend-toolkit/set_env.sh (CANN 8.5+: /usr/local/Ascend/cann/set_env.sh)"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def check_cann_env() -> Check:
+    env = execute.subprocess_env()
+    home = env.get("ASCEND_TOOLKIT_HOME") or env.get("ASCEND_HOME_PATH")
+    opp = env.get("ASCEND_OPP_PATH")
+    ok = bool(home and opp)
+    detail = f"ASCEND_TOOLKIT_HOME={home or 'unset'}, ASCEND_OPP_PATH={opp or 'unset'}"
+    return Check("CANN environment", ok, detail, SET_ENV, required=False)
+
+
+def check_program(program: str, fix: str) -> Check:
+    found = execute.which(program)
+    return Check(program, found is not None, found or "not on PATH", fix)
+
+
+def check_atc() -> Check:
+    check = check_program("atc", SET_ENV)
+    if check.ok:
+        check.detail += f" (CANN {versions.cann()})"
+    return check
+
+
+def check_ais_bench() -> Check:
+    from .stages.infer import ais_bench_argv
+
+    python = ais_bench_argv()[0]
+    # The fake toolchain has no aclruntime; `import ais_bench` is what `python -m ais_bench` needs.
+    outcome = execute.execute([python, "-c", "import ais_bench"])
+    if outcome.ok:
+        return Check("ais_bench", True, f"importable by {python}")
+    return Check("ais_bench", False, f"not importable by {python}",
+                 "install the aclruntime and ais_bench wheels (msit install benchmark), or set OMPIPE_AIS_BENCH_PYTHON to the Python that has them")
+
+
+def check_soc(options: Options) -> Check:
+    if options.soc_version != "auto":
+        return Check("soc_version", True, f"{options.soc_version} (from --soc-version)")
+    from .tools.npu_smi import detect_soc_version
+
+    try:
+        return Check("soc_version", True, f"{detect_soc_version()} (from npu-smi info)")
+    except UserError as exc:
+        return Check("soc_version", False, exc.message, exc.hint or "")
+
+
+def check_packages() -> Check:
+    found = versions.packages("torch", "onnx", "onnxruntime", "onnxsim", "numpy", "opencv-python-headless", "pycocotools")
+    missing = [name for name, version in found.items() if version == "absent"]
+    detail = ", ".join(f"{k} {v}" for k, v in found.items())
+    return Check("python packages", not missing, detail, f"pip install {' '.join(missing)}" if missing else "")
+
+
+def check_disk(loaded: LoadedRecipe, options: Options) -> Check:
+    """Files mode writes every input and output as .bin: estimate it per sample (and for the
+    dataset when its size is known) against the free space of the work directory."""
+    recipe = loaded.recipe
+    per_sample = sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in [*recipe.model.inputs, *recipe.model.outputs])
+    samples = options.limit or _count_samples(loaded, options)
+    workdir = options.workdir.resolve()
+    probe = next((p for p in [workdir, *workdir.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free
+    if samples:
+        need = per_sample * samples
+        return Check("disk", need < free, f"~{_gib(need)} for {samples} samples, {_gib(free)} free at {probe}",
+                     "free disk or use --limit / another --workdir")
+    return Check("disk", True, f"{_gib(per_sample)} per sample, {_gib(free)} free at {probe}", required=False)
+
+
+def _count_samples(loaded: LoadedRecipe, options: Options) -> int | None:
+    if not options.data:
+        return None
+    from .plugin import load_plugin
+
+    plugin = load_plugin(loaded.recipe.plugin, loaded.directory)
+    return len(plugin.list_samples(Path(options.data), loaded.recipe.stage_params("dataset")))
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def run_checks(loaded: LoadedRecipe | None, options: Options, printer: Printer) -> int:
+    checks = [check_cann_env(), check_atc(), check_ais_bench(),
+              check_program("npu-smi", "install the Ascend driver; npu-smi ships with it"), check_soc(options), check_packages()]
+    if loaded:
+        checks.append(check_disk(loaded, options))
+    for check in checks:
+        mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+        printer.info(f"{mark}  {check.name:<16} {check.detail}")
+        if not check.ok and check.fix:
+            printer.info(f"      fix: {check.fix}")
+    failed = [c for c in checks if not c.ok and c.required]
+    if failed:
+        printer.info(f"{len(failed)} check(s) failed; without an NPU, --backend onnxruntime still runs every model")
+    return 1 if failed else 0
+

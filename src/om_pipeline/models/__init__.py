@@ -1,0 +1,1 @@
+"""Model plugins: one module per model (see om_pipeline.plugin for the interface)."""

@@ -1,0 +1,99 @@
+"""Which stages run and why. Pure: reads stage records and file digests, executes nothing.
+
+A stage is CACHED when its fingerprint (resolved parameters, input digests, tool versions and
+the fingerprints of the stages it consumes) equals the recorded one and its outputs are intact;
+otherwise it RUNs, with the reason. In a dry run a stage whose upstream would run is RUN too:
+its inputs are about to change.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from .context import Run
+from .errors import UserError
+from .stages import KINDS, Stage
+from .state import Fingerprint
+
+Action = Literal["RUN", "CACHED", "SKIPPED"]
+WILL_RUN = None  # in a dry run, the fingerprint of a stage that is about to run is unknown
+
+
+@dataclass
+class Decision:
+    stage: Stage
+    action: Action
+    reason: str
+    fingerprint: Fingerprint | None = None
+
+
+def build_stages(run: Run) -> list[Stage]:
+    return [cls(run) for kind, cls in KINDS.items() if getattr(run.recipe.stages, kind) is not None]
+
+
+def in_scope(stages: list[Stage], only: str | None, from_stage: str | None, to_stage: str | None) -> dict[str, str | None]:
+    """kind -> None when the stage is in scope, else why it is left out."""
+    kinds = [s.kind for s in stages]
+    for name, option in ((only, "stage"), (from_stage, "--from"), (to_stage, "--to")):
+        if name is not None and name not in kinds:
+            raise UserError(f"{option} {name}: this recipe has no such stage", hint=f"its stages: {', '.join(kinds)}")
+    scope: dict[str, str | None] = {kind: None for kind in kinds}
+    if only:
+        wanted = _closure(stages, only)
+        return {kind: None if kind in wanted else f"not needed by {only}" for kind in kinds}
+    if from_stage:
+        for kind in kinds[: kinds.index(from_stage)]:
+            scope[kind] = "before --from"
+    if to_stage:
+        for kind in kinds[kinds.index(to_stage) + 1:]:
+            scope[kind] = "after --to"
+    return scope
+
+
+def _closure(stages: list[Stage], kind: str) -> set[str]:
+    by_kind = {s.kind: s for s in stages}
+    wanted, todo = set(), [kind]
+    while todo:
+        current = todo.pop()
+        if current in by_kind and current not in wanted:
+            wanted.add(current)
+            todo.extend(by_kind[current].needs())
+    return wanted
+
+
+def upstream_of(stage: Stage, fingerprints: dict[str, str | None], stages: dict[str, Stage]) -> dict[str, str | None]:
+    return {stages[kind].key: fingerprints.get(kind) for kind in stage.needs() if kind in stages}
+
+
+def decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decision:
+    waiting = [key for key, value in upstream.items() if value is WILL_RUN]
+    if waiting:
+        return Decision(stage, "RUN", f"upstream {', '.join(waiting)} will run")
+    fingerprint = stage.fingerprint()
+    fingerprint.upstream = dict(upstream)
+    record = stage.run.state.record(stage.key)
+    if force:
+        return Decision(stage, "RUN", "forced", fingerprint)
+    if record is None:
+        return Decision(stage, "RUN", "never ran", fingerprint)
+    if record.get("fingerprint") != fingerprint.value:
+        reasons = fingerprint.differences(record.get("parts", {})) or ["fingerprint changed"]
+        return Decision(stage, "RUN", "; ".join(reasons), fingerprint)
+    damaged = damaged_outputs(stage, record)
+    if damaged:
+        return Decision(stage, "RUN", damaged, fingerprint)
+    return Decision(stage, "CACHED", "unchanged", fingerprint)
+
+
+def damaged_outputs(stage: Stage, record: dict) -> str | None:
+    for relative, digest in record.get("outputs", {}).items():
+        path = stage.run.path(relative)
+        if not path.exists():
+            return f"output {relative} is missing"
+        if digest != "dir" and path.is_file() and stage.run.state.file_digest(path) != digest:
+            return f"output {relative} changed since it was written"
+    return None
+
+
+def parts(fingerprint: Fingerprint) -> dict:
+    return asdict(fingerprint)

@@ -1,0 +1,89 @@
+"""The model plugin interface: what a recipe's `plugin:` module must export.
+
+A plugin is a plain module (as pre-commit's language modules are): no base class, no registry.
+The runner calls these functions; everything model-specific lives behind them, everything
+generic (files, batching, tools, caching) lives in the runner.
+
+    list_samples(data: Path, params: dict) -> list[Sample]
+        The dataset in a stable order. `--limit N` keeps the first N (a named, stable subset).
+    preprocess(sample: Sample, params: dict) -> list[np.ndarray]
+        One array per model input, shaped as the recipe's input shape without the batch axis.
+    export(ctx: ExportContext) -> None
+        Writes ctx.out (ONNX) for ctx.target ("ascend" or "onnxruntime") at batch size ctx.bs.
+    evaluator(data: Path, params: dict) -> Evaluator
+        Accumulates per-sample outputs and computes the metrics.
+
+`params` is the recipe's `params:` mapping merged with the stage's own `params:`.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from .errors import UserError
+
+SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+REQUIRED_FUNCTIONS = ("list_samples", "preprocess", "export", "evaluator")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One dataset item. `id` names its files (`<id>.bin`, `<id>_<i>.bin`), so it must be unique,
+    stable and file-name safe: letters, digits, `_` and `-`, no dot (ais_bench cuts the stem at
+    the first dot)."""
+
+    id: str
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not SAMPLE_ID.match(self.id):
+            raise ValueError(f"sample id {self.id!r} is not file-name safe ([A-Za-z0-9_-], no dot)")
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    source: Path  # the patched upstream checkout
+    weights: Path | None  # None means random weights (`--weights random`)
+    target: str  # "ascend" or "onnxruntime"
+    bs: int
+    out: Path  # write the ONNX file here
+    opset: int
+    input_names: Sequence[str]
+    output_names: Sequence[str]
+    params: dict[str, Any]
+    seed: int = 0  # for random weights: the same seed gives the same model
+
+
+class Evaluator(Protocol):
+    def add(self, sample: Sample, outputs: list[np.ndarray]) -> None: ...
+
+    def result(self) -> dict[str, float]: ...
+
+
+def load_plugin(spec: str, recipe_dir: Path | None = None) -> ModuleType:
+    """`spec` is a module path (`om_pipeline.models.superpoint`) or a file next to the recipe
+    (`file:my_model.py`), so users can add models without forking ompipe."""
+    if spec.startswith("file:"):
+        path = (recipe_dir or Path.cwd()) / spec[len("file:"):]
+        if not path.is_file():
+            raise UserError(f"plugin file {path} does not exist", hint="plugin: file:<name>.py is relative to the recipe")
+        module_spec = importlib.util.spec_from_file_location(f"ompipe_plugin_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except ModuleNotFoundError as exc:
+            raise UserError(f"plugin module {spec!r} cannot be imported: {exc}") from exc
+    missing = [name for name in REQUIRED_FUNCTIONS if not callable(getattr(module, name, None))]
+    if missing:
+        raise UserError(f"plugin {spec!r} lacks {', '.join(missing)}", hint=f"a plugin exports {', '.join(REQUIRED_FUNCTIONS)}")
+    return module

@@ -1,0 +1,216 @@
+"""Executes a plan: staging directories, atomic renames, stage records, logs, failure policy,
+the closing table and the results JSON.
+
+Order of writes for a stage that runs: forget its old record, execute into
+`.staging/<key>/`, rename each output into place, then save the new record. A run killed at
+any point therefore leaves either no record (the stage reruns) or a record whose outputs are
+complete.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import versions
+from .context import Run
+from .errors import StageFailed, UserError
+from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
+from .stages import Stage, StageResult
+from .state import read_json, write_json_atomic
+from .tools.execute import format_argv
+from .ui import Printer
+
+
+@dataclass
+class Row:
+    key: str
+    status: str  # RUN, CACHED, SKIPPED, FAILED, WOULD RUN
+    seconds: float | None = None
+    note: str = ""
+
+
+@dataclass
+class RunReport:
+    rows: list[Row] = field(default_factory=list)
+    results_path: Path | None = None
+    results: dict | None = None
+
+    @property
+    def would_run(self) -> bool:
+        return any(row.status == "RUN" for row in self.rows)
+
+
+def run_pipeline(run: Run, printer: Printer) -> RunReport:
+    stages = build_stages(run)
+    by_kind = {s.kind: s for s in stages}
+    options = run.options
+    scope = in_scope(stages, options.only, options.from_stage, options.to_stage)
+    fingerprints: dict[str, str | None] = {}
+    report = RunReport()
+    for stage in stages:
+        left_out = scope[stage.kind] or stage.skip_reason()
+        if left_out:
+            report.rows.append(Row(stage.key, "SKIPPED", note=left_out))
+            fingerprints[stage.kind] = _recorded_fingerprint(stage, required=scope[stage.kind] == "before --from")
+            continue
+        decision = decide(stage, upstream_of(stage, fingerprints, by_kind), options.force)
+        if options.dry_run or options.check:
+            report.rows.append(_show_plan(decision, printer))
+            fingerprints[stage.kind] = WILL_RUN if decision.action == "RUN" else decision.fingerprint.value
+            continue
+        if decision.action == "CACHED":
+            stage.verify_cached()
+            printer.stage_line(stage.key, "CACHED", decision.reason)
+            report.rows.append(Row(stage.key, "CACHED", 0.0))
+        else:
+            report.rows.append(_execute(decision, printer, report))
+        fingerprints[stage.kind] = decision.fingerprint.value
+    if not (options.dry_run or options.check):
+        report.results_path, report.results = write_results(run, stages, report)
+    return report
+
+
+def _recorded_fingerprint(stage: Stage, required: bool) -> str | None:
+    record = stage.run.state.record(stage.key)
+    if record is None and required:
+        raise UserError(f"stage {stage.key} has not run yet, so --from cannot skip it", hint="run without --from first")
+    return record["fingerprint"] if record else None
+
+
+def _show_plan(decision: Decision, printer: Printer) -> Row:
+    stage = decision.stage
+    command = stage.command() if decision.action == "RUN" else None
+    printer.stage_line(stage.key, decision.action, decision.reason, command=format_argv(command) if command else None)
+    return Row(stage.key, decision.action, note=decision.reason)
+
+
+def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
+    stage = decision.stage
+    run = stage.run
+    printer.stage_line(stage.key, "RUN", decision.reason)
+    run.state.forget(stage.key)
+    staging = run.model_dir / ".staging" / stage.key
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    stage.log.parent.mkdir(parents=True, exist_ok=True)
+    stage.log.write_text("", encoding="utf-8")
+    started = time.monotonic()
+    try:
+        result = stage.execute(staging)
+        outputs = _commit_outputs(stage, staging)
+    except BaseException as exc:
+        seconds = time.monotonic() - started
+        report.rows.append(Row(stage.key, "FAILED", seconds, _failure_note(exc)))
+        printer.table(report.rows)
+        raise _with_log(exc, stage)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.monotonic() - started
+    run.state.save_record(stage.key, _record(stage, decision, result, outputs, seconds))
+    return Row(stage.key, "RUN", seconds)
+
+
+def _failure_note(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return exc.message if isinstance(exc, UserError) else type(exc).__name__
+
+
+def _with_log(exc: BaseException, stage: Stage) -> BaseException:
+    if isinstance(exc, UserError) and not isinstance(exc, StageFailed):
+        return StageFailed(f"stage {stage.key}: {exc.message}", hint=exc.hint or f"log: {stage.log}", details=exc.details)
+    if isinstance(exc, StageFailed):
+        exc.message = f"stage {stage.key}: {exc.message}"
+    return exc
+
+
+def _commit_outputs(stage: Stage, staging: Path) -> dict[str, str]:
+    """Rename every staged output into place; return {relative path: digest or 'dir'}."""
+    committed = {}
+    for relative in stage.outputs():
+        staged = staging / relative
+        if not staged.exists():
+            raise StageFailed(f"stage {stage.key} finished but wrote no {relative}")
+        final = stage.run.path(relative)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _replace(staged, final)
+        committed[relative] = "dir" if final.is_dir() else stage.run.state.file_digest(final)
+    return committed
+
+
+def _replace(source: Path, destination: Path) -> None:
+    if destination.is_dir() and not destination.is_symlink():
+        trash = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        os.replace(destination, trash)
+        os.replace(source, destination)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, destination)
+
+
+def _record(stage: Stage, decision: Decision, result: StageResult, outputs: dict[str, str], seconds: float) -> dict:
+    return {
+        "key": stage.key,
+        "kind": stage.kind,
+        "fingerprint": decision.fingerprint.value,
+        "parts": asdict(decision.fingerprint),
+        "outputs": outputs,
+        "argv": result.argv,
+        "info": result.info,
+        "seconds": round(seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# ---------------------------------------------------------------- results
+
+
+def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Path | None, dict | None]:
+    """One JSON per (model, backend, bs): metrics, fps, references, argv of every tool stage,
+    tool versions and the weights used, built from the stage records (cached stages included)."""
+    records = {s.kind: run.state.record(s.key) for s in stages}
+    if not (records.get("eval") or records.get("perf")):
+        return None, None
+    weights = read_json(run.path("weights.json")) or {"mode": "none"}
+    results = {
+        "model": run.name,
+        "recipe": str(run.loaded.path),
+        "guide": run.recipe.guide,
+        "bs": run.bs,
+        "backend": run.backend,
+        "target": run.target,
+        "toolchain": run.options.toolchain,
+        "weights": weights,
+        "random_weights": weights.get("mode") == "random",
+        "limit": run.options.limit,
+        "metrics": (records.get("eval") or {}).get("info", {}).get("metrics"),
+        "samples": (records.get("eval") or {}).get("info", {}).get("samples"),
+        "perf": (records.get("perf") or {}).get("info"),
+        "atc": (records.get("atc") or {}).get("info"),
+        "reference": run.recipe.reference.model_dump(mode="json"),
+        "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
+        "stages": [asdict(row) for row in report.rows],
+        "versions": versions.report(),
+    }
+    path = run.path(f"results/{run.name}_{run.backend}_bs{run.bs}.json")
+    write_json_atomic(path, results)
+    return path, results
+
+
+def ensure_toolchain(toolchain: str, workdir: Path) -> None:
+    """`--toolchain fake`: the fake atc / ais_bench / npu-smi first on every subprocess's
+    PATH and PYTHONPATH."""
+    from .tools import execute
+
+    if toolchain == "fake":
+        from .testing.toolchain import fake_toolchain_env
+
+        execute.set_toolchain_env(fake_toolchain_env(workdir.resolve() / ".fake-toolchain"))
+    elif toolchain == "real":
+        execute.set_toolchain_env({})
+    else:
+        raise UserError(f"unknown toolchain {toolchain!r}", hint="choose real or fake")
+

@@ -1,0 +1,67 @@
+"""atc: the guide's `atc` command, checked before it runs (the real tool reports a wrong
+`--input_shape` name with E10016 only after minutes), its `.om` found as `<output>*.om`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import versions
+from ..errors import StageFailed
+from ..recipe import render, template_names
+from ..state import Fingerprint
+from ..tools import atc as atc_tool
+from ..tools.execute import execute
+from .base import Stage, StageResult
+
+STAGING_STEM = "om/model"
+
+
+class AtcStage(Stage):
+    kind = "atc"
+    per_bs = True
+
+    def skip_reason(self) -> str | None:
+        if self.run.backend != "ais_bench":
+            return f"backend {self.run.backend} runs the ONNX model; no .om needed"
+        return None
+
+    def needs(self) -> list[str]:
+        return ["simplify" if self.run.recipe.stages.simplify else "export"]
+
+    def outputs(self) -> list[str]:
+        return [self.run.om_name]
+
+    def uses_soc_version(self) -> bool:
+        return any("soc_version" in template_names(arg) for arg in self.config.args)
+
+    def fingerprint(self) -> Fingerprint:
+        params = {**self.params(), "bs": self.run.bs}
+        if self.uses_soc_version():
+            params["soc_version"] = self.run.soc_version
+        return Fingerprint(params=params, tools={"cann": versions.cann()})
+
+    def argv(self, staging: Path) -> list[str]:
+        variables = self.run.variables(om_stem=str(staging / STAGING_STEM))
+        if self.uses_soc_version():
+            variables["soc_version"] = self.run.soc_version
+        return ["atc", *(render(arg, variables) for arg in self.config.args)]
+
+    def command(self) -> list[str]:
+        return self.argv(self.run.model_dir / ".staging" / self.key)
+
+    def execute(self, staging: Path) -> StageResult:
+        argv = self.argv(staging)
+        flags = atc_tool.parse_flags(argv[1:])
+        atc_tool.preflight(Path(flags["model"]), flags)
+        outcome = execute(argv, cwd=staging, log=self.log)  # cwd: fusion_result.json stays out of the user's way
+        result = atc_tool.parse_output(outcome.output)
+        if outcome.returncode != 0 or not result.ok:
+            raise StageFailed(
+                f"atc failed (exit {outcome.returncode})",
+                details=result.errors or outcome.output.strip().splitlines()[-10:],
+                hint=f"full log: {self.log}",
+            )
+        produced = atc_tool.find_om(staging / STAGING_STEM)
+        produced.rename(self.staged(staging, self.run.om_name))
+        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings,
+                                            "precision_mode": flags.get("precision_mode", self.config.precision_mode),
+                                            "soc_version": flags.get("soc_version")})

@@ -1,0 +1,92 @@
+"""The small interface every stage kind implements (one module per kind in this package).
+
+A stage declares its outputs (paths relative to the model's work directory), the upstream
+stages it consumes, and the parts of its fingerprint; `execute` writes the outputs under a
+staging directory that the runner renames into place afterwards, so a killed stage never leaves
+an output that looks complete.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..context import Run
+from ..state import Fingerprint
+
+
+@dataclass
+class StageResult:
+    """What a finished stage reports: recorded in its state file and the run's results JSON."""
+
+    info: dict[str, Any] = field(default_factory=dict)
+    argv: list[str] | None = None
+
+
+class Stage:
+    kind: ClassVar[str]
+    per_bs: ClassVar[bool] = False  # artifacts depend on the batch size (and target / backend)
+    in_place: ClassVar[bool] = False  # works on an existing output (patch on src), not via staging
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    # -- identity
+    @property
+    def key(self) -> str:
+        # Also a file name (logs, staging): only characters ais_bench accepts in paths.
+        return f"{self.kind}-bs{self.run.bs}-{self.variant}" if self.per_bs else self.kind
+
+    @property
+    def variant(self) -> str:
+        return self.run.target
+
+    @property
+    def config(self) -> Any:
+        return getattr(self.run.recipe.stages, self.kind)
+
+    # -- planning
+    def skip_reason(self) -> str | None:
+        """None when the stage applies to this run, else why it is skipped."""
+        return None
+
+    def needs(self) -> list[str]:
+        """Stage kinds (present in the recipe) whose outputs this stage consumes."""
+        return []
+
+    def outputs(self) -> list[str]:
+        return []
+
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(params=self.params())
+
+    def params(self) -> dict[str, Any]:
+        config = self.config
+        return config.model_dump(mode="json") if hasattr(config, "model_dump") else {}
+
+    def command(self) -> list[str] | None:
+        """The exact argv for tool stages (shown by --dry-run), None for in-process stages."""
+        return None
+
+    # -- running
+    def execute(self, staging: Path) -> StageResult:
+        raise NotImplementedError
+
+    def verify_cached(self) -> None:
+        """Cheap sanity checks on a CACHED stage's outputs (e.g. the checkout's HEAD)."""
+
+    # -- helpers
+    def staged(self, staging: Path, relative: str) -> Path:
+        path = staging / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def log(self) -> Path:
+        return self.run.log_path(self.key)
+
+
+def write_log_header(log: Path, text: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"# {text}\n")

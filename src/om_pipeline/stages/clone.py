@@ -1,0 +1,43 @@
+"""clone: the upstream repository at the pinned commit, into `<work>/<model>/src`.
+
+`--source PATH` takes a local repository, mirror or checkout instead of the URL (air-gapped
+Ascend servers mirror GitHub); it is cloned from, never modified.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..tools import git
+from .base import Stage, StageResult
+
+
+class CloneStage(Stage):
+    kind = "clone"
+
+    def outputs(self) -> list[str]:
+        return ["src"]
+
+    def params(self) -> dict:
+        # The commit is what matters: cloning it from a mirror instead of GitHub changes nothing.
+        return {"commit": self.config.commit}
+
+    def source(self) -> str:
+        source = self.run.options.source
+        if source is None:
+            return self.config.repo
+        if not Path(source).exists():
+            raise UserError(f"--source {source} does not exist", hint="give a local clone, mirror or bare repository of " + self.config.repo)
+        return str(Path(source).resolve())
+
+    def execute(self, staging: Path) -> StageResult:
+        missing = git.clone_at_commit(self.source(), self.config.commit, self.staged(staging, "src"), self.log)
+        return StageResult(info={"source": self.source(), "commit": self.config.commit, "absent_files": missing})
+
+    def verify_cached(self) -> None:
+        head = git.head_commit(self.run.path("src"))
+        if head != self.config.commit:
+            raise UserError(
+                f"{self.run.path('src')} is at {head or 'no commit'}, but the recipe pins {self.config.commit}",
+                hint=f"remove it or run `ompipe run {self.run.name} --force` to clone again",
+            )

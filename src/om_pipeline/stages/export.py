@@ -1,0 +1,83 @@
+"""export: the plugin writes `<model>_bs<N>.<target>.onnx`; we check what it wrote.
+
+The target matters: the graph for atc may hold Ascend-only ops (DeformableConv2D,
+BatchMultiClassNMS) that ONNX Runtime cannot run, so each target has its own file. The export
+can run in an environment the recipe declares (upstream stacks pin conflicting torch versions).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import versions
+from ..errors import StageFailed, UserError
+from ..onnx_info import describe
+from ..plugin import ExportContext
+from ..state import Fingerprint, read_json
+from .base import Stage, StageResult, write_log_header
+
+
+class ExportStage(Stage):
+    kind = "export"
+    per_bs = True
+
+    def needs(self) -> list[str]:
+        stages = self.run.recipe.stages
+        return [k for k in ("patch" if stages.patch else "clone", "weights") if getattr(stages, k)]
+
+    def outputs(self) -> list[str]:
+        return [self.run.onnx_name(simplified=False)]
+
+    def fingerprint(self) -> Fingerprint:
+        recipe = self.run.recipe
+        params = {**self.params(), "recipe params": recipe.params, "bs": self.run.bs, "target": self.run.target,
+                  "io": recipe.model.model_dump(), "seed": self.run.options.seed}
+        tools = {} if self.config.env else versions.packages("torch", "onnx")
+        return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()}, tools=tools)
+
+    def context(self, out: Path) -> ExportContext:
+        recipe = self.run.recipe
+        weights = (read_json(self.run.path("weights.json")) or {}) if recipe.stages.weights else {}
+        return ExportContext(
+            source=self.run.path("src"),
+            weights=Path(weights["path"]) if weights.get("path") else None,
+            target=self.run.target,
+            bs=self.run.bs,
+            out=out,
+            opset=self.config.opset,
+            input_names=[t.name for t in recipe.model.inputs],
+            output_names=[t.name for t in recipe.model.outputs],
+            params=recipe.stage_params("export"),
+            seed=self.run.options.seed,
+        )
+
+    def execute(self, staging: Path) -> StageResult:
+        out = self.staged(staging, self.run.onnx_name(simplified=False))
+        context = self.context(out)
+        write_log_header(self.log, f"export {self.run.name} target={context.target} bs={context.bs} opset={context.opset}"
+                         + (" weights=RANDOM" if context.weights is None else f" weights={context.weights}"))
+        if self.config.env:
+            from ..envs import export_in_env
+
+            export_in_env(self.run, self.config.env, context, self.log)
+        else:
+            self.run.plugin.export(context)
+        if not out.is_file():
+            raise StageFailed(f"the plugin's export wrote no file at {out}")
+        return StageResult(info=self.check(out))
+
+    def check(self, path: Path) -> dict:
+        info = describe(path, check=self.run.target == "onnxruntime")
+        recipe = self.run.recipe
+        expected_inputs = [t.name for t in recipe.model.inputs]
+        expected_outputs = [t.name for t in recipe.model.outputs]
+        if info["inputs"] != expected_inputs or info["outputs"] != expected_outputs:
+            raise UserError(
+                f"exported graph has inputs {info['inputs']} and outputs {info['outputs']}; "
+                f"the recipe declares {expected_inputs} and {expected_outputs}",
+                hint="atc --input_shape and the output files are named after these; fix the plugin's export or the recipe",
+            )
+        for spec in recipe.model.inputs:
+            shape = info["shapes"][spec.name]
+            if all(isinstance(d, int) for d in shape) and shape != [self.run.bs, *spec.shape]:
+                raise UserError(f"exported input {spec.name} has shape {shape}, expected {[self.run.bs, *spec.shape]}")
+        return info

@@ -1,0 +1,55 @@
+"""patch: our diffs against the pinned commit, applied idempotently to the checkout.
+
+The checkout is reset to the pinned commit first, so the same patch set always gives the same
+tree; each patch is reported as applied / already applied / applied with fuzz / conflict.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import StageFailed, UserError
+from ..recipe import builtin_patch_dirs
+from ..state import Fingerprint
+from ..tools import git
+from .base import Stage, StageResult, write_log_header
+
+
+class PatchStage(Stage):
+    kind = "patch"
+    in_place = True
+
+    def needs(self) -> list[str]:
+        return ["clone"]
+
+    def patch_files(self) -> list[Path]:
+        directories = [self.run.loaded.directory / "patches", self.run.loaded.directory.parent / "patches", *builtin_patch_dirs()]
+        files = []
+        for name in self.config.files:
+            found = next((d / name for d in directories if (d / name).is_file()), None)
+            if found is None:
+                raise UserError(
+                    f"patch {name} not found",
+                    hint="looked in: " + ", ".join(str(d) for d in directories),
+                )
+            files.append(found)
+        return files
+
+    def fingerprint(self) -> Fingerprint:
+        digests = {f"patches/{f.name}": self.run.state.file_digest(f) for f in self.patch_files()}
+        return Fingerprint(params=self.params(), inputs=digests)
+
+    def execute(self, staging: Path) -> StageResult:
+        src = self.run.path("src")
+        commit = self.run.recipe.stages.clone.commit
+        write_log_header(self.log, f"resetting {src} to {commit}, then applying {len(self.config.files)} patch(es)")
+        git.git(["checkout", "-f", "--quiet", commit], src, self.log)
+        git.git(["clean", "-fdq"], src, self.log)
+        outcomes = [git.apply_patch(src, f, self.config.strip, self.config.fuzz, self.log) for f in self.patch_files()]
+        conflicts = [o for o in outcomes if o.status == "conflict"]
+        if conflicts:
+            raise StageFailed(
+                f"{len(conflicts)} patch(es) do not apply to {commit[:12]}",
+                details=[f"{o.patch}: {line}" for o in conflicts for line in o.detail],
+                hint=f"was the patch made against another commit? full log: {self.log}",
+            )
+        return StageResult(info={o.patch: o.status for o in outcomes})

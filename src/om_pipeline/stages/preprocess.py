@@ -1,0 +1,56 @@
+"""preprocess: the plugin turns each sample into model inputs, written as raw `.bin` files
+(`inputs/<input name>/<sample id>.bin`), the layout `ais_bench --input` reads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..progress import progress
+from ..state import Fingerprint
+from .base import Stage, StageResult
+from .dataset import load_samples
+
+
+class PreprocessStage(Stage):
+    kind = "preprocess"
+
+    def needs(self) -> list[str]:
+        return ["dataset"]
+
+    def outputs(self) -> list[str]:
+        return ["inputs"]
+
+    def fingerprint(self) -> Fingerprint:
+        params = {**self.params(), "recipe params": self.run.recipe.params,
+                  "inputs": [s.model_dump() for s in self.run.recipe.model.inputs]}
+        return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
+
+    def execute(self, staging: Path) -> StageResult:
+        _, samples = load_samples(self.run.model_dir)
+        specs = self.run.recipe.model.inputs
+        directories = [self.staged(staging, f"inputs/{spec.name}/x").parent for spec in specs]
+        params = self.run.recipe.stage_params("preprocess")
+        for sample in progress(samples, f"preprocess {self.run.name}", quiet=self.run.options.quiet):
+            arrays = self.run.plugin.preprocess(sample, params)
+            for spec, directory, array in zip(specs, directories, check_inputs(arrays, specs, sample.id)):
+                array.tofile(directory / f"{sample.id}.bin")
+        return StageResult(info={"samples": len(samples)})
+
+
+def check_inputs(arrays: list[np.ndarray], specs, sample_id: str) -> list[np.ndarray]:
+    """The plugin's arrays must be exactly what the recipe declares: a wrong shape or dtype
+    here would surface as a confusing size error inside ais_bench much later."""
+    if len(arrays) != len(specs):
+        raise UserError(f"preprocess of {sample_id} returned {len(arrays)} arrays for {len(specs)} model inputs")
+    checked = []
+    for spec, array in zip(specs, arrays):
+        array = np.asarray(array)
+        if list(array.shape) != list(spec.shape) or array.dtype != np.dtype(spec.dtype):
+            raise UserError(
+                f"preprocess of {sample_id}: input {spec.name} is {array.dtype}{list(array.shape)}, "
+                f"the recipe declares {spec.dtype}{list(spec.shape)}"
+            )
+        checked.append(np.ascontiguousarray(array))
+    return checked

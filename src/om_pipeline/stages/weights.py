@@ -1,0 +1,94 @@
+"""weights: find and verify the checkpoint, or take random weights for smoke runs.
+
+Order: `--weights random`; `--weights PATH`; the file inside the upstream checkout (verified by
+its git blob id); the download cache (verified by sha256), downloading when the recipe has a
+URL. The result, `weights.json`, says which was used; `random` is marked in every result.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..download import cache_dir, fetch
+from ..errors import UserError
+from ..state import Fingerprint, git_blob_id, sha256_file, write_json_atomic
+from .base import Stage, StageResult
+
+
+class WeightsStage(Stage):
+    kind = "weights"
+
+    def needs(self) -> list[str]:
+        return ["patch"] if self.config.in_source and self.run.recipe.stages.patch else (["clone"] if self.config.in_source else [])
+
+    def outputs(self) -> list[str]:
+        return ["weights.json"]
+
+    @property
+    def choice(self) -> str | None:
+        return self.run.options.weights
+
+    def fingerprint(self) -> Fingerprint:
+        params = {**self.params(), "choice": "random" if self.choice == "random" else ("path" if self.choice else "recipe")}
+        if self.choice == "random":
+            params["seed"] = self.run.options.seed
+            return Fingerprint(params=params)
+        if self.choice:
+            path = self.user_path()
+            return Fingerprint(params=params, inputs={str(path): self.run.state.file_digest(path)})
+        return Fingerprint(params=params)  # in the checkout or cache: pinned by git_blob / sha256
+
+    def user_path(self) -> Path:
+        path = Path(self.choice).expanduser().resolve()
+        if not path.is_file():
+            raise UserError(f"--weights {self.choice}: no such file", hint="give the checkpoint file, or --weights random for a smoke run")
+        return path
+
+    def execute(self, staging: Path) -> StageResult:
+        record = self.resolve()
+        write_json_atomic(self.staged(staging, "weights.json"), record)
+        return StageResult(info=record)
+
+    def resolve(self) -> dict:
+        if self.choice == "random":
+            return {"mode": "random", "seed": self.run.options.seed, "path": None}
+        if self.choice:
+            return self.verify(self.user_path(), "--weights")
+        if self.config.in_source:
+            return self.from_source()
+        return self.from_cache()
+
+    def verify(self, path: Path, origin: str) -> dict:
+        if self.config.sha256:
+            actual = sha256_file(path)
+            if actual != self.config.sha256:
+                raise UserError(
+                    f"{origin} {path}: sha256 {actual} is not the recipe's {self.config.sha256}",
+                    hint="this is not the checkpoint the guide's numbers come from; use --weights random to run anyway without those numbers",
+                )
+            return {"mode": "file", "path": str(path), "sha256": actual, "verified_by": "sha256"}
+        blob = git_blob_id(path)
+        if blob != self.config.git_blob:
+            raise UserError(f"{origin} {path}: git blob {blob} is not the recipe's {self.config.git_blob}")
+        return {"mode": "file", "path": str(path), "git_blob": blob, "verified_by": "git_blob"}
+
+    def from_source(self) -> dict:
+        path = self.run.path("src") / self.config.in_source
+        if not path.is_file():
+            absent = self.config.in_source in (self.run.state.record("clone") or {}).get("info", {}).get("absent_files", [])
+            raise UserError(
+                f"{self.config.in_source} is absent from the upstream checkout {self.run.path('src')}"
+                + (" (its blob is missing from the --source repository)" if absent else ""),
+                hint=f"pass --weights PATH to a copy of it ({self.config.instructions or 'see the recipe'}), or --weights random",
+            )
+        return self.verify(path, "checkout file")
+
+    def from_cache(self) -> dict:
+        path = cache_dir() / "weights" / self.config.file
+        if not path.is_file():
+            if not self.config.urls:
+                raise UserError(
+                    f"weights {self.config.file} not found (looked in {path.parent})",
+                    hint=f"{self.config.instructions or 'download it'}; then pass --weights PATH or put it in {path.parent}",
+                )
+            fetch(self.config.urls[0], path, self.config.sha256)
+        return self.verify(path, "cached file")

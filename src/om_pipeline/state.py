@@ -1,0 +1,148 @@
+"""What the runner remembers between runs: per-stage records and a digest cache.
+
+A stage record is written only after the stage's outputs were renamed into place, so a killed
+run never leaves a record that vouches for half-written outputs. Records keep the parts of the
+fingerprint (parameters, input digests, tool versions, upstream fingerprints), not just the
+hash, so the planner can say *what* changed.
+
+File digests are cached by (size, mtime_ns, inode): a 10 GB checkpoint is hashed once, not on
+every run (the complaint in dvc#10691).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest_of(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent or torn: treated as "no record", so the stage reruns
+
+
+@dataclass
+class Fingerprint:
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    tools: dict[str, str] = field(default_factory=dict)  # tool -> version
+    upstream: dict[str, str] = field(default_factory=dict)  # stage key -> its fingerprint
+
+    @property
+    def value(self) -> str:
+        return digest_of(asdict(self))
+
+    def differences(self, old: dict[str, Any]) -> list[str]:
+        """Human reasons, e.g. 'parameter args changed', 'input onnx/x.onnx changed'."""
+        reasons: list[str] = []
+        for name, new_part in asdict(self).items():
+            old_part = old.get(name, {})
+            for key in sorted(set(new_part) | set(old_part)):
+                if new_part.get(key) != old_part.get(key):
+                    reasons.append(_describe_change(name, key, old_part.get(key), new_part.get(key)))
+        return reasons
+
+
+def _describe_change(part: str, key: str, old: Any, new: Any) -> str:
+    if part == "tools":
+        return f"{key} {old or 'absent'} -> {new or 'absent'}"
+    if part == "upstream":
+        return f"upstream stage {key} re-ran" if old and new else f"upstream stage {key} {'added' if new else 'removed'}"
+    noun = "parameter" if part == "params" else "input"
+    return f"{noun} {key} {'changed' if old is not None and new is not None else ('added' if new is not None else 'removed')}"
+
+
+class StateStore:
+    """`<model workdir>/.ompipe/`: stage records and the digest cache."""
+
+    def __init__(self, model_dir: Path):
+        self.root = model_dir / ".ompipe"
+        self._digests_path = self.root / "digests.json"
+        self._digests: dict[str, Any] | None = None
+
+    def record_path(self, key: str) -> Path:
+        return self.root / "stages" / f"{_file_safe(key)}.json"
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        return read_json(self.record_path(key))
+
+    def save_record(self, key: str, record: dict[str, Any]) -> None:
+        write_json_atomic(self.record_path(key), record)
+
+    def forget(self, key: str) -> None:
+        self.record_path(key).unlink(missing_ok=True)
+
+    # -- digests
+    def file_digest(self, path: Path) -> str:
+        stat = path.stat()
+        identity = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        cache = self._load_digests()
+        cached = cache.get(str(path.resolve()))
+        if cached and cached["identity"] == identity:
+            return cached["sha256"]
+        sha = sha256_file(path)
+        cache[str(path.resolve())] = {"identity": identity, "sha256": sha}
+        write_json_atomic(self._digests_path, cache)
+        return sha
+
+    def tree_digest(self, root: Path) -> str:
+        """Digest of a directory's files (relative names + contents)."""
+        entries = {str(p.relative_to(root)): self.file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+        return digest_of(entries)
+
+    def path_digest(self, path: Path) -> str:
+        return self.tree_digest(path) if path.is_dir() else self.file_digest(path)
+
+    def _load_digests(self) -> dict[str, Any]:
+        if self._digests is None:
+            self._digests = read_json(self._digests_path) or {}
+        return self._digests
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_blob_id(path: Path) -> str:
+    """The id git gives this file's content (`git hash-object`), without needing git."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)

@@ -1,0 +1,92 @@
+"""Plugin of the `toy` fixture model: a tiny classifier on a generated image set.
+
+Small enough to export, convert (fake atc) and evaluate in seconds, yet every part is real:
+cv2 image decoding, an upstream module imported from the patched checkout, checkpoint loading,
+batching, ONNX Runtime, a metric.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import UserError
+from ..plugin import ExportContext, Sample
+
+SIZE = 16
+
+
+def list_samples(data: Path, params: dict) -> list[Sample]:
+    labels = json.loads((data / "labels.json").read_text())
+    images = sorted((data / "images").glob("*.png"))
+    return [Sample(p.stem, p, {"label": labels[p.stem]}) for p in images if p.stem in labels]
+
+
+def preprocess(sample: Sample, params: dict) -> list[np.ndarray]:
+    import cv2
+
+    image = cv2.imread(str(sample.path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"cannot read image {sample.path}")
+    image = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    return [(image[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1).copy()]
+
+
+@contextmanager
+def importable(source: Path) -> Iterator[None]:
+    """Import upstream modules from the checkout without leaving it on sys.path."""
+    sys.path.insert(0, str(source))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(source))
+        for name in [m for m in sys.modules if m == "toynet" or m.startswith("toynet.")]:
+            del sys.modules[name]
+
+
+def build_model(source: Path, weights: Path | None, seed: int):
+    import torch
+
+    with importable(source):
+        from toynet.model import ToyNet
+
+        torch.manual_seed(seed)
+        model = ToyNet()
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return model.eval()
+
+
+def export(ctx: ExportContext) -> None:
+    import torch
+
+    model = build_model(ctx.source, ctx.weights, ctx.seed)
+    dummy = torch.zeros(ctx.bs, 3, SIZE, SIZE)
+    torch.onnx.export(model, dummy, str(ctx.out), input_names=list(ctx.input_names), output_names=list(ctx.output_names),
+                      opset_version=ctx.opset, dynamo=False)
+
+
+class Top1:
+    def __init__(self) -> None:
+        self.correct = 0
+        self.count = 0
+        self.score = 0.0
+
+    def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
+        logits = outputs[0].astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        self.correct += int(np.argmax(logits) == sample.meta["label"])
+        self.score += float(probabilities.max())
+        self.count += 1
+
+    def result(self) -> dict[str, float]:
+        return {"top1": self.correct / self.count, "mean_confidence": self.score / self.count}
+
+
+def evaluator(data: Path, params: dict) -> Top1:
+    return Top1()

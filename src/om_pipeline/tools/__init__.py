@@ -1,0 +1,1 @@
+"""The one subprocess seam (execute) and the parsers of the Ascend tools."""

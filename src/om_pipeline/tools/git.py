@@ -1,0 +1,101 @@
+"""git and patch through the seam: clone a pinned commit (also from a snapshot lacking big
+blobs), apply patches idempotently and say per patch what happened."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StageFailed, UserError
+from .execute import Outcome, execute
+
+
+def git(args: list[str], repo: Path | None, log: Path | None, *, check: bool = True) -> Outcome:
+    argv = ["git", *(["-C", str(repo)] if repo else []), *args]
+    outcome = execute(argv, log=log, env={"GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1"})
+    if check and not outcome.ok:
+        raise StageFailed(
+            f"`{' '.join(argv[:4])} ...` failed (exit {outcome.returncode})",
+            details=outcome.output.strip().splitlines()[-8:],
+            hint=f"full log: {log}" if log else None,
+        )
+    return outcome
+
+
+def clone_at_commit(source: str, commit: str, destination: Path, log: Path) -> list[str]:
+    """Clone `source` (URL, local repository, mirror or bare snapshot) and check out `commit`.
+
+    Files whose blobs are absent from the source (snapshots without big files, partial clones)
+    are left out of the work tree with a sparse checkout; their paths are returned so a stage
+    that needs one can name it. The source itself is never modified.
+    """
+    git(["clone", "--no-checkout", "--quiet", source, str(destination)], None, log)
+    if not git(["cat-file", "-e", f"{commit}^{{commit}}"], destination, log, check=False).ok:
+        raise UserError(
+            f"commit {commit} is not in {source}",
+            hint="update your mirror (git fetch) or pass --source with a repository that has the pinned commit",
+        )
+    missing = missing_paths(destination, commit, log)
+    if missing:
+        git(["sparse-checkout", "set", "--no-cone", "--stdin"], destination, log, check=False)  # enables it
+        sparse = destination / ".git" / "info" / "sparse-checkout"
+        sparse.write_text("/*\n" + "".join(f"!/{_escape_pattern(p)}\n" for p in missing), encoding="utf-8")
+    git(["-c", "advice.detachedHead=false", "checkout", "--quiet", commit], destination, log)
+    return missing
+
+
+def missing_paths(repo: Path, commit: str, log: Path) -> list[str]:
+    absent = {
+        line[1:].strip()
+        for line in git(["rev-list", "--objects", "--missing=print", commit], repo, log).output.splitlines()
+        if line.startswith("?")
+    }
+    if not absent:
+        return []
+    listing = git(["ls-tree", "-r", "-z", "--full-tree", commit], repo, log).output
+    paths = []
+    for entry in filter(None, listing.split("\0")):
+        meta, _, path = entry.partition("\t")
+        if meta.split()[2] in absent:
+            paths.append(path)
+    return sorted(paths)
+
+
+def _escape_pattern(path: str) -> str:
+    return re.sub(r"([*?\[\]\\!#])", r"\\\1", path)
+
+
+def head_commit(repo: Path) -> str | None:
+    outcome = execute(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    return outcome.output.strip() if outcome.ok else None
+
+
+@dataclass(frozen=True)
+class PatchOutcome:
+    patch: str
+    status: str  # "applied", "already applied", "applied with fuzz", "conflict"
+    detail: list[str]
+
+
+def apply_patch(repo: Path, patch: Path, strip: int, fuzz: int, log: Path) -> PatchOutcome:
+    """git apply; if already applied, say so; else GNU patch with the guide's fuzz; else report
+    the conflicting files. Never leaves a half-applied patch: every attempt is checked first."""
+    name = patch.name
+    base = ["apply", f"-p{strip}", "--whitespace=nowarn"]
+    check = git([*base, "--check", str(patch)], repo, log, check=False)
+    if check.ok:
+        git([*base, str(patch)], repo, log)
+        return PatchOutcome(name, "applied", [])
+    if git([*base, "--reverse", "--check", str(patch)], repo, log, check=False).ok:
+        return PatchOutcome(name, "already applied", [])
+    gnu = ["patch", f"-p{strip}", f"--fuzz={fuzz}", "--forward", "--batch", "--no-backup-if-mismatch", "-i", str(patch), "-d", str(repo)]
+    if fuzz and execute([*gnu, "--dry-run"], log=log).ok:
+        outcome = execute(gnu, log=log)
+        if outcome.ok:
+            return PatchOutcome(name, "applied with fuzz", [])
+    return PatchOutcome(name, "conflict", _conflicts(check.output))
+
+
+def _conflicts(output: str) -> list[str]:
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    return lines or output.strip().splitlines()[-5:]

@@ -1,0 +1,57 @@
+"""Shared fixtures: the toy upstream/recipe/dataset, an isolated cache, and a CLI runner."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from om_pipeline.cli import main
+from om_pipeline.testing.toy import Toy, make_toy
+from om_pipeline.tools import execute
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """No test reads the user's cache, recipes or toolchain choice, or leaks the fake toolchain."""
+    monkeypatch.setenv("OMPIPE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    for name in ("OMPIPE_RECIPES", "OMPIPE_TOOLCHAIN", "ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH", "ASCEND_OPP_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    execute.set_toolchain_env({})
+
+
+@pytest.fixture(scope="session")
+def toy_template(tmp_path_factory) -> Toy:
+    return make_toy(tmp_path_factory.mktemp("toy-template"))
+
+
+@pytest.fixture
+def toy(toy_template, tmp_path) -> Toy:
+    """A private copy per test (tests edit the recipe and the dataset)."""
+    root = tmp_path / "toy"
+    shutil.copytree(toy_template.root, root, symlinks=True)
+    recipe = root / "recipes" / "toy.yaml"
+    recipe.write_text(recipe.read_text().replace(toy_template.upstream.as_uri(), (root / "upstream").as_uri()))
+    return Toy(root, root / "upstream", toy_template.commit, root / "recipes", root / "toyset", root / "upstream" / "weights" / "toy.pt")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def ompipe(capsys, monkeypatch, tmp_path):
+    """Run the CLI in-process from tmp_path; returns exit code, stdout and stderr."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*argv: str) -> Result:
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke

@@ -1,0 +1,73 @@
+"""The command line: help, exit codes, list/show/status/doctor."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from om_pipeline import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_command(ompipe):
+    result = ompipe("--help")
+    assert result.code == 0
+    for command in ("run", "stage", "list", "show", "validate", "status", "doctor", "data"):
+        assert re.search(rf"\b{command}\b", result.out), command
+
+
+def test_usage_error_exits_2(ompipe):
+    result = ompipe("run", "toy", "--bs", "eight")
+    assert result.code == 2
+    assert "Traceback" not in result.err
+
+
+def test_unknown_recipe_exits_1_with_hint(ompipe):
+    result = ompipe("run", "no-such-model")
+    assert result.code == 1
+    assert "no recipe named 'no-such-model'" in result.err and "hint:" in result.err
+
+
+def test_internal_error_exits_3_with_versions(ompipe, monkeypatch):
+    monkeypatch.setattr(cli.commands, "list_recipes", lambda dirs: 1 / 0)
+    result = ompipe("list")
+    assert result.code == 3
+    assert "ZeroDivisionError" in result.err and "versions:" in result.err and "onnxruntime:" in result.err
+
+
+def test_list_show_and_status(ompipe, toy):
+    assert "toy " in ompipe("list", "--recipes", toy.recipes).out
+    shown = ompipe("show", "toy", "--recipes", toy.recipes)
+    assert shown.code == 0 and "precision_mode: force_fp16" in shown.out  # defaults filled in
+    status = ompipe("status", "toy", "--recipes", toy.recipes, "--data", toy.data, "--backend", "onnxruntime")
+    assert status.code == 0 and "never" in status.out
+
+
+def test_doctor_with_the_fake_toolchain(ompipe, toy):
+    result = ompipe("doctor", "toy", "--recipes", toy.recipes, "--toolchain", "fake", "--data", toy.data)
+    assert "soc_version" in result.out and "Ascend310P3" in result.out
+    assert "disk" in result.out and "12 samples" in result.out
+    assert "FAIL" not in result.out, result.out
+
+
+def test_doctor_without_cann_says_how_to_fix(ompipe, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    result = ompipe("doctor")
+    assert result.code == 1
+    assert "fix: source /usr/local/Ascend/ascend-toolkit/set_env.sh" in result.out
+
+
+def test_packaging_lists_every_subpackage():
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT / "src").parts) for p in (ROOT / "src").rglob("__init__.py")
+               if "fake_python" not in p.parts}
+    assert on_disk <= declared, on_disk - declared
+
+
+@pytest.mark.parametrize("command", ["run", "stage", "status", "doctor", "validate", "show", "list"])
+def test_every_command_has_help(ompipe, command):
+    result = ompipe(command, "--help")
+    assert result.code == 0 and "Usage" in result.out

@@ -1,0 +1,183 @@
+"""End to end on the toy fixture: a tiny upstream git repo, our patch, a recipe, generated
+images, and the fake Ascend toolchain (real runner, real argv, real parsing, real metric)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from om_pipeline.testing import toy_plugin
+from om_pipeline.tools import execute
+
+FAKE = ("--toolchain", "fake")
+
+
+def run_toy(ompipe, toy, *extra):
+    return ompipe("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--workdir", "work", *FAKE, *extra)
+
+
+def statuses(out: str) -> dict[str, str]:
+    """stage key -> status, from the closing table."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│")]
+        if len(cells) >= 2 and cells[1] in ("RUN", "CACHED", "SKIPPED", "FAILED"):
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def expected_metrics(toy, workdir: Path, bs: int) -> dict[str, float]:
+    """The metric computed directly: the plugin's preprocessing, ONNX Runtime on the exported
+    model, one sample at a time (no batching, no files, no fake tools)."""
+    session = onnxruntime.InferenceSession(str(workdir / f"toy/onnx/toy_bs{bs}.ascend.sim.onnx"), providers=["CPUExecutionProvider"])
+    evaluator = toy_plugin.evaluator(toy.data, {})
+    for sample in toy_plugin.list_samples(toy.data, {}):
+        (image,) = toy_plugin.preprocess(sample, {})
+        batch = np.repeat(image[None], bs, axis=0)
+        evaluator.add(sample, [session.run(None, {"image": batch})[0][0]])
+    return evaluator.result()
+
+
+def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
+    first = run_toy(ompipe, toy)
+    assert first.code == 0, first.err + first.out
+    assert set(statuses(first.out).values()) == {"RUN"}
+    assert len(statuses(first.out)) == 11  # every stage, atc and ais_bench included
+    results = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())
+    expected = expected_metrics(toy, tmp_path / "work", 4)
+    assert results["metrics"]["top1"] == pytest.approx(expected["top1"], abs=0)
+    assert results["metrics"]["mean_confidence"] == pytest.approx(expected["mean_confidence"], rel=1e-6)
+    assert results["argv"]["atc"][0] == "atc" and "--input_shape=image:4,3,16,16" in results["argv"]["atc"]
+    assert results["argv"]["infer"][1:3] == ["-m", "ais_bench"]
+    assert results["perf"]["fps"] > 0 and results["perf"]["batchsize"] == 4
+    assert results["weights"]["verified_by"] in ("sha256", "git_blob") and not results["random_weights"]
+    assert (tmp_path / "work/toy/om/toy_bs4.om").is_file()
+    assert not (tmp_path / "work/toy/.staging").exists() or not any((tmp_path / "work/toy/.staging").iterdir())
+    assert "$ atc --framework=5" in (tmp_path / "work/toy/logs/atc-bs4-ascend.log").read_text().splitlines()[0]
+
+    second = run_toy(ompipe, toy)
+    assert second.code == 0
+    assert set(statuses(second.out).values()) == {"CACHED"}
+    assert json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"] == results["metrics"]
+
+
+def edit_recipe(toy, old: str, new: str) -> None:
+    recipe = toy.recipes / "toy.yaml"
+    text = recipe.read_text()
+    assert old in text
+    recipe.write_text(text.replace(old, new))
+
+
+def test_changed_parameter_reruns_exactly_the_downstream_stages(ompipe, toy):
+    assert run_toy(ompipe, toy).code == 0
+    edit_recipe(toy, "      - --log=error\n", "      - --log=info\n")
+    rerun = run_toy(ompipe, toy)
+    assert rerun.code == 0
+    ran = {k for k, v in statuses(rerun.out).items() if v == "RUN"}
+    assert ran == {"atc-bs4-ascend", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
+    edit_recipe(toy, "  eval: {}", "  eval: {params: {unused: 1}}")
+    rerun = run_toy(ompipe, toy)
+    assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {"eval-bs4-ais_bench"}
+
+
+def test_dry_run_executes_nothing_and_shows_argv(ompipe, toy, tmp_path):
+    calls = []
+    real = execute._executor
+
+    def spy(request):
+        calls.append(request.argv)
+        return real(request)
+
+    with execute.swapped(spy):
+        result = run_toy(ompipe, toy, "--dry-run")
+    assert result.code == 0, result.err
+    assert [argv[:2] for argv in calls] == [("npu-smi", "info")]  # only the soc_version probe
+    assert not (tmp_path / "work/toy/src").exists() and not (tmp_path / "work/toy/.ompipe/stages").exists()
+    assert "$ atc --framework=5 --model=" in result.out
+    assert "--soc_version=Ascend310P3 --log=error" in result.out
+    assert " -m ais_bench --model=" in result.out and "--batchsize=4" in result.out
+    assert set(statuses(result.out).values()) == {"RUN"}
+
+
+def test_check_exits_1_when_something_would_run(ompipe, toy):
+    assert run_toy(ompipe, toy, "--check").code == 1
+    assert run_toy(ompipe, toy).code == 0
+    assert run_toy(ompipe, toy, "--check").code == 0
+
+
+def test_stage_command_runs_only_what_the_stage_needs(ompipe, toy):
+    result = ompipe("stage", "toy", "atc", "--bs", "8", "--recipes", toy.recipes, "--data", toy.data, "--workdir", "work", *FAKE)
+    assert result.code == 0, result.err
+    ran = {k for k, v in statuses(result.out).items() if v == "RUN"}
+    assert ran == {"clone", "patch", "weights", "export-bs8-ascend", "simplify-bs8-ascend", "atc-bs8-ascend"}
+
+
+def test_onnxruntime_backend_gives_the_same_metric(ompipe, toy, tmp_path):
+    assert run_toy(ompipe, toy).code == 0
+    result = run_toy(ompipe, toy, "--backend", "onnxruntime")
+    assert result.code == 0, result.err
+    ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"]
+    ort = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs4.json").read_text())["metrics"]
+    assert ort["top1"] == ais["top1"]
+    assert ort["mean_confidence"] == pytest.approx(ais["mean_confidence"], rel=1e-6)
+    assert statuses(result.out)["clone"] == "CACHED"  # backend-independent stages are shared
+
+
+def test_random_weights_are_marked(ompipe, toy, tmp_path):
+    result = run_toy(ompipe, toy, "--weights", "random", "--limit", "5")
+    assert result.code == 0, result.err
+    assert "random weights" in result.out
+    results = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())
+    assert results["random_weights"] is True and results["samples"] == 5
+
+
+def test_source_without_the_weights_blob(ompipe, toy, tmp_path):
+    """A snapshot whose big files are absent clones fine; the weights stage names the file."""
+    blob = subprocess.run(["git", "-C", toy.upstream, "rev-parse", "HEAD:weights/toy.pt"], capture_output=True, text=True).stdout.strip()
+    mirror = tmp_path / "mirror"
+    subprocess.run(["git", "clone", "-q", "--bare", toy.upstream, mirror], check=True)
+    (mirror / "objects" / blob[:2] / blob[2:]).unlink()
+    failed = run_toy(ompipe, toy, "--source", mirror)
+    assert failed.code == 1
+    assert "weights/toy.pt is absent from the upstream checkout" in failed.err
+    assert "--weights random" in failed.err and "Traceback" not in failed.err
+    assert run_toy(ompipe, toy, "--source", mirror, "--weights", "random").code == 0
+    assert (mirror / "objects" / blob[:2]).exists() is False or not (mirror / "objects" / blob[:2] / blob[2:]).exists()
+
+
+def test_failed_atc_shows_the_tool_error_and_keeps_no_om(ompipe, toy, tmp_path):
+    edit_recipe(toy, "--input_shape=image:{bs},3,16,16", "--input_shape=images:{bs},3,16,16")
+    result = run_toy(ompipe, toy)
+    assert result.code == 1
+    assert "images" in result.err and "--input_shape" in result.err
+    assert not (tmp_path / "work/toy/om").exists()
+
+
+def test_sigkill_halfway_is_rerun_not_taken_as_done(toy, tmp_path):
+    """Kill the whole ompipe process while atc runs; the next run must redo atc."""
+    env = {**os.environ, "OMPIPE_FAKE_DELAY": "30", "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "om_pipeline.cli", "run", "toy", "--recipes", str(toy.recipes), "--data", str(toy.data),
+            "--workdir", str(tmp_path / "work"), *FAKE]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    log = tmp_path / "work/toy/logs/atc-bs4-ascend.log"
+    while time.monotonic() < deadline and process.poll() is None and "ATC start working" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    assert process.poll() is None, "ompipe ended before atc was under way"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "work/toy/om/toy_bs4.om").exists()
+    assert not (tmp_path / "work/toy/.ompipe/stages/atc-bs4-ascend.json").exists()
+    env.pop("OMPIPE_FAKE_DELAY")
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rows = statuses(rerun.stdout)
+    assert rows["atc-bs4-ascend"] == "RUN" and rows["export-bs4-ascend"] == "CACHED"

@@ -1,0 +1,70 @@
+"""Clone at a pinned commit and idempotent patching, on small local repositories."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from om_pipeline.errors import UserError
+from om_pipeline.tools.git import apply_patch, clone_at_commit, head_commit
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.txt").write_text("".join(f"line {i}\n" for i in range(20)))
+    (repo / "b.txt").write_text("bee\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "one")
+    return repo
+
+
+def make_patch(repo: Path, path: Path, edit) -> Path:
+    edit(repo)
+    path.write_text(git(repo, "diff") + "\n")
+    git(repo, "checkout", "-q", "--", ".")
+    return path
+
+
+def test_clone_checks_out_the_pinned_commit_and_leaves_the_source_alone(repo, tmp_path):
+    commit = git(repo, "rev-parse", "HEAD")
+    (repo / "a.txt").write_text("local edit\n")  # the user's work tree: must not be touched
+    assert clone_at_commit(str(repo), commit, tmp_path / "src", tmp_path / "log") == []
+    assert head_commit(tmp_path / "src") == commit
+    assert (tmp_path / "src/a.txt").read_text().startswith("line 0")
+    assert (repo / "a.txt").read_text() == "local edit\n"
+
+
+def test_clone_of_unknown_commit_is_a_clear_error(repo, tmp_path):
+    with pytest.raises(UserError, match="commit 0{40} is not in"):
+        clone_at_commit(str(repo), "0" * 40, tmp_path / "src", tmp_path / "log")
+
+
+def test_patch_applied_then_already_applied_then_conflict(repo, tmp_path):
+    patch = make_patch(repo, tmp_path / "p.patch", lambda r: (r / "b.txt").write_text("bee\nsting\n"))
+    log = tmp_path / "log"
+    assert apply_patch(repo, patch, 1, 0, log).status == "applied"
+    assert apply_patch(repo, patch, 1, 0, log).status == "already applied"
+    git(repo, "checkout", "-q", "--", ".")
+    (repo / "b.txt").write_text("wasp\n")
+    outcome = apply_patch(repo, patch, 1, 0, log)
+    assert outcome.status == "conflict"
+    assert any("b.txt" in line for line in outcome.detail)
+
+
+def test_fuzz_fallback_for_patches_made_against_drifted_context(repo, tmp_path):
+    patch = make_patch(repo, tmp_path / "p.patch", lambda r: (r / "a.txt").write_text(
+        (r / "a.txt").read_text().replace("line 10\n", "line ten\n")))
+    text = (repo / "a.txt").read_text().replace("line 8\n", "line eight\n")  # context drift
+    (repo / "a.txt").write_text(text)
+    assert apply_patch(repo, patch, 1, 0, tmp_path / "log").status == "conflict"
+    assert apply_patch(repo, patch, 1, 3, tmp_path / "log").status == "applied with fuzz"
+    assert "line ten" in (repo / "a.txt").read_text()

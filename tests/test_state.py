@@ -1,0 +1,46 @@
+"""Stage records, fingerprints and the digest cache."""
+from __future__ import annotations
+
+import os
+
+from om_pipeline import state as state_module
+from om_pipeline.state import Fingerprint, StateStore, git_blob_id
+
+
+def test_digest_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    big = tmp_path / "weights.bin"
+    big.write_bytes(b"x" * 1000)
+    calls = []
+    real = state_module.sha256_file
+    monkeypatch.setattr(state_module, "sha256_file", lambda p: calls.append(p) or real(p))
+    store = StateStore(tmp_path / "model")
+    first = store.file_digest(big)
+    assert StateStore(tmp_path / "model").file_digest(big) == first  # a new store reads the cache file
+    assert len(calls) == 1
+    big.write_bytes(b"y" * 1000)
+    os.utime(big, ns=(1, 1))
+    assert store.file_digest(big) != first and len(calls) == 2
+
+
+def test_fingerprint_differences_say_what_changed():
+    old = Fingerprint(params={"args": ["--log=error"]}, inputs={"patch": "a"}, tools={"cann": "7.0"}, upstream={"export": "1"})
+    new = Fingerprint(params={"args": ["--log=info"]}, inputs={"patch": "a"}, tools={"cann": "8.0"}, upstream={"export": "2"})
+    reasons = new.differences(vars(old))
+    assert set(reasons) == {"parameter args changed", "cann 7.0 -> 8.0", "upstream stage export re-ran"}
+    assert new.value != old.value and Fingerprint(**vars(new)).value == new.value
+
+
+def test_records_are_written_atomically(tmp_path):
+    store = StateStore(tmp_path)
+    store.save_record("atc@bs1.ascend", {"fingerprint": "f"})
+    assert store.record("atc@bs1.ascend") == {"fingerprint": "f"}
+    store.record_path("x").parent.mkdir(parents=True, exist_ok=True)
+    store.record_path("x").write_text('{"torn')
+    assert store.record("x") is None  # a torn record counts as none: the stage reruns
+    assert not [p for p in store.record_path("x").parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_git_blob_id_matches_git(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"hello\n")
+    assert git_blob_id(path) == "ce013625030ba8dba906f756967f9e9ca394464a"
