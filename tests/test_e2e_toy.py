@@ -181,3 +181,12 @@ def test_sigkill_halfway_is_rerun_not_taken_as_done(toy, tmp_path):
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     rows = statuses(rerun.stdout)
     assert rows["atc-bs4-ascend"] == "RUN" and rows["export-bs4-ascend"] == "CACHED"
+
+
+def test_precision_mode_is_recorded_and_passed_when_not_the_default(ompipe, toy, tmp_path):
+    edit_recipe(toy, "  atc:\n    args:", "  atc:\n    precision_mode: must_keep_origin_dtype\n    args:")
+    result = run_toy(ompipe, toy, "--dry-run")
+    assert "--log=error --precision_mode=must_keep_origin_dtype" in result.out
+    assert run_toy(ompipe, toy).code == 0
+    results = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())
+    assert results["atc"]["precision_mode"] == "must_keep_origin_dtype"

@@ -118,3 +118,8 @@ def test_discovery_prefers_user_directories(tmp_path, toy, monkeypatch):
 def test_builtin_recipes_are_valid(ompipe):
     result = ompipe("validate")
     assert result.code == 0, result.err
+
+
+def test_output_flag_in_two_tokens_is_checked_too(toy):
+    text = (toy.recipes / "toy.yaml").read_text().replace('"--output={output}"', '"--output", "/tmp/x"')
+    assert "stages.infer.args[3]: --output must be one of ompipe's paths" in rendered(error_of(toy, text))

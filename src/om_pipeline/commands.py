@@ -46,13 +46,20 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
 
 
 def print_results(results: dict, path: Path, printer: Printer) -> None:
+    """Each metric beside the references that compare to it (the recipe names them), so nobody
+    compares repeatability with the guide's NN mAP."""
     if results.get("random_weights"):
         printer.info("WARNING: random weights: these numbers say nothing about the guide's accuracy")
-    for name, value in (results.get("metrics") or {}).items():
-        printer.info(f"{name}: {value:.6g}")
+    references = results["reference"]
+    for name, value in sorted((results.get("metrics") or {}).items()):
+        refs = [f"{r['value']:g} ({r['chip'] + ', ' if r.get('chip') else ''}{r['source']})"
+                for r in references["accuracy"] if r["metric"] == name]
+        printer.info(f"{name}: {value:.6g}" + (f"   reference: {'; '.join(refs)}" if refs else ""))
     perf = results.get("perf")
     if perf:
-        printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps")
+        refs = [f"{fps[str(results['bs'])]:g} on {chip}" for chip, fps in references["fps"].items() if str(results["bs"]) in fps]
+        printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps"
+                     + (f"   reference: {'; '.join(refs)}" if refs else ""))
     printer.info(f"results: {path}")
 
 

@@ -110,6 +110,7 @@ class DatasetStage(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     required: list[str] = Field(min_length=1, description="glob patterns relative to the dataset root; each must match")
     downloads: list[Download] = []
+    archive_root: Optional[str] = Field(None, description="the dataset root inside the extracted downloads")
     instructions: str = ""
 
     _globs = field_validator("required")(lambda cls, v: [_relative_path(p) for p in v])
@@ -303,9 +304,20 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
                 continue
             for name in names - TEMPLATE_VARIABLES.keys():
                 yield loc, f"unknown variable {{{name}}}"
-            flag, _, value = arg.partition("=")
-            if flag in OUTPUT_FLAGS and value and not value.startswith("{"):
-                yield loc, f"{flag} must be one of ompipe's paths ({{om_stem}}, {{output}}) so outputs stay in the work directory"
+        yield from _output_flag_problems(kind, stage.args if stage else [])
+
+
+def _output_flag_problems(kind: str, args: list[str]) -> Iterator[tuple[tuple, str]]:
+    """`--output=X` or `--output X`: X must start with one of ompipe's path variables."""
+    for index, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if flag not in OUTPUT_FLAGS:
+            continue
+        if not equals:
+            index, value = index + 1, args[index + 1] if index + 1 < len(args) else ""
+        if not value.startswith("{") or ".." in value:
+            yield ("stages", kind, "args", index), (
+                f"{flag} must be one of ompipe's paths ({{om_stem}}, {{output}}) so outputs stay in the work directory")
 
 
 def template_names(text: str) -> set[str]:

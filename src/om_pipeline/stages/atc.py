@@ -13,6 +13,7 @@ from ..tools.execute import execute
 from .base import Stage, StageResult
 
 STAGING_STEM = "om/model"
+DEFAULT_PRECISION = "force_fp16"
 
 
 class AtcStage(Stage):
@@ -43,7 +44,12 @@ class AtcStage(Stage):
         variables = self.run.variables(om_stem=str(staging / STAGING_STEM))
         if self.uses_soc_version():
             variables["soc_version"] = self.run.soc_version
-        return ["atc", *(render(arg, variables) for arg in self.config.args)]
+        argv = ["atc", *(render(arg, variables) for arg in self.config.args)]
+        # The guides never pass --precision_mode, so ATC's default (force_fp16) applies; a recipe
+        # that states another mode gets it on the command line.
+        if self.config.precision_mode != DEFAULT_PRECISION and not any(a.startswith("--precision_mode") for a in argv):
+            argv.append(f"--precision_mode={self.config.precision_mode}")
+        return argv
 
     def command(self) -> list[str]:
         return self.argv(self.run.model_dir / ".staging" / self.key)

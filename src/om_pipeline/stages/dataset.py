@@ -29,20 +29,19 @@ class DatasetStage(Stage):
                 raise UserError(f"--data {self.run.options.data} is not a directory")
             return root
         cached = cache_dir() / "data" / self.config.name
+        if self.config.downloads and not cached.is_dir():
+            self.download(cached)
         if cached.is_dir():
-            return cached
-        if self.config.downloads:
-            return self.download(cached)
+            return cached / (self.config.archive_root or "")
         raise UserError(
             f"no {self.config.name} dataset: pass --data PATH",
             hint=self.config.instructions or f"expected files: {', '.join(self.config.required)}",
         )
 
-    def download(self, destination: Path) -> Path:
-        archives = [fetch(d.url, cache_dir() / "downloads" / d.url.rsplit("/", 1)[-1], d.sha256) for d in self.config.downloads]
-        for archive in archives:
+    def download(self, destination: Path) -> None:
+        for item in self.config.downloads:
+            archive = fetch(item.url, cache_dir() / "downloads" / item.url.rsplit("/", 1)[-1], item.sha256)
             extract(archive, destination)
-        return destination
 
     def check_layout(self, root: Path) -> None:
         missing = [pattern for pattern in self.config.required if not any(root.glob(pattern))]

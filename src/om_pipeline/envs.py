@@ -1,0 +1,60 @@
+"""Export environments: upstream stacks pin conflicting torch / mmcv versions, so a recipe may
+declare the environment its export runs in. ompipe builds it once in the cache, keyed by its
+requirements (as pre-commit builds hook environments), and runs the export there through the
+tool seam; the main ompipe environment stays lean.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from .download import cache_dir
+from .errors import StageFailed
+from .plugin import ExportContext
+from .recipe import ExportEnv
+from .state import digest_of
+from .tools.execute import execute
+
+COMPLETE = ".ompipe-complete"
+
+
+def env_path(env: ExportEnv) -> Path:
+    return cache_dir() / "envs" / digest_of({"requirements": env.requirements, "python": env.python})[:16]
+
+
+def ensure_env(env: ExportEnv, log: Path) -> Path:
+    """The environment's interpreter, creating the environment when it is not complete yet
+    (a half-built one, e.g. after Ctrl-C during pip, is rebuilt from scratch)."""
+    root = env_path(env)
+    python = root / "bin" / "python"
+    if (root / COMPLETE).exists():
+        return python
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _checked(execute([env.python, "-m", "venv", str(root)], log=log), "creating the export environment")
+    _checked(execute([str(python), "-m", "pip", "install", "--disable-pip-version-check", *env.requirements], log=log),
+             "installing the export environment's requirements (air-gapped: set PIP_INDEX_URL / PIP_FIND_LINKS to your mirror)")
+    root.mkdir(exist_ok=True)
+    (root / COMPLETE).write_text(json.dumps(env.requirements))
+    return python
+
+
+def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
+    python = ensure_env(env, log)
+    if env.install_source:
+        _checked(execute([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-build-isolation",
+                          "-e", str(ctx.source)], log=log), f"pip install -e {ctx.source}")
+    request = ctx.out.with_suffix(".request.json")
+    request.write_text(json.dumps({"plugin": run.recipe.plugin, "recipe_dir": str(run.loaded.directory),
+                                   "context": asdict(ctx)}, default=str))
+    package_root = Path(__file__).resolve().parent.parent  # so the env imports this very ompipe
+    outcome = execute([str(python), "-m", "om_pipeline.export_worker", str(request)], log=log, env={"PYTHONPATH": str(package_root)})
+    request.unlink(missing_ok=True)
+    _checked(outcome, "the export in its environment")
+
+
+def _checked(outcome, what: str) -> None:
+    if not outcome.ok:
+        raise StageFailed(f"{what} failed (exit {outcome.returncode})", details=outcome.output.strip().splitlines()[-10:])

@@ -1,0 +1,55 @@
+"""The "NPU" of the fake toolchain: loads a fake `.om` and executes its ONNX with ONNX Runtime
+on the CPU. Shared by the fake `python -m ais_bench` and the fake `InferSession`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .fake_om import read_fake_om
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as the compiled model sees it (-1: a dynamic dim)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def is_static(self) -> bool:
+        return all(dim >= 0 for dim in self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """aclruntime's `realsize` (static shapes only)."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _specs(entries: list[dict]) -> list[TensorSpec]:
+    return [TensorSpec(e["name"], tuple(e["shape"]), np.dtype(e["dtype"])) for e in entries]
+
+
+class FakeOmModel:
+    def __init__(self, path: str | Path):
+        import onnxruntime  # imported here: loading it costs a second, and only the fakes need it
+
+        self.path = Path(path)
+        self.meta, onnx_bytes = read_fake_om(self.path)
+        self.inputs = _specs(self.meta["inputs"])
+        self.outputs = _specs(self.meta["outputs"])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # ORT warnings are not part of ais_bench's output
+        self._session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+    def execute(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One model execution; the outputs in the compiled model's dtypes (--output_type)."""
+        feeds = {spec.name: np.ascontiguousarray(array) for spec, array in zip(self.inputs, arrays)}
+        results = self._session.run([spec.name for spec in self.outputs], feeds)
+        return [np.asarray(result).astype(spec.dtype, copy=False) for result, spec in zip(results, self.outputs)]
+
+    def close(self) -> None:
+        self._session = None
