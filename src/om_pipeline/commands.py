@@ -36,7 +36,8 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     printer.info(f"ompipe {mode} {pipeline.name}: bs {pipeline.bs}, backend {pipeline.backend}, "
                  f"toolchain {options.toolchain}, work dir {pipeline.model_dir}")
     report = run_pipeline(pipeline, printer)
-    printer.table(report.rows)
+    if not options.quiet:
+        printer.table(report.rows)
     if options.check and report.would_run:
         printer.error("check: some stages would run")
         return 1

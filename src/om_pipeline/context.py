@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import UserError
-from .plugin import load_plugin
+from .plugin import load_plugin, plugin_views
 from .recipe import LoadedRecipe, Recipe
 from .state import StateStore
 from .tools import execute
@@ -98,6 +98,14 @@ class Run:
         return load_plugin(self.recipe.plugin, self.loaded.directory)
 
     @functools.cached_property
+    def views(self) -> tuple[str | None, ...]:
+        return plugin_views(self.plugin)
+
+    def inputs_dir(self, view: str | None) -> str:
+        """Relative directory of one view's preprocessed inputs (one subdirectory per model input)."""
+        return f"inputs/{view}" if view else "inputs"
+
+    @functools.cached_property
     def soc_version(self) -> str:
         if self.options.soc_version != "auto":
             return self.options.soc_version
@@ -136,7 +144,7 @@ class Run:
         """The ONNX file that atc / ONNX Runtime consume: simplified when the recipe simplifies."""
         return self.onnx_name(simplified=self.recipe.stages.simplify is not None)
 
-    def variables(self, **extra: Any) -> dict[str, Any]:
+    def variables(self, view: str | None = None, **extra: Any) -> dict[str, Any]:
         """Template variables for tool argv (recipe.TEMPLATE_VARIABLES), with paths as strings."""
         values = {
             "bs": self.bs,
@@ -146,7 +154,7 @@ class Run:
             "data": str(self.options.data or ""),
             "onnx": str(self.path(self.model_onnx)),
             "om": str(self.path(self.om_name)),
-            "inputs": ",".join(str(self.path(f"inputs/{spec.name}")) for spec in self.recipe.model.inputs),
+            "inputs": ",".join(str(self.path(f"{self.inputs_dir(view)}/{spec.name}")) for spec in self.recipe.model.inputs),
         }
         values.update(extra)
         return values

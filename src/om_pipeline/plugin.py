@@ -14,6 +14,12 @@ generic (files, batching, tools, caching) lives in the runner.
         Accumulates per-sample outputs and computes the metrics.
 
 `params` is the recipe's `params:` mapping merged with the stage's own `params:`.
+
+Views (optional): a plugin whose guide runs inference more than once per sample, e.g.
+TransPose's flip test (normal and flipped inputs, two ais_bench runs), sets
+`VIEWS = ("normal", "flip")`. Then `preprocess` returns {view: [arrays]}, the infer stage runs
+once per view (`inputs/<view>/...`, `infer/<backend>_bs<N>/<view>/`), and the evaluator's
+`add` receives {view: [outputs]}.
 """
 from __future__ import annotations
 
@@ -66,6 +72,15 @@ class Evaluator(Protocol):
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None: ...
 
     def result(self) -> dict[str, float]: ...
+
+
+def plugin_views(plugin: ModuleType) -> tuple[str | None, ...]:
+    """The plugin's views, or (None,) for the usual single pass."""
+    views = tuple(getattr(plugin, "VIEWS", ()) or ())
+    for view in views:
+        if not SAMPLE_ID.match(view):
+            raise UserError(f"plugin view {view!r} is not a file-name safe name")
+    return views or (None,)
 
 
 def load_plugin(spec: str, recipe_dir: Path | None = None) -> ModuleType:

@@ -82,8 +82,8 @@ def _recorded_fingerprint(stage: Stage, required: bool) -> str | None:
 
 def _show_plan(decision: Decision, printer: Printer) -> Row:
     stage = decision.stage
-    command = stage.command() if decision.action == "RUN" else None
-    printer.stage_line(stage.key, decision.action, decision.reason, command=format_argv(command) if command else None)
+    commands = stage.commands() if decision.action == "RUN" else []
+    printer.stage_line(stage.key, decision.action, decision.reason, commands=[format_argv(c) for c in commands])
     return Row(stage.key, decision.action, note=decision.reason)
 
 

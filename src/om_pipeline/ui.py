@@ -22,11 +22,11 @@ class Printer:
         if not self.quiet:
             self.console.print(text, markup=False)
 
-    def stage_line(self, key: str, action: str, reason: str, command: str | None = None) -> None:
+    def stage_line(self, key: str, action: str, reason: str, commands: list[str] = ()) -> None:
         if self.quiet:
             return
         self.console.print(f"[{STYLE.get(action, '')}]{action:<7}[/] {key:<28} {reason}", markup=True)
-        if command:
+        for command in commands:
             self.console.print(f"        $ {command}", markup=False)
 
     def table(self, rows: Iterable) -> None:

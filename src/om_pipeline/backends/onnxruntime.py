@@ -24,11 +24,12 @@ def session(onnx_path: Path):
 
 
 def batches(ids: list[str], bs: int) -> list[tuple[list[str], int]]:
-    """(ids, padding) per batch; the last batch is filled up with the first id, as ais_bench does."""
+    """(ids, padding) per batch; the last batch is filled up with its first sample, as ais_bench
+    does (a static-shape model needs a full batch; the padding's outputs are discarded)."""
     result = []
     for start in range(0, len(ids), bs):
         chunk = ids[start:start + bs]
-        result.append((chunk + [ids[0]] * (bs - len(chunk)), bs - len(chunk)))
+        result.append((chunk + [chunk[0]] * (bs - len(chunk)), bs - len(chunk)))
     return result
 
 

@@ -51,8 +51,8 @@ class AtcStage(Stage):
             argv.append(f"--precision_mode={self.config.precision_mode}")
         return argv
 
-    def command(self) -> list[str]:
-        return self.argv(self.run.model_dir / ".staging" / self.key)
+    def commands(self) -> list[list[str]]:
+        return [self.argv(self.run.model_dir / ".staging" / self.key)]
 
     def execute(self, staging: Path) -> StageResult:
         argv = self.argv(staging)

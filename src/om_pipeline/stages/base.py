@@ -64,9 +64,9 @@ class Stage:
         config = self.config
         return config.model_dump(mode="json") if hasattr(config, "model_dump") else {}
 
-    def command(self) -> list[str] | None:
-        """The exact argv for tool stages (shown by --dry-run), None for in-process stages."""
-        return None
+    def commands(self) -> list[list[str]]:
+        """The exact argv of each tool run (shown by --dry-run); none for in-process stages."""
+        return []
 
     # -- running
     def execute(self, staging: Path) -> StageResult:

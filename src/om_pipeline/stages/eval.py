@@ -34,8 +34,13 @@ class EvalStage(Stage):
         data, samples = load_samples(self.run.model_dir)
         outputs_dir = self.run.path(self.run.infer_name)
         evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
+        specs = self.run.recipe.model.outputs
+        views = self.run.views
         for sample in progress(samples, f"eval {self.run.name}", quiet=self.run.options.quiet):
-            evaluator.add(sample, read_outputs(outputs_dir, sample.id, self.run.recipe.model.outputs))
+            if views == (None,):
+                evaluator.add(sample, read_outputs(outputs_dir, sample.id, specs))
+            else:
+                evaluator.add(sample, {view: read_outputs(outputs_dir / view, sample.id, specs) for view in views})
         metrics = {name: float(value) for name, value in evaluator.result().items()}
         weights = read_json(self.run.path("weights.json")) or {}
         record = {"metrics": metrics, "samples": len(samples), "backend": self.run.backend, "bs": self.run.bs,

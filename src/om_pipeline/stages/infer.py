@@ -52,38 +52,48 @@ class InferStage(Stage):
             return Fingerprint(params=params, tools={"cann": versions.cann()})
         return Fingerprint(params={"backend": self.run.backend, "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
 
-    def argv(self, staging: Path) -> list[str]:
-        variables = self.run.variables(output=str(staging / RAW))
+    def argv(self, staging: Path, view: str | None) -> list[str]:
+        variables = self.run.variables(view, output=str(staging / RAW / (view or "")))
         return ais_bench_argv(*(render(arg, variables) for arg in self.config.args))
 
-    def command(self) -> list[str] | None:
-        return self.argv(self.run.model_dir / ".staging" / self.key) if self.run.backend == "ais_bench" else None
+    def commands(self) -> list[list[str]]:
+        staging = self.run.model_dir / ".staging" / self.key
+        return [self.argv(staging, view) for view in self.run.views] if self.run.backend == "ais_bench" else []
 
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
-        out = self.staged(staging, self.run.infer_name)
+        ids = [s.id for s in samples]
+        results = {view: self.infer_view(staging, view, ids) for view in self.run.views}
+        if list(results) == [None]:
+            return results[None]
+        return StageResult(argv=[r.argv for r in results.values()] if self.run.backend == "ais_bench" else None,
+                           info={view: r.info for view, r in results.items()})
+
+    def infer_view(self, staging: Path, view: str | None, ids: list[str]) -> StageResult:
+        out = self.staged(staging, self.output_dir(view))
         if self.run.backend == "onnxruntime":
             out.mkdir()
-            info = ort_backend.infer_files(
-                self.run.path(self.run.model_onnx), self.run.path("inputs"), [s.id for s in samples], out,
-                self.run.recipe.model, self.run.bs, quiet=self.run.options.quiet,
-            )
+            info = ort_backend.infer_files(self.run.path(self.run.model_onnx), self.run.path(self.run.inputs_dir(view)), ids,
+                                           out, self.run.recipe.model, self.run.bs, quiet=self.run.options.quiet)
             return StageResult(info=info)
-        argv = self.argv(staging)
+        argv = self.argv(staging, view)
+        raw = staging / RAW / (view or "")
         # ais_bench refuses an existing --output that group or others may read or write (<= 0o750).
-        (staging / RAW).mkdir(mode=0o750)
+        raw.mkdir(mode=0o750, parents=True)
         outcome = execute(argv, cwd=staging, log=self.log)
         if outcome.returncode != 0:
             raise StageFailed(f"ais_bench failed (exit {outcome.returncode})",
                               details=ais_bench.error_tail(outcome.output), hint=f"full log: {self.log}")
-        result_dir = ais_bench.find_result_dir(staging / RAW, None, set())
+        result_dir = ais_bench.find_result_dir(raw, None, set())
         summary = ais_bench.read_summary(result_dir)
         result_dir.rename(out)
-        missing = [f"{s.id}_{i}.bin" for s in samples for i in range(len(self.run.recipe.model.outputs))
-                   if not (out / f"{s.id}_{i}.bin").exists()]
+        missing = [f"{i}_{k}.bin" for i in ids for k in range(len(self.run.recipe.model.outputs)) if not (out / f"{i}_{k}.bin").exists()]
         if missing:
             raise StageFailed(f"ais_bench wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
                               hint=f"check the --outfmt (BIN expected) and the log {self.log}")
         throughput = ais_bench.parse_throughput(outcome.output)
-        return StageResult(argv=argv, info={"samples": len(samples), "throughput": throughput and throughput.__dict__,
+        return StageResult(argv=argv, info={"samples": len(ids), "throughput": throughput and throughput.__dict__,
                                             "summary": {k: summary.get(k) for k in ("NPU_compute_time", "throughput") if summary}})
+
+    def output_dir(self, view: str | None) -> str:
+        return f"{self.run.infer_name}/{view}" if view else self.run.infer_name

@@ -35,17 +35,18 @@ class PerfStage(Stage):
         tools = {"cann": versions.cann()} if self.run.backend == "ais_bench" else versions.packages("onnxruntime")
         return Fingerprint(params=params, tools=tools)
 
-    def command(self) -> list[str] | None:
-        if self.run.backend != "ais_bench":
-            return None
+    def argv(self) -> list[str]:
         return ais_bench_argv(*(render(arg, self.run.variables()) for arg in self.config.args))
+
+    def commands(self) -> list[list[str]]:
+        return [self.argv()] if self.run.backend == "ais_bench" else []
 
     def execute(self, staging: Path) -> StageResult:
         if self.run.backend == "onnxruntime":
             stats = ort_backend.measure(self.run.path(self.run.model_onnx), self.run.recipe.model, self.run.bs, self.config.loop)
             argv = None
         else:
-            argv = self.command()
+            argv = self.argv()
             outcome = execute(argv, cwd=staging, log=self.log)
             throughput = ais_bench.parse_throughput(outcome.output)
             if outcome.returncode != 0 or throughput is None:

@@ -30,13 +30,24 @@ class PreprocessStage(Stage):
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
         specs = self.run.recipe.model.inputs
-        directories = [self.staged(staging, f"inputs/{spec.name}/x").parent for spec in specs]
+        views = self.run.views
+        directories = {view: [self.staged(staging, f"{self.run.inputs_dir(view)}/{spec.name}/x").parent for spec in specs]
+                       for view in views}
         params = self.run.recipe.stage_params("preprocess")
         for sample in progress(samples, f"preprocess {self.run.name}", quiet=self.run.options.quiet):
-            arrays = self.run.plugin.preprocess(sample, params)
-            for spec, directory, array in zip(specs, directories, check_inputs(arrays, specs, sample.id)):
-                array.tofile(directory / f"{sample.id}.bin")
-        return StageResult(info={"samples": len(samples)})
+            for view, arrays in by_view(self.run.plugin.preprocess(sample, params), views, sample.id).items():
+                for spec, directory, array in zip(specs, directories[view], check_inputs(arrays, specs, sample.id)):
+                    array.tofile(directory / f"{sample.id}.bin")
+        return StageResult(info={"samples": len(samples), "views": [v for v in views if v]})
+
+
+def by_view(result, views: tuple[str | None, ...], sample_id: str) -> dict:
+    """A single-pass plugin returns a list of arrays; a plugin with VIEWS a dict per view."""
+    if views == (None,):
+        return {None: result}
+    if not isinstance(result, dict) or set(result) != set(views):
+        raise UserError(f"preprocess of {sample_id} must return a dict with the plugin's views {list(views)}")
+    return result
 
 
 def check_inputs(arrays: list[np.ndarray], specs, sample_id: str) -> list[np.ndarray]:
