@@ -190,3 +190,15 @@ def test_precision_mode_is_recorded_and_passed_when_not_the_default(ompipe, toy,
     assert run_toy(ompipe, toy).code == 0
     results = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())
     assert results["atc"]["precision_mode"] == "must_keep_origin_dtype"
+
+
+def test_files_beside_the_recipe_are_inputs_of_atc(ompipe, toy):
+    (toy.recipes / "toy").mkdir(exist_ok=True)
+    (toy.recipes / "toy" / "fusion_switch.cfg").write_text("ConvReluFusionPass:off\n")
+    edit_recipe(toy, "      - --log=error\n", "      - --log=error\n      - --fusion_switch_file={recipe_dir}/toy/fusion_switch.cfg\n")
+    first = run_toy(ompipe, toy)
+    assert first.code == 0, first.err
+    (toy.recipes / "toy" / "fusion_switch.cfg").write_text("ConvReluFusionPass:on\n")
+    rerun = run_toy(ompipe, toy)
+    assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {
+        "atc-bs4-ascend", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}

@@ -119,6 +119,19 @@ class Run:
     def log_path(self, key: str) -> Path:
         return self.model_dir / "logs" / f"{key}.log"
 
+    def recipe_files(self, args: list[str]) -> dict[str, str]:
+        """Digests of files beside the recipe that tool args name ({recipe_dir}/...): editing
+        e.g. the fusion switch file must rerun atc."""
+        digests = {}
+        for arg in args:
+            if "{recipe_dir}" in arg:
+                path = arg.split("{recipe_dir}", 1)[1].lstrip("/")
+                file = self.loaded.directory / path
+                if not file.is_file():
+                    raise UserError(f"{arg}: {file} does not exist", hint="files named with {recipe_dir} ship beside the recipe")
+                digests[f"recipe_dir/{path}"] = self.state.file_digest(file)
+        return digests
+
     def plugin_source_digest(self) -> str:
         """Plugin code is an input of the stages that call it: editing it reruns them."""
         source = getattr(self.plugin, "__file__", None)
@@ -150,6 +163,7 @@ class Run:
             "bs": self.bs,
             "model": self.name,
             "work": str(self.model_dir),
+            "recipe_dir": str(self.loaded.directory),
             "source": str(self.path("src")),
             "data": str(self.options.data or ""),
             "onnx": str(self.path(self.model_onnx)),

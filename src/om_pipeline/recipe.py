@@ -26,6 +26,7 @@ TEMPLATE_VARIABLES = {
     "bs": "the batch size of this run",
     "model": "the recipe name",
     "work": "the model's work directory",
+    "recipe_dir": "the directory holding the recipe (for files shipped beside it, e.g. a fusion switch file)",
     "source": "the patched upstream checkout",
     "data": "the dataset directory",
     "soc_version": "the Ascend chip, e.g. Ascend310P3 (from npu-smi unless --soc-version)",

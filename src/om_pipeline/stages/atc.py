@@ -38,7 +38,7 @@ class AtcStage(Stage):
         params = {**self.params(), "bs": self.run.bs}
         if self.uses_soc_version():
             params["soc_version"] = self.run.soc_version
-        return Fingerprint(params=params, tools={"cann": versions.cann()})
+        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args), tools={"cann": versions.cann()})
 
     def argv(self, staging: Path) -> list[str]:
         variables = self.run.variables(om_stem=str(staging / STAGING_STEM))
