@@ -202,3 +202,33 @@ def test_files_beside_the_recipe_are_inputs_of_atc(ompipe, toy):
     rerun = run_toy(ompipe, toy)
     assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {
         "atc-bs4-ascend", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
+
+
+ASCEND_ONLY_PLUGIN = '''
+import onnx
+from om_pipeline.testing import toy_plugin
+from om_pipeline.testing.toy_plugin import evaluator, list_samples, preprocess
+
+
+def export(ctx):
+    toy_plugin.export(ctx)
+    if ctx.target == "ascend":  # as CenterNet's DeformableConv2D: an op only atc knows
+        model = onnx.load(str(ctx.out))
+        for node in model.graph.node:
+            if node.op_type == "Relu":
+                node.op_type = "AscendOnlyRelu"
+        onnx.save(model, str(ctx.out))
+'''
+
+
+def test_fake_atc_runs_the_standard_op_twin_of_an_ascend_only_graph(ompipe, toy, tmp_path):
+    (toy.recipes / "toy_ascend.py").write_text(ASCEND_ONLY_PLUGIN)
+    edit_recipe(toy, "plugin: om_pipeline.testing.toy_plugin", "plugin: file:toy_ascend.py")
+    edit_recipe(toy, "  simplify:\n    tool: onnxsim\n", "")
+    result = run_toy(ompipe, toy)
+    assert result.code == 0, result.err
+    assert "AscendOnlyRelu" in [n.op_type for n in __import__("onnx").load(str(tmp_path / "work/toy/onnx/toy_bs4.ascend.onnx")).graph.node]
+    ort = run_toy(ompipe, toy, "--backend", "onnxruntime")
+    assert ort.code == 0, ort.err
+    ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs4.json").read_text())["metrics"]["top1"] == ais["top1"]

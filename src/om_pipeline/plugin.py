@@ -26,10 +26,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -72,6 +74,33 @@ class Evaluator(Protocol):
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None: ...
 
     def result(self) -> dict[str, float]: ...
+
+
+@contextmanager
+def imported_from(source: Path, marker: str) -> Iterator[None]:
+    """Import upstream's top-level modules (`models`, `utils`, `lib`, ...) from the checkout
+    `source`, and leave sys.path and sys.modules as they were afterwards: those names are
+    generic, and another checkout (or another model's) must not get these. `marker` is a file
+    the checkout must have (a clear error instead of an ImportError deep inside)."""
+    source = Path(source)
+    if not (source / marker).is_file():
+        raise UserError(f"{source} is not the expected upstream checkout (no {marker})")
+    top_level = {p.stem for p in source.iterdir() if p.is_dir() or p.suffix == ".py"}
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in top_level
+
+    shadowed = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in shadowed:
+        del sys.modules[name]
+    sys.path.insert(0, str(source))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(source))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(shadowed)
 
 
 def plugin_views(plugin: ModuleType) -> tuple[str | None, ...]:

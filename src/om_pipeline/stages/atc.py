@@ -11,6 +11,7 @@ from ..state import Fingerprint
 from ..tools import atc as atc_tool
 from ..tools.execute import execute
 from .base import Stage, StageResult
+from .export import ExportStage
 
 STAGING_STEM = "om/model"
 DEFAULT_PRECISION = "force_fp16"
@@ -54,11 +55,23 @@ class AtcStage(Stage):
     def commands(self) -> list[list[str]]:
         return [self.argv(self.run.model_dir / ".staging" / self.key)]
 
+    def fake_twin(self, model: Path, staging: Path) -> dict[str, str]:
+        """The fake atc runs the .om's graph with ONNX Runtime, which cannot execute Ascend-only
+        ops (DeformableConv2D, BatchMultiClassNMS). For such a graph the fake is given the
+        plugin's standard-op export of the same model (target onnxruntime) to run instead; the
+        flags are still checked against the real graph."""
+        if self.run.options.toolchain != "fake" or not nonstandard_ops(model):
+            return {}
+        twin = staging / "fake-twin.onnxruntime.onnx"
+        ExportStage(self.run).export(twin, "onnxruntime", self.log)
+        return {"OMPIPE_FAKE_ATC_EXEC_MODEL": str(twin)}
+
     def execute(self, staging: Path) -> StageResult:
         argv = self.argv(staging)
         flags = atc_tool.parse_flags(argv[1:])
         atc_tool.preflight(Path(flags["model"]), flags)
-        outcome = execute(argv, cwd=staging, log=self.log)  # cwd: fusion_result.json stays out of the user's way
+        env = self.fake_twin(Path(flags["model"]), staging)
+        outcome = execute(argv, cwd=staging, log=self.log, env=env)  # cwd: fusion_result.json stays out of the user's way
         result = atc_tool.parse_output(outcome.output)
         if outcome.returncode != 0 or not result.ok:
             raise StageFailed(
@@ -71,3 +84,11 @@ class AtcStage(Stage):
         return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings,
                                             "precision_mode": flags.get("precision_mode", self.config.precision_mode),
                                             "soc_version": flags.get("soc_version")})
+
+
+def nonstandard_ops(model: Path) -> list[str]:
+    """Op types outside the ONNX standard (the Ascend target's custom ops)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return sorted({n.op_type for n in graph.node if not onnx.defs.has(n.op_type, n.domain or "")})

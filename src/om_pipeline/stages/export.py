@@ -34,13 +34,13 @@ class ExportStage(Stage):
         tools = {} if self.config.env else versions.packages("torch", "onnx")
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()}, tools=tools)
 
-    def context(self, out: Path) -> ExportContext:
+    def context(self, out: Path, target: str) -> ExportContext:
         recipe = self.run.recipe
         weights = (read_json(self.run.path("weights.json")) or {}) if recipe.stages.weights else {}
         return ExportContext(
             source=self.run.path("src"),
             weights=Path(weights["path"]) if weights.get("path") else None,
-            target=self.run.target,
+            target=target,
             bs=self.run.bs,
             out=out,
             opset=self.config.opset,
@@ -52,18 +52,22 @@ class ExportStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         out = self.staged(staging, self.run.onnx_name(simplified=False))
-        context = self.context(out)
-        write_log_header(self.log, f"export {self.run.name} target={context.target} bs={context.bs} opset={context.opset}"
+        self.export(out, self.run.target, self.log)
+        return StageResult(info=self.check(out))
+
+    def export(self, out: Path, target: str, log: Path) -> None:
+        """The plugin's export for `target`, in the recipe's export environment when it has one."""
+        context = self.context(out, target)
+        write_log_header(log, f"export {self.run.name} target={context.target} bs={context.bs} opset={context.opset}"
                          + (" weights=RANDOM" if context.weights is None else f" weights={context.weights}"))
         if self.config.env:
             from ..envs import export_in_env
 
-            export_in_env(self.run, self.config.env, context, self.log)
+            export_in_env(self.run, self.config.env, context, log)
         else:
             self.run.plugin.export(context)
         if not out.is_file():
             raise StageFailed(f"the plugin's export wrote no file at {out}")
-        return StageResult(info=self.check(out))
 
     def check(self, path: Path) -> dict:
         info = describe(path, check=self.run.target == "onnxruntime")

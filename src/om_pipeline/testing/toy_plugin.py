@@ -7,15 +7,12 @@ batching, ONNX Runtime, a metric.
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..errors import UserError
-from ..plugin import ExportContext, Sample
+from ..plugin import ExportContext, Sample, imported_from
 
 SIZE = 16
 
@@ -36,22 +33,10 @@ def preprocess(sample: Sample, params: dict) -> list[np.ndarray]:
     return [(image[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1).copy()]
 
 
-@contextmanager
-def importable(source: Path) -> Iterator[None]:
-    """Import upstream modules from the checkout without leaving it on sys.path."""
-    sys.path.insert(0, str(source))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(source))
-        for name in [m for m in sys.modules if m == "toynet" or m.startswith("toynet.")]:
-            del sys.modules[name]
-
-
 def build_model(source: Path, weights: Path | None, seed: int):
     import torch
 
-    with importable(source):
+    with imported_from(source, "toynet/model.py"):
         from toynet.model import ToyNet
 
         torch.manual_seed(seed)

@@ -1,0 +1,1 @@
+"""Datasets ompipe can make itself (for offline runs, demos and tests)."""

@@ -1,0 +1,29 @@
+"""Upstream checkouts for parity tests and benchmarks: the pinned commit with our patches, made
+exactly as the clone and patch stages make it (so these tests also prove the patch applies).
+
+Tests find upstream through OMPIPE_UPSTREAM_<MODEL> (any clone or mirror) and skip without it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from ..recipe import builtin_patch_dirs, find_recipe
+from ..tools.git import apply_patch, clone_at_commit
+
+
+def upstream_source(model: str) -> str | None:
+    return os.environ.get(f"OMPIPE_UPSTREAM_{model.upper()}")
+
+
+def patched_upstream(model: str, source: str, destination: Path) -> Path:
+    """Clone `source` at the recipe's commit into `destination` and apply the recipe's patches."""
+    stages = find_recipe(model).recipe.stages
+    log = destination.parent / f"{destination.name}.log"
+    clone_at_commit(source, stages.clone.commit, destination, log)
+    for name in stages.patch.files if stages.patch else []:
+        patch = next(d / name for d in builtin_patch_dirs() if (d / name).is_file())
+        if apply_patch(destination, patch, stages.patch.strip, stages.patch.fuzz, log).status == "conflict":
+            raise UserError(f"{name} does not apply to {stages.clone.commit}", hint=f"see {log}")
+    return destination
