@@ -232,3 +232,24 @@ def test_fake_atc_runs_the_standard_op_twin_of_an_ascend_only_graph(ompipe, toy,
     assert ort.code == 0, ort.err
     ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"]
     assert json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs4.json").read_text())["metrics"]["top1"] == ais["top1"]
+
+
+def test_msame_as_the_inference_tool(ompipe, toy, tmp_path):
+    """GFocalV2's guide runs msame (bs 1, TXT outputs): same metric as ais_bench and ONNX Runtime."""
+    edit_recipe(toy, '  infer:\n    args: ["--model={om}", "--input={inputs}", "--output={output}", "--outfmt=BIN", "--batchsize={bs}"]',
+                '  infer:\n    args: ["--model={om}", "--input={inputs}", "--output={output}", "--outfmt=BIN", "--batchsize={bs}"]\n'
+                '    msame_args: [--model, "{om}", --input, "{inputs}", --output, "{output}", --outfmt, TXT]')
+    edit_recipe(toy, '    args: ["--model={om}", "--loop=20", "--batchsize={bs}"]',
+                '    args: ["--model={om}", "--loop=20", "--batchsize={bs}"]\n    msame_args: [--model, "{om}", --loop, "20"]')
+    assert run_toy(ompipe, toy, "--bs", "4", "--infer-tool", "msame").code == 1  # msame runs bs 1 only
+    result = run_toy(ompipe, toy, "--bs", "1", "--infer-tool", "msame")
+    assert result.code == 0, result.err
+    assert statuses(result.out)["infer-bs1-msame"] == "RUN"
+    results = json.loads((tmp_path / "work/toy/results/toy_msame_bs1.json").read_text())
+    assert results["argv"]["infer"][0] == "msame" and results["argv"]["infer"][-2:] == ["--outfmt", "TXT"]
+    assert results["perf"]["fps"] > 0 and results["tool"] == "msame"
+    assert len(list((tmp_path / "work/toy/infer/msame_bs1").glob("*_0.txt"))) == 12
+    assert run_toy(ompipe, toy, "--bs", "1").code == 0
+    ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs1.json").read_text())["metrics"]
+    assert results["metrics"]["top1"] == ais["top1"]
+    assert results["metrics"]["mean_confidence"] == pytest.approx(ais["mean_confidence"], abs=1e-5)  # TXT keeps 6 digits

@@ -28,6 +28,7 @@ Model = Annotated[str, typer.Argument(help="recipe name (see `ompipe list`) or p
 RecipeDirs = Annotated[Optional[list[Path]], typer.Option("--recipes", help="extra recipe directory (repeatable; also OMPIPE_RECIPES)")]
 Bs = Annotated[Optional[int], typer.Option("--bs", help="batch size (default: the recipe's first)")]
 Backend = Annotated[Optional[str], typer.Option(help="ais_bench | onnxruntime (default: ais_bench when CANN is present)")]
+InferTool = Annotated[Optional[str], typer.Option("--infer-tool", help="ais_bench | msame: what runs the .om (default: the recipe's)")]
 Toolchain = Annotated[str, typer.Option(envvar="OMPIPE_TOOLCHAIN", help="real | fake (fake atc/ais_bench/npu-smi for CI)")]
 Soc = Annotated[str, typer.Option("--soc-version", help="e.g. Ascend310P3; auto reads npu-smi info")]
 Source = Annotated[Optional[Path], typer.Option(help="local clone / mirror of the upstream repository (air-gapped)")]
@@ -49,13 +50,13 @@ def _options(**values) -> Options:
 
 
 @app.command()
-def run(model: Model, bs: Bs = None, backend: Backend = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
         recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
-    options = _options(bs=bs, backend=backend, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed)
     raise typer.Exit(commands.run(model, options, recipes or []))
@@ -63,12 +64,12 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, toolchain: Toolcha
 
 @app.command()
 def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="clone, patch, weights, dataset, preprocess, export, simplify, atc, infer, eval or perf")],
-          bs: Bs = None, backend: Backend = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
-    options = _options(bs=bs, backend=backend, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
                        dry_run=dry_run, check=check, quiet=quiet, seed=seed)
     raise typer.Exit(commands.run(model, options, recipes or []))
@@ -94,11 +95,11 @@ def validate(files: Annotated[Optional[list[Path]], typer.Argument(help="recipe 
 
 
 @app.command()
-def status(model: Model, bs: Bs = None, backend: Backend = None, toolchain: Toolchain = "real",
+def status(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real",
            soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None,
            limit: Limit = None, workdir: Workdir = Path("work"), recipes: RecipeDirs = None) -> None:
     """Show each stage's last run and whether it is up to date."""
-    options = _options(bs=bs, backend=backend, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir)
     raise typer.Exit(commands.status(model, options, recipes or []))
 

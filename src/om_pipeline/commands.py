@@ -2,6 +2,7 @@
 the CLI minus argument parsing)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -26,7 +27,11 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
         printer.info(f"note: bs {bs} is not among the guide's batch sizes {loaded.recipe.batch_sizes}")
     if options.limit is not None and options.limit < 1:
         raise UserError("--limit must be at least 1")
-    return Run(loaded, options, backend, bs, options.workdir)
+    run = Run(loaded, options, backend, bs, options.workdir)
+    if run.tool == "msame" and bs != 1:
+        raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {bs})",
+                        hint="use --infer-tool ais_bench for other batch sizes")
+    return run
 
 
 def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
@@ -52,16 +57,22 @@ def print_results(results: dict, path: Path, printer: Printer) -> None:
     if results.get("random_weights"):
         printer.info("WARNING: random weights: these numbers say nothing about the guide's accuracy")
     references = results["reference"]
-    for name, value in sorted((results.get("metrics") or {}).items()):
+    for name, value in sorted((results.get("metrics") or {}).items(), key=lambda item: natural_key(item[0])):
         refs = [f"{r['value']:g} ({r['chip'] + ', ' if r.get('chip') else ''}{r['source']})"
                 for r in references["accuracy"] if r["metric"] == name]
         printer.info(f"{name}: {value:.6g}" + (f"   reference: {'; '.join(refs)}" if refs else ""))
     perf = results.get("perf")
     if perf:
-        refs = [f"{fps[str(results['bs'])]:g} on {chip}" for chip, fps in references["fps"].items() if str(results["bs"]) in fps]
+        refs = [f"{fps[str(results['bs'])]:g} on {chip} ({references['fps_source'] or 'guide'})"
+                for chip, fps in references["fps"].items() if str(results["bs"]) in fps]
         printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps"
                      + (f"   reference: {'; '.join(refs)}" if refs else ""))
     printer.info(f"results: {path}")
+
+
+def natural_key(text: str) -> list:
+    """homography_accuracy_3 before homography_accuracy_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def list_recipes(recipe_dirs: list[Path]) -> int:

@@ -28,6 +28,7 @@ class Options:
 
     bs: int | None = None
     backend: str | None = None  # None: ais_bench when CANN is present, else onnxruntime
+    infer_tool: str | None = None  # ais_bench or msame for the .om; None: the recipe's choice
     toolchain: str = "real"
     soc_version: str = "auto"
     source: Path | None = None
@@ -53,6 +54,8 @@ def cann_present() -> bool:
 
 def resolve_backend(options: Options) -> tuple[str, str | None]:
     """(backend, note to print once). The fake toolchain counts as CANN being present."""
+    if options.infer_tool not in (None, "ais_bench", "msame"):
+        raise UserError(f"unknown inference tool {options.infer_tool!r}", hint="choose ais_bench or msame")
     if options.backend:
         if options.backend not in BACKENDS:
             raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
@@ -84,6 +87,15 @@ class Run:
     @property
     def target(self) -> str:
         return TARGET_OF_BACKEND[self.backend]
+
+    @property
+    def tool(self) -> str:
+        """What runs the model: onnxruntime, or the tool that runs the .om (ais_bench, msame).
+        Names the inference outputs and results, so both tools' results sit side by side."""
+        if self.backend == "onnxruntime":
+            return "onnxruntime"
+        infer = self.recipe.stages.infer or self.recipe.stages.perf
+        return self.options.infer_tool or (infer.tool if infer else "ais_bench")
 
     @functools.cached_property
     def model_dir(self) -> Path:
@@ -147,10 +159,10 @@ class Run:
 
     @property
     def infer_name(self) -> str:
-        return f"infer/{self.backend}_bs{self.bs}"
+        return f"infer/{self.tool}_bs{self.bs}"
 
     def result_name(self, what: str) -> str:
-        return f"results/{what}_{self.backend}_bs{self.bs}.json"
+        return f"results/{what}_{self.tool}_bs{self.bs}.json"
 
     @property
     def model_onnx(self) -> str:

@@ -140,11 +140,33 @@ class ToolStage(Strict):
     args: list[str] = Field(min_length=1, description="argv after the program name; no shell")
 
 
+class InferTool(Strict):
+    """The .om runs through ais_bench (`args`) or msame (`msame_args`); `tool` is the guide's
+    choice, `--infer-tool` overrides it."""
+
+    tool: Literal["ais_bench", "msame"] = "ais_bench"
+    args: list[str] = Field(min_length=1, description="python -m ais_bench argv; no shell")
+    msame_args: Optional[list[str]] = Field(None, min_length=1, description="msame argv; no shell")
+
+    @model_validator(mode="after")
+    def _msame_args(self) -> "InferTool":
+        if self.tool == "msame" and not self.msame_args:
+            raise ValueError("tool msame needs msame_args")
+        return self
+
+    def tool_args(self, tool: str) -> list[str]:
+        if tool == "msame":
+            if not self.msame_args:
+                raise UserError("this recipe has no msame command (msame_args)", hint="use --infer-tool ais_bench")
+            return self.msame_args
+        return self.args
+
+
 class AtcStage(ToolStage):
     precision_mode: str = Field("force_fp16", description="ATC's default; stated so it is recorded")
 
 
-class PerfStage(ToolStage):
+class PerfStage(InferTool):
     loop: int = Field(20, ge=1, description="repetitions for the ONNX Runtime backend's statistics")
 
 
@@ -157,7 +179,7 @@ class Stages(Strict):
     export: ExportStage
     simplify: Optional[SimplifyStage] = None
     atc: Optional[AtcStage] = None
-    infer: Optional[ToolStage] = None
+    infer: Optional[InferTool] = None
     eval: Optional[ParamsStage] = None
     perf: Optional[PerfStage] = None
 
@@ -296,19 +318,21 @@ def _describe(error: dict, lines: dict[tuple, int], where: str) -> str:
 def _template_problems(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
     for kind in ("atc", "infer", "perf"):
         stage = getattr(recipe.stages, kind)
-        for index, arg in enumerate(stage.args if stage else []):
-            loc = ("stages", kind, "args", index)
-            try:
-                names = template_names(arg)
-            except ValueError as exc:
-                yield loc, str(exc)
-                continue
-            for name in names - TEMPLATE_VARIABLES.keys():
-                yield loc, f"unknown variable {{{name}}}"
-        yield from _output_flag_problems(kind, stage.args if stage else [])
+        for field_name in ("args", "msame_args"):
+            args = getattr(stage, field_name, None) or []
+            for index, arg in enumerate(args):
+                loc = ("stages", kind, field_name, index)
+                try:
+                    names = template_names(arg)
+                except ValueError as exc:
+                    yield loc, str(exc)
+                    continue
+                for name in names - TEMPLATE_VARIABLES.keys():
+                    yield loc, f"unknown variable {{{name}}}"
+            yield from _output_flag_problems(("stages", kind, field_name), args)
 
 
-def _output_flag_problems(kind: str, args: list[str]) -> Iterator[tuple[tuple, str]]:
+def _output_flag_problems(where: tuple, args: list[str]) -> Iterator[tuple[tuple, str]]:
     """`--output=X` or `--output X`: X must start with one of ompipe's path variables."""
     for index, arg in enumerate(args):
         flag, equals, value = arg.partition("=")
@@ -317,7 +341,7 @@ def _output_flag_problems(kind: str, args: list[str]) -> Iterator[tuple[tuple, s
         if not equals:
             index, value = index + 1, args[index + 1] if index + 1 < len(args) else ""
         if not value.startswith("{") or ".." in value:
-            yield ("stages", kind, "args", index), (
+            yield (*where, index), (
                 f"{flag} must be one of ompipe's paths ({{om_stem}}, {{output}}) so outputs stay in the work directory")
 
 

@@ -181,6 +181,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "guide": run.recipe.guide,
         "bs": run.bs,
         "backend": run.backend,
+        "tool": run.tool,
         "target": run.target,
         "toolchain": run.options.toolchain,
         "weights": weights,
@@ -195,7 +196,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "stages": [asdict(row) for row in report.rows],
         "versions": versions.report(),
     }
-    path = run.path(f"results/{run.name}_{run.backend}_bs{run.bs}.json")
+    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}.json")
     write_json_atomic(path, results)
     return path, results
 

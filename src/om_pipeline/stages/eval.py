@@ -53,9 +53,10 @@ def read_outputs(directory: Path, sample_id: str, specs) -> list[np.ndarray]:
     arrays = []
     for index, spec in enumerate(specs):
         path = directory / f"{sample_id}_{index}.bin"
-        if not path.is_file():
+        text = path.with_suffix(".txt")  # msame --outfmt TXT, as the GFocalV2 guide runs it
+        if not path.is_file() and not text.is_file():
             raise UserError(f"no output {path.name} for sample {sample_id} in {directory}", hint="rerun the infer stage (--force)")
-        array = np.fromfile(path, dtype=spec.dtype)
+        array = np.fromfile(path, dtype=spec.dtype) if path.is_file() else np.array(text.read_text().split(), dtype=np.float64).astype(spec.dtype)
         if array.size != int(np.prod(spec.shape)):
             raise UserError(f"{path} holds {array.size} values; output {spec.name} has shape {spec.shape}")
         arrays.append(array.reshape(spec.shape))

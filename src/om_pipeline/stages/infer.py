@@ -1,8 +1,11 @@
 """infer: run the model on every preprocessed sample; outputs land as `<sample id>_<i>.bin`
-in `infer/<backend>_bs<N>/`, the same layout for both backends, so eval does not care which.
+(`.txt` where the guide asks msame for TXT) in `infer/<tool>_bs<N>/`, one layout for every
+tool, so eval does not care which ran.
 
 - ais_bench: the guide's `python -m ais_bench` command; its result directory (timestamped or
   `--output_dirname`) is found and moved into place.
+- msame: the guide's `msame` command; its timestamped directory is found from its output and
+  its `<name>_output_<i>` files are renamed to the common layout.
 - onnxruntime: no NPU needed; the same inputs through ONNX Runtime in process.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ from ..backends import onnxruntime as ort_backend
 from ..errors import StageFailed
 from ..recipe import render
 from ..state import Fingerprint
-from ..tools import ais_bench
+from ..tools import ais_bench, msame
 from ..tools.execute import execute, python_argv
 from .base import Stage, StageResult
 from .dataset import load_samples
@@ -30,13 +33,18 @@ def ais_bench_argv(*args: str) -> list[str]:
     return [python, "-m", "ais_bench", *args] if python else python_argv("-m", "ais_bench", *args)
 
 
+def tool_argv(tool: str, args: list[str]) -> list[str]:
+    """msame is a binary the user builds from Ascend/tools; OMPIPE_MSAME names it when it is not on PATH."""
+    return [os.environ.get("OMPIPE_MSAME", "msame"), *args] if tool == "msame" else ais_bench_argv(*args)
+
+
 class InferStage(Stage):
     kind = "infer"
     per_bs = True
 
     @property
     def variant(self) -> str:
-        return self.run.backend
+        return self.run.tool
 
     def needs(self) -> list[str]:
         stages = self.run.recipe.stages
@@ -47,18 +55,19 @@ class InferStage(Stage):
         return [self.run.infer_name]
 
     def fingerprint(self) -> Fingerprint:
-        params = {**self.params(), "backend": self.run.backend, "bs": self.run.bs}
-        if self.run.backend == "ais_bench":
-            return Fingerprint(params=params, tools={"cann": versions.cann()})
-        return Fingerprint(params={"backend": self.run.backend, "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
+        if self.run.tool == "onnxruntime":
+            return Fingerprint(params={"tool": "onnxruntime", "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
+        params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
+        return Fingerprint(params=params, tools={"cann": versions.cann()})
 
     def argv(self, staging: Path, view: str | None) -> list[str]:
         variables = self.run.variables(view, output=str(staging / RAW / (view or "")))
-        return ais_bench_argv(*(render(arg, variables) for arg in self.config.args))
+        return tool_argv(self.run.tool, [render(arg, variables) for arg in self.config.tool_args(self.run.tool)])
 
     def commands(self) -> list[list[str]]:
-        staging = self.run.model_dir / ".staging" / self.key
-        return [self.argv(staging, view) for view in self.run.views] if self.run.backend == "ais_bench" else []
+        if self.run.tool == "onnxruntime":
+            return []
+        return [self.argv(self.run.model_dir / ".staging" / self.key, view) for view in self.run.views]
 
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
@@ -66,12 +75,12 @@ class InferStage(Stage):
         results = {view: self.infer_view(staging, view, ids) for view in self.run.views}
         if list(results) == [None]:
             return results[None]
-        return StageResult(argv=[r.argv for r in results.values()] if self.run.backend == "ais_bench" else None,
+        return StageResult(argv=[r.argv for r in results.values()] if self.run.tool != "onnxruntime" else None,
                            info={view: r.info for view, r in results.items()})
 
     def infer_view(self, staging: Path, view: str | None, ids: list[str]) -> StageResult:
         out = self.staged(staging, self.output_dir(view))
-        if self.run.backend == "onnxruntime":
+        if self.run.tool == "onnxruntime":
             out.mkdir()
             info = ort_backend.infer_files(self.run.path(self.run.model_onnx), self.run.path(self.run.inputs_dir(view)), ids,
                                            out, self.run.recipe.model, self.run.bs, quiet=self.run.options.quiet)
@@ -81,19 +90,44 @@ class InferStage(Stage):
         # ais_bench refuses an existing --output that group or others may read or write (<= 0o750).
         raw.mkdir(mode=0o750, parents=True)
         outcome = execute(argv, cwd=staging, log=self.log)
-        if outcome.returncode != 0:
-            raise StageFailed(f"ais_bench failed (exit {outcome.returncode})",
-                              details=ais_bench.error_tail(outcome.output), hint=f"full log: {self.log}")
-        result_dir = ais_bench.find_result_dir(raw, None, set())
-        summary = ais_bench.read_summary(result_dir)
-        result_dir.rename(out)
-        missing = [f"{i}_{k}.bin" for i in ids for k in range(len(self.run.recipe.model.outputs)) if not (out / f"{i}_{k}.bin").exists()]
+        run_tool = run_msame if self.run.tool == "msame" else run_ais_bench
+        info = run_tool(outcome, raw, out, self.log)
+        missing = [f"{i}_{k}" for i in ids for k in range(len(self.run.recipe.model.outputs)) if not _has_output(out, f"{i}_{k}")]
         if missing:
-            raise StageFailed(f"ais_bench wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
-                              hint=f"check the --outfmt (BIN expected) and the log {self.log}")
-        throughput = ais_bench.parse_throughput(outcome.output)
-        return StageResult(argv=argv, info={"samples": len(ids), "throughput": throughput and throughput.__dict__,
-                                            "summary": {k: summary.get(k) for k in ("NPU_compute_time", "throughput") if summary}})
+            raise StageFailed(f"{self.run.tool} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
+                              hint=f"the eval stage reads BIN or TXT outputs; full log: {self.log}")
+        return StageResult(argv=argv, info={"samples": len(ids), **info})
 
     def output_dir(self, view: str | None) -> str:
         return f"{self.run.infer_name}/{view}" if view else self.run.infer_name
+
+
+def run_ais_bench(outcome, raw: Path, out: Path, log: Path) -> dict:
+    if outcome.returncode != 0:
+        raise StageFailed(f"ais_bench failed (exit {outcome.returncode})", details=ais_bench.error_tail(outcome.output),
+                          hint=f"full log: {log}")
+    result_dir = ais_bench.find_result_dir(raw, None, set())
+    summary = ais_bench.read_summary(result_dir)
+    result_dir.rename(out)
+    throughput = ais_bench.parse_throughput(outcome.output)
+    return {"throughput": throughput and throughput.__dict__,
+            "summary": {k: summary.get(k) for k in ("NPU_compute_time", "throughput") if summary}}
+
+
+def run_msame(outcome, raw: Path, out: Path, log: Path) -> dict:
+    """msame exits 0 after some argument errors: `[ERROR]` lines fail it too (ascend-tools.md §3)."""
+    result = msame.parse_output(outcome.output, outcome.returncode)
+    if not result.ok:
+        raise StageFailed(f"msame failed (exit {outcome.returncode})", details=result.errors or outcome.output.splitlines()[-10:],
+                          hint=f"full log: {log}")
+    result_dir = msame.find_result_dir(raw, result)
+    result_dir.rename(out)
+    for path in out.iterdir():  # <name>_output_<i>.<fmt> -> <name>_<i>.<fmt>, the layout eval reads
+        stem, _, index = path.stem.rpartition("_output_")
+        if stem and index.isdigit():
+            path.rename(out / f"{stem}_{index}{path.suffix}")
+    return {"average_ms": result.average_ms, "average_without_first_ms": result.average_without_first_ms}
+
+
+def _has_output(directory: Path, stem: str) -> bool:
+    return (directory / f"{stem}.bin").exists() or (directory / f"{stem}.txt").exists()

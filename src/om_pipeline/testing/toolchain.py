@@ -3,7 +3,7 @@
 
     execute.set_toolchain_env(fake_toolchain_env(work / "fake-toolchain"))
 
-- PATH gets `<root>/bin` with `atc` and `npu-smi` wrappers that run the fakes with this
+- PATH gets `<root>/bin` with `atc`, `msame` and `npu-smi` wrappers that run the fakes with this
   interpreter (so the virtual environment ompipe runs in is used, whatever PATH says);
 - PYTHONPATH gets `fake_python/`, so `python -m ais_bench` and
   `from ais_bench.infer.interface import InferSession` find the fake ais_bench, and, in a
@@ -19,7 +19,8 @@ from pathlib import Path
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the directory holding om_pipeline/
 FAKE_PYTHON = Path(__file__).resolve().parent / "fake_python"
-WRAPPED_COMMANDS = {"atc": "om_pipeline.testing.fake_atc", "npu-smi": "om_pipeline.testing.fake_npu_smi"}
+WRAPPED_COMMANDS = {"atc": "om_pipeline.testing.fake_atc", "npu-smi": "om_pipeline.testing.fake_npu_smi",
+                    "msame": "om_pipeline.testing.fake_msame"}
 
 
 def fake_toolchain_env(root: Path) -> dict[str, str]:

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
+
 _INFERENCE_TIME = re.compile(r"^Inference time: ([0-9.eE+-]+)ms", re.MULTILINE)
 # Directory mode prints "Inference average time : %.2f ms", file mode "Inference average time: %f ms".
 _AVERAGE = re.compile(r"^Inference average time ?: ([0-9.eE+-]+) ms", re.MULTILINE)
@@ -40,3 +42,15 @@ def parse_output(text: str, returncode: int) -> MsameResult:
         output_dir=Path(result_dir.group(0).rstrip("/")) if result_dir else None,
         errors=errors,
     )
+
+
+def find_result_dir(root: Path, result: MsameResult) -> Path:
+    """The timestamped directory msame printed, or else the newest one under `root`."""
+    if result.output_dir is not None:
+        printed = result.output_dir if result.output_dir.is_absolute() else root / result.output_dir.name
+        if printed.is_dir() and printed.resolve().parent == root.resolve():
+            return printed
+    candidates = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise UserError(f"msame wrote no result directory under {root}")
+    return candidates[-1]

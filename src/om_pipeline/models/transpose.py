@@ -1,0 +1,414 @@
+"""TransPose-R-A3 (yangsenius/TransPose @ dab9007) on COCO val2017 keypoints.
+
+One sample per person box, as upstream's COCODataset: by default the ground-truth boxes of
+`annotations/person_keypoints_val2017.json` (the README's 73.8 is "AP (coco val gt bbox)",
+`TEST.USE_GT_BBOX: true` in the experiment YAML, and the Ascend guide's 73.7 uses the same
+loader); `params.boxes: detections` reads a person detection file instead (README: 71.7 with
+COCO_val2017_detections_AP_H_56_person.json).
+
+Two views, as the guide's two ais_infer runs: `normal` and `flip` (the W-flipped input). The
+evaluator averages the normal heatmaps with the flipped-back ones, decodes them with DARK
+(blur kernel 11), maps them back to the image, rescores, runs OKS-NMS per image and scores the
+result with pycocotools. Metrics (fractions): ap (stats[0], the guide's 73.7% = 0.737), ap50,
+ap75, ap_medium, ap_large, ar, ar50, ar75, ar_medium, ar_large; `instances` and `images` count
+what was evaluated. With `--limit`, only the images of the evaluated samples are scored.
+
+Sample ids: `<image id, 12 digits>_<annotation id>` (GT boxes) or `<image id>_det<index in the
+detection file>`; the evaluator matches outputs by these ids.
+
+`params` (recipe `params:` merged with the stage's), defaults from the experiment YAML
+(experiments/coco/transpose_r/TP_R_256x192_d256_h1024_enc3_mh8.yaml): see `Settings`.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+from ..metrics import coco_keypoints
+from ..plugin import ExportContext, Sample
+from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
+
+VIEWS = ("normal", "flip")
+EXPERIMENT = "experiments/coco/transpose_r/TP_R_256x192_d256_h1024_enc3_mh8.yaml"
+DETECTION_FILE = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
+LAYOUT_HINT = ("COCO layout: <data>/images/val2017/000000000139.jpg ... and "
+               "<data>/annotations/person_keypoints_val2017.json")
+
+
+@dataclass(frozen=True)
+class Settings:
+    image_set: str = "val2017"
+    boxes: str = "gt"  # "gt" (the 73.8 / 73.7) or "detections" (71.7)
+    detection_file: str = DETECTION_FILE  # relative to the dataset root, or absolute
+    image_threshold: float = 0.0  # TEST.IMAGE_THRE: detections below are dropped
+    image_size: tuple[int, int] = (192, 256)  # (width, height) of the network input, MODEL.IMAGE_SIZE
+    heatmap_size: tuple[int, int] = (48, 64)  # MODEL.HEATMAP_SIZE
+    box_padding: float = 1.25  # _xywh2cs: scale * 1.25
+    color_rgb: bool = True  # DATASET.COLOR_RGB
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, tools/test.py Normalize
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    flip_test: bool = True  # TEST.FLIP_TEST: average with the flip view's heatmaps
+    blur_kernel: int = 11  # TEST.BLUR_KERNEL (lib/config/default.py says 3; the YAML says 11)
+    in_vis_threshold: float = 0.2  # TEST.IN_VIS_THRE
+    oks_threshold: float = 0.9  # TEST.OKS_THRE
+    decode_chunk: int = 64  # samples decoded at once by the evaluator
+    experiment: str = EXPERIMENT  # the experiment YAML in the checkout that the model is built from
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Settings":
+        """Known keys only: `params` also carries other stages' settings."""
+        values = {}
+        for spec in fields(cls):
+            if spec.name not in params:
+                continue
+            default = getattr(cls, spec.name)
+            value = params[spec.name]
+            try:
+                values[spec.name] = tuple(value) if isinstance(default, tuple) else type(default)(value)
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"params.{spec.name} = {value!r} is not valid for TransPose: {exc}") from exc
+        settings = cls(**values)
+        if settings.boxes not in ("gt", "detections"):
+            raise UserError(f"params.boxes = {settings.boxes!r}: use gt (ground-truth boxes) or detections")
+        if settings.blur_kernel < 3 or settings.blur_kernel % 2 == 0:
+            raise UserError(f"params.blur_kernel = {settings.blur_kernel}: an odd kernel size >= 3")
+        return settings
+
+    @property
+    def aspect_ratio(self) -> float:
+        return self.image_size[0] * 1.0 / self.image_size[1]
+
+
+# ---------------------------------------------------------------- samples
+
+def annotation_file(data: Path, settings: Settings) -> Path:
+    return Path(data) / "annotations" / f"person_keypoints_{settings.image_set}.json"
+
+
+def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
+    """Person boxes in upstream's order: images as listed in the annotation file, then its
+    annotations (GT) or the detection file's order (detections)."""
+    settings = Settings.from_params(params)
+    coco = _read_json(annotation_file(data, settings))
+    images = {image["id"]: image for image in coco.get("images", [])}
+    if settings.boxes == "gt":
+        return _ground_truth_samples(Path(data), coco, images, settings)
+    return _detection_samples(Path(data), images, settings)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path} does not exist", hint=LAYOUT_HINT)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _image_path(data: Path, image: dict | None, image_id: int, settings: Settings) -> Path:
+    name = (image or {}).get("file_name") or f"{image_id:012d}.jpg"  # upstream: '%012d.jpg' % id
+    return data / "images" / settings.image_set / name
+
+
+def _ground_truth_samples(data: Path, coco: dict, images: dict, settings: Settings) -> list[Sample]:
+    """COCODataset._load_coco_keypoint_annotation_kernal: non-crowd person annotations with at
+    least one labelled keypoint and a box that is still non-empty once clipped to the image."""
+    annotations: dict[int, list[dict]] = {image_id: [] for image_id in images}
+    for annotation in coco.get("annotations", []):
+        if annotation.get("image_id") in annotations:
+            annotations[annotation["image_id"]].append(annotation)
+    samples = []
+    for image_id, image in images.items():
+        width, height = image["width"], image["height"]
+        for annotation in annotations[image_id]:
+            if annotation.get("iscrowd", 0) or annotation.get("category_id") != coco_keypoints.PERSON:
+                continue
+            box = clean_box(annotation["bbox"], width, height)
+            if annotation.get("area", 0) <= 0 or box is None or max(annotation.get("keypoints") or [0]) == 0:
+                continue
+            center, scale = box_to_center_scale(box, settings)
+            samples.append(_sample(f"{image_id:012d}_{annotation['id']}", _image_path(data, image, image_id, settings),
+                                   image_id, center, scale, 1.0))
+    return samples
+
+
+def _detection_samples(data: Path, images: dict, settings: Settings) -> list[Sample]:
+    """COCODataset._load_coco_person_detection_results: category 1, score >= image_threshold,
+    the boxes as the detector gave them."""
+    path = Path(settings.detection_file)
+    path = path if path.is_absolute() else data / path
+    detections = _read_json(path)
+    samples = []
+    for index, detection in enumerate(detections):
+        if detection.get("category_id") != coco_keypoints.PERSON or detection["score"] < settings.image_threshold:
+            continue
+        image_id = int(detection["image_id"])
+        center, scale = box_to_center_scale(detection["bbox"], settings)
+        samples.append(_sample(f"{image_id:012d}_det{index}", _image_path(data, images.get(image_id), image_id, settings),
+                               image_id, center, scale, float(detection["score"])))
+    return samples
+
+
+def _sample(sample_id: str, path: Path, image_id: int, center: np.ndarray, scale: np.ndarray, score: float) -> Sample:
+    # float32 values are exact as JSON floats, so samples.json round-trips them bit for bit
+    return Sample(id=sample_id, path=path, meta={"image_id": int(image_id), "center": [float(v) for v in center],
+                                                 "scale": [float(v) for v in scale], "score": score})
+
+
+def clean_box(box, width: int, height: int) -> list[float] | None:
+    """[x, y, w, h] clipped to the image as upstream's 'clean_bbox', None when empty."""
+    x, y, w, h = box
+    x1, y1 = max(0, x), max(0, y)
+    x2 = min(width - 1, x1 + max(0, w - 1))
+    y2 = min(height - 1, y1 + max(0, h - 1))
+    if x2 >= x1 and y2 >= y1:
+        return [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
+    return None
+
+
+def box_to_center_scale(box, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """_xywh2cs: the centre with (size - 1) / 2, the box grown to the input's aspect ratio,
+    scale in units of 200 px, padded by 1.25; float32 like upstream."""
+    x, y, w, h = (float(v) for v in box[:4])
+    center = np.array([x + (w - 1) * 0.5, y + (h - 1) * 0.5], dtype=np.float32)
+    ratio = settings.aspect_ratio
+    if w > ratio * h:
+        h = w * 1.0 / ratio
+    elif w < ratio * h:
+        w = h * ratio
+    scale = np.array([w * 1.0 / PIXEL_STD, h * 1.0 / PIXEL_STD], dtype=np.float32)
+    return center, scale * np.float32(settings.box_padding)
+
+
+# ---------------------------------------------------------------- preprocessing
+
+def preprocess(sample: Sample, params: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+    """JointsDataset.__getitem__ at test time + ToTensor + Normalize -> float32 3 x 256 x 192
+    per view (the flip view is the W-flipped normalised tensor, as the guide writes it)."""
+    settings = Settings.from_params(params)
+    crop = crop_image(read_image(str(sample.path), settings.color_rgb), sample.meta["center"], sample.meta["scale"], settings)
+    tensor = normalise(crop, settings)
+    return {"normal": [tensor], "flip": [np.ascontiguousarray(tensor[:, :, ::-1])]}
+
+
+@functools.lru_cache(maxsize=4)  # consecutive samples are mostly persons of the same image
+def read_image(path: str, color_rgb: bool = True) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise UserError(f"cannot read image {path}", hint=LAYOUT_HINT)
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color_rgb else image
+    image.setflags(write=False)
+    return image
+
+
+def crop_image(image: np.ndarray, center, scale, settings: Settings) -> np.ndarray:
+    matrix = crop_transform(center, scale, settings.image_size)
+    return cv2.warpAffine(image, matrix, tuple(int(v) for v in settings.image_size), flags=cv2.INTER_LINEAR)
+
+
+def normalise(crop: np.ndarray, settings: Settings) -> np.ndarray:
+    """ToTensor (HWC uint8 -> CHW float32 / 255) and Normalize, in float32 as torchvision does."""
+    tensor = crop.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    mean = np.asarray(settings.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(settings.std, dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((tensor - mean) / std)
+
+
+# ---------------------------------------------------------------- export
+
+def export(ctx: ExportContext) -> None:
+    """ONNX of upstream's TransPoseR (lib/models/transpose_r.py:get_pose_net) built from the
+    experiment YAML in the checkout; one graph serves both targets (standard ops only)."""
+    import torch  # slow to import; only export pays for it
+
+    settings = Settings.from_params(ctx.params)
+    network = build_network(ctx.source, settings.experiment, ctx.seed)
+    if ctx.weights is not None:
+        try:
+            network.load_state_dict(_state_dict(ctx.weights), strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"{ctx.weights} does not fit TransPose-R ({settings.experiment})",
+                            details=str(exc).splitlines()[:6]) from exc
+    network.eval()
+    width, height = settings.image_size
+    dummy = torch.zeros(ctx.bs, 3, height, width)
+    with torch.no_grad():
+        torch.onnx.export(
+            network,
+            (dummy,),
+            str(ctx.out),
+            dynamo=False,  # the TorchScript exporter: true opset 11, as the guide's export and atc need
+            opset_version=ctx.opset,
+            input_names=list(ctx.input_names),
+            output_names=list(ctx.output_names),
+        )
+
+
+def build_network(source: Path, experiment: str = EXPERIMENT, seed: int = 0):
+    """Upstream's model for the experiment, random weights drawn with `seed`."""
+    import torch
+
+    config = experiment_config(Path(source) / experiment)
+    with imported_from(source):
+        transpose_r = importlib.import_module("models.transpose_r")
+        torch.manual_seed(seed)
+        return transpose_r.get_pose_net(config, is_train=False)
+
+
+class Config(dict):
+    """The experiment YAML as attributes (cfg.MODEL.EXTRA.NUM_LAYERS), which is all that
+    get_pose_net reads; upstream's yacs defaults (lib/config/default.py) only matter for keys
+    the YAML leaves out, and the model reads none of those."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the experiment YAML has no {name}") from None
+
+
+def experiment_config(path: Path) -> Config:
+    import yaml
+
+    if not path.is_file():
+        raise UserError(f"{path} does not exist", hint="params.experiment names a YAML under experiments/ of the checkout")
+
+    def wrap(value):
+        return Config({k: wrap(v) for k, v in value.items()}) if isinstance(value, dict) else value
+
+    return wrap(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def _state_dict(weights: Path) -> dict:
+    """A plain state dict (tools/test.py: load_state_dict(torch.load(f), strict=True)); the
+    Ascend export script also accepts {'state_dict': ...} with 'module.' prefixes."""
+    import pickle
+
+    import torch
+
+    try:
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        raise UserError(f"{weights} cannot be loaded as plain weights: {str(exc).splitlines()[0]}",
+                        hint="save just the tensors: torch.save(model.state_dict(), path)") from exc
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = {k[len("module."):] if k.startswith("module.") else k: v for k, v in checkpoint["state_dict"].items()}
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{weights} holds no state dict")
+    return checkpoint
+
+
+@contextmanager
+def imported_from(source: Path) -> Iterator[Path]:
+    """Import upstream's modules (`models`, `core`, `utils`, `nms`, `dataset`, ...) from
+    `<source>/lib`, as tools/_init_paths.py arranges, and leave sys.path and sys.modules as they
+    were afterwards: these names are generic (SuperPoint's checkout has `models` and `utils`
+    too). Yields the lib directory."""
+    lib = Path(source) / "lib"
+    if not (lib / "models" / "transpose_r.py").is_file():
+        raise UserError(f"{source} is not a TransPose checkout (no lib/models/transpose_r.py)")
+    top_level = {p.stem for p in lib.iterdir() if p.is_dir() or p.suffix == ".py"}
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in top_level
+
+    shadowed = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in shadowed:
+        del sys.modules[name]
+    sys.path.insert(0, str(lib))
+    try:
+        yield lib
+    finally:
+        sys.path.remove(str(lib))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(shadowed)
+
+
+def patched_upstream(source: str, destination: Path) -> Path:
+    """Clone `source` (any clone or mirror of upstream) at the recipe's commit into
+    `destination` and apply the recipe's patches, as the clone and patch stages do."""
+    from ..recipe import builtin_patch_dirs, find_recipe
+    from ..tools.git import apply_patch, clone_at_commit
+
+    stages = find_recipe("transpose").recipe.stages
+    log = destination.parent / f"{destination.name}.log"
+    clone_at_commit(source, stages.clone.commit, destination, log)
+    for name in stages.patch.files:
+        patch = next(d / name for d in builtin_patch_dirs() if (d / name).is_file())
+        if apply_patch(destination, patch, stages.patch.strip, stages.patch.fuzz, log).status == "conflict":
+            raise UserError(f"{name} does not apply to {stages.clone.commit}", hint=f"see {log}")
+    return destination
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluator(data: Path, params: dict[str, Any]) -> "KeypointEvaluator":
+    return KeypointEvaluator(data, Settings.from_params(params))
+
+
+class KeypointEvaluator:
+    """Collects each sample's heatmaps (both views) and decodes them `decode_chunk` at a time,
+    vectorised; keeps only the 17 x 3 keypoints per person, so memory stays small on 6352
+    samples. result() rescores, runs OKS-NMS and calls pycocotools."""
+
+    def __init__(self, data: Path, settings: Settings):
+        self._data = Path(data)
+        self._settings = settings
+        self._pending: list[tuple[Sample, np.ndarray]] = []
+        self._parts: list[coco_keypoints.Instances] = []
+        self.summary = ""  # COCOeval's printed table, after result()
+        self.detections: list[dict[str, Any]] = []  # the COCO results, after result()
+
+    def add(self, sample: Sample, outputs) -> None:
+        if not isinstance(outputs, dict) or set(outputs) != set(VIEWS):
+            raise UserError(f"TransPose evaluates the views {VIEWS}; sample {sample.id} has "
+                            f"{sorted(outputs) if isinstance(outputs, dict) else 'one'}")
+        normal, flipped = outputs["normal"][0], outputs["flip"][0]
+        heatmaps = average_flip(normal[None], flipped[None])[0] if self._settings.flip_test else np.asarray(normal, np.float32)
+        self._pending.append((sample, heatmaps))
+        if len(self._pending) >= self._settings.decode_chunk:
+            self._decode()
+
+    def _decode(self) -> None:
+        if not self._pending:
+            return
+        samples = [sample for sample, _ in self._pending]
+        heatmaps = np.stack([h for _, h in self._pending])
+        self._pending = []
+        centers = np.array([s.meta["center"] for s in samples], dtype=np.float32)
+        scales = np.array([s.meta["scale"] for s in samples], dtype=np.float32)
+        coords, maxvals = final_preds(heatmaps, centers, scales, self._settings.blur_kernel)
+        keypoints = np.concatenate([coords, maxvals], axis=2).astype(np.float32)  # upstream's float32 all_preds
+        self._parts.append(coco_keypoints.Instances(
+            image_ids=np.array([s.meta["image_id"] for s in samples], dtype=np.int64),
+            keypoints=keypoints,
+            box_scores=np.array([s.meta["score"] for s in samples], dtype=np.float64),
+            areas=np.prod(scales * np.float32(PIXEL_STD), axis=1).astype(np.float64),  # the padded box
+            centers=centers.astype(np.float64),
+            scales=scales.astype(np.float64),
+        ))
+
+    def instances(self) -> coco_keypoints.Instances:
+        self._decode()
+        if not self._parts:
+            raise UserError("no samples to evaluate", hint="the dataset stage found no person boxes")
+        return coco_keypoints.Instances.concatenate(self._parts)
+
+    def result(self) -> dict[str, float]:
+        instances = self.instances()
+        kept, scores = coco_keypoints.select(instances, self._settings.in_vis_threshold, self._settings.oks_threshold)
+        self.detections = coco_keypoints.results(instances, kept, scores)
+        metrics, self.summary = coco_keypoints.evaluate(annotation_file(self._data, self._settings), self.detections,
+                                                        image_ids=instances.image_ids)
+        return {**metrics, "instances": float(len(instances)), "images": float(len(set(instances.image_ids.tolist())))}
