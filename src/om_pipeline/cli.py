@@ -113,6 +113,12 @@ def doctor(model: Annotated[Optional[str], typer.Argument(help="also check disk 
     raise typer.Exit(commands.doctor(model, options, recipes or []))
 
 
+@app.command()
+def report(workdir: Workdir = Path("work"), json_: Annotated[bool, typer.Option("--json", help="JSON instead of Markdown")] = False) -> None:
+    """One table for all models: metrics vs the guides' references and our ONNX Runtime baseline, fps, weights."""
+    raise typer.Exit(commands.report(workdir, json_))
+
+
 @data_app.command("synth-hpatches")
 def synth_hpatches(out: Annotated[Path, typer.Argument(help="directory to write the sequences into")],
                    sequences: Annotated[int, typer.Option(help="number of sequences")] = 8,

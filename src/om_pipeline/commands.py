@@ -149,6 +149,13 @@ def synth_hpatches(out: Path, sequences: int, seed: int) -> int:
     return 0
 
 
+def report(workdir: Path, as_json: bool) -> int:
+    from .report import report as render
+
+    print(render(workdir, as_json))
+    return 0
+
+
 def crash_report() -> str:
     lines = [f"{name}: {version}" for name, version in versions.report().items()]
     return "versions:\n  " + "\n  ".join(lines)
