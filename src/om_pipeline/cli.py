@@ -43,6 +43,8 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="execute nothing; print 
 Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 when anything would run")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
+Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
+Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes with --stream (default: up to 4)")]
 
 
 def _options(**values) -> Options:
@@ -54,11 +56,12 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
-                       to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed)
+                       to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
+                       stream=stream, workers=workers)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -67,11 +70,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
-          quiet: Quiet = False, seed: Seed = 0, recipes: RecipeDirs = None) -> None:
+          quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None,
+          recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 

@@ -44,6 +44,8 @@ class Options:
     check: bool = False
     quiet: bool = False
     seed: int = 0
+    stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files
+    workers: int | None = None  # preprocessing processes in stream mode (default: up to 4)
 
 
 def cann_present() -> bool:
@@ -96,6 +98,13 @@ class Run:
             return "onnxruntime"
         infer = self.recipe.stages.infer or self.recipe.stages.perf
         return self.options.infer_tool or (infer.tool if infer else "ais_bench")
+
+    @property
+    def model_stage(self) -> str:
+        """The stage whose output the model runs from: atc's .om, or the (simplified) ONNX."""
+        if self.backend == "ais_bench":
+            return "atc"
+        return "simplify" if self.recipe.stages.simplify else "export"
 
     @functools.cached_property
     def model_dir(self) -> Path:
@@ -161,8 +170,13 @@ class Run:
     def infer_name(self) -> str:
         return f"infer/{self.tool}_bs{self.bs}"
 
+    @property
+    def mode_suffix(self) -> str:
+        """Streaming results sit beside the files mode's, not over them."""
+        return "_stream" if self.options.stream else ""
+
     def result_name(self, what: str) -> str:
-        return f"results/{what}_{self.tool}_bs{self.bs}.json"
+        return f"results/{what}_{self.tool}_bs{self.bs}{self.mode_suffix}.json"
 
     @property
     def model_onnx(self) -> str:

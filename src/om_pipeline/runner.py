@@ -182,6 +182,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "bs": run.bs,
         "backend": run.backend,
         "tool": run.tool,
+        "mode": "stream" if run.options.stream else "files",
         "target": run.target,
         "toolchain": run.options.toolchain,
         "weights": weights,
@@ -196,7 +197,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "stages": [asdict(row) for row in report.rows],
         "versions": versions.report(),
     }
-    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}.json")
+    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}.json")
     write_json_atomic(path, results)
     return path, results
 

@@ -27,10 +27,12 @@ Export (`ExportContext.target`):
 - `onnxruntime`: opset `onnxruntime_opset` (19), each DCN an ONNX `DeformConv`;
 - `ascend`: the recipe's opset (the guide's 11), each DCN the Ascend `DeformableConv2D` op with
   the guide's offset layout (`centernet_dcn`). Not runnable by ONNX Runtime.
-With `--weights random` the network has upstream's initialisation except its 16 DCN offset/mask
-convolutions: upstream starts them at zero (every sampling offset 0, every mask 0.5), which
-would make each deformable convolution an ordinary one and leave the offset layout untested, so
-they get small seeded random weights (offsets of about a pixel).
+With `--weights random` the network starts from upstream's seeded initialisation, which makes a
+poor test subject: activations shrink layer after layer (the heads' outputs end up constant to
+six digits) and the 16 DCN offset/mask convolutions start at zero (every offset 0, every mask
+0.5: ordinary convolutions, the offset layout untested). So the offset/mask convolutions get
+seeded random weights (offsets of about a pixel, masks spread around 0.5), and the BatchNorm
+statistics are measured on one seeded random batch, which keeps every activation of order 1.
 """
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ LAYOUT_HINT = "COCO layout: <data>/val2017/*.jpg and <data>/annotations/instance
 NETWORK_MODULE = "models.networks.pose_dla_dcn"
 DCN_MODULE = "models.networks.DCNv2.dcn_v2"
 HEADS = {"hm": 80, "wh": 2, "reg": 2}  # upstream's opts.update_dataset_info_and_set_heads for ctdet/coco, in this order
-RANDOM_OFFSET_STD = 0.01  # weight scale of the DCN offset/mask convolutions under --weights random
+CALIBRATION_BATCH = (2, 3, 128, 128)  # random images that set BatchNorm statistics under --weights random
+BN_MOMENTUM = 0.1  # upstream's (pose_dla_dcn.BN_MOMENTUM)
 
 
 @dataclass(frozen=True)
@@ -229,15 +232,35 @@ def build_network(settings: Settings, weights: Path | None, seed: int = 0):
     except TypeError as exc:
         raise UserError(f"get_pose_net takes no pretrained argument: {exc}", hint="apply patches/centernet/ (no ImageNet download)") from exc
     if weights is None:
-        generator = torch.Generator().manual_seed(seed + 1)
-        for module in network.modules():
-            if isinstance(module, dcn.DCN):
-                with torch.no_grad():
-                    module.conv_offset_mask.weight.normal_(0.0, RANDOM_OFFSET_STD, generator=generator)
-                    module.conv_offset_mask.bias.normal_(0.0, RANDOM_OFFSET_STD, generator=generator)
+        randomize(network, dcn.DCN, seed)
     else:
         load_checkpoint(network, weights)
     return network.eval()
+
+
+def randomize(network, dcn_class, seed: int) -> None:
+    """Random weights that keep the network's signal alive (see the module docstring): DCN
+    offset/mask convolutions drawn so offsets are about a pixel, then BatchNorm statistics
+    measured on one seeded random batch, so every normalised activation is of order 1."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, dcn_class):
+                conv = module.conv_offset_mask
+                fan_in = conv.weight[0].numel()
+                conv.weight.normal_(0.0, 1.0 / fan_in ** 0.5, generator=generator)
+                conv.bias.zero_()
+        norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
+        network.train()
+        network(torch.randn(*CALIBRATION_BATCH, generator=generator))
+        for norm in norms:
+            norm.momentum = BN_MOMENTUM
+    network.eval()
 
 
 def load_checkpoint(network, weights: Path) -> None:

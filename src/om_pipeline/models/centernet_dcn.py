@@ -223,15 +223,18 @@ def onnx_symbolic(target: str, opset: int) -> Iterator[None]:
 def ascend_to_standard(model, opset: int = MIN_DEFORMCONV_OPSET):
     """A copy of an `ascend`-target graph that ONNX Runtime can run: each DeformableConv2D(X, W,
     concat(dx, dy, mask), B) becomes DeformConv(X, W, offset, B, mask) with the offset
-    re-interleaved. Reads only the node and its attributes, so it checks what atc would get.
-    The default-domain opset is raised to `opset` (>= 19); the other operators CenterNet's graph
-    uses mean the same from opset 11 to 19, and the result is checked by the ONNX checker."""
+    re-interleaved (two Gathers). Reads only the node, its attributes and W's shape, so it
+    checks what atc would get. The default-domain opset is raised to `opset` (>= 19); that is
+    only done for graphs made of operators whose meaning did not change from opset 11 to 19
+    (what CenterNet's graph holds), and the result must pass the ONNX checker."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    shapes = {vi.name: vi for vi in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]}
-    initializers = {init.name: init for init in model.graph.initializer}
+    unknown = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")} - STABLE_FROM_11_TO_19 - {ASCEND_OP})
+    if unknown:
+        raise ValueError(f"cannot raise the opset of a graph with {', '.join(unknown)} (not checked for opset 11 -> 19)")
+    weight_shapes = _initializer_shapes(model)
     nodes = []
     for node in model.graph.node:
         if node.op_type != ASCEND_OP:
@@ -239,28 +242,27 @@ def ascend_to_standard(model, opset: int = MIN_DEFORMCONV_OPSET):
             continue
         x, weight, offset_mask, bias = node.input
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        kh, kw = numpy_helper.to_array(initializers[weight]).shape[2:] if weight in initializers else _dims(shapes[weight])[2:]
+        if weight not in weight_shapes:
+            raise ValueError(f"{node.name}: the weight {weight} is not a constant of the graph")
+        kh, kw = weight_shapes[weight][2:]
         dg = int(attrs.get("deformable_groups", 1))
         offset_channels = 2 * dg * kh * kw
-        # offset_mask channels: dx (dg*K), dy (dg*K), mask (dg*K); interleave dx/dy back to (dy, dx).
         inverse = [0] * offset_channels
         for position, source in enumerate(ascend_offset_order(offset_channels)):
             inverse[source] = position
         prefix = f"{node.name or node.output[0]}_standard"
-        index_name, offset_name, mask_index_name, mask_name = (f"{prefix}_{s}" for s in ("order", "offset", "mask_order", "mask"))
+        order, offset, mask_order, mask = (f"{prefix}_{s}" for s in ("order", "offset", "mask_order", "mask"))
         model.graph.initializer.extend([
-            numpy_helper.from_array(_int64(inverse), index_name),
-            numpy_helper.from_array(_int64(range(offset_channels, offset_channels + dg * kh * kw)), mask_index_name),
+            numpy_helper.from_array(_int64(inverse), order),
+            numpy_helper.from_array(_int64(range(offset_channels, offset_channels + dg * kh * kw)), mask_order),
         ])
-        nodes.append(helper.make_node("Gather", [offset_mask, index_name], [offset_name], axis=1, name=f"{prefix}_gather_offset"))
-        nodes.append(helper.make_node("Gather", [offset_mask, mask_index_name], [mask_name], axis=1, name=f"{prefix}_gather_mask"))
-        strides, pads, dilations = (list(_pair(list(attrs[k]))) for k in ("strides", "pads", "dilations"))
-        channels = _dims(shapes[x])[1]
-        group_channels = (numpy_helper.to_array(initializers[weight]).shape[1] if weight in initializers else _dims(shapes[weight])[1])
+        nodes.append(helper.make_node("Gather", [offset_mask, order], [offset], axis=1, name=f"{prefix}_gather_offset"))
+        nodes.append(helper.make_node("Gather", [offset_mask, mask_order], [mask], axis=1, name=f"{prefix}_gather_mask"))
+        strides, pads, dilations = (_pairs(attrs[k]) for k in ("strides", "pads", "dilations"))
         nodes.append(helper.make_node(
-            ONNX_OP, [x, weight, offset_name, bias, mask_name], list(node.output), name=node.name or None,
-            strides=strides, pads=pads + pads, dilations=dilations, group=int(channels // group_channels),
-            offset_group=dg, kernel_shape=[int(kh), int(kw)],
+            ONNX_OP, [x, weight, offset, bias, mask], list(node.output), name=node.name or f"{prefix}_deformconv",
+            strides=strides, pads=pads + pads if len(pads) == 2 else pads, dilations=dilations,
+            group=int(attrs.get("groups", 1)), offset_group=dg, kernel_shape=[int(kh), int(kw)],
         ))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -271,8 +273,27 @@ def ascend_to_standard(model, opset: int = MIN_DEFORMCONV_OPSET):
     return model
 
 
-def _dims(value_info) -> list[int]:
-    return [d.dim_value for d in value_info.type.tensor_type.shape.dim]
+# Operators whose definition is the same (for what a TorchScript export at opset 11 writes) in
+# opsets 11 and 19, so an opset-11 graph of them means the same read as opset 19.
+STABLE_FROM_11_TO_19 = frozenset({
+    "Add", "BatchNormalization", "Concat", "Constant", "Conv", "ConvTranspose", "Div", "Gather", "Identity",
+    "MaxPool", "Mul", "Relu", "Shape", "Sigmoid", "Slice", "Sub", "Transpose", "Cast",
+})
+
+
+def _initializer_shapes(model) -> dict[str, list[int]]:
+    """Shapes of the graph's constants, also under the names Identity nodes give them (the
+    exporter routes shared weights through Identity)."""
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in shapes:
+            shapes[node.output[0]] = shapes[node.input[0]]
+    return shapes
+
+
+def _pairs(values) -> list[int]:
+    values = [int(v) for v in values]
+    return values * 2 if len(values) == 1 else values
 
 
 def _int64(values):

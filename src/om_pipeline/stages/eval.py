@@ -18,20 +18,38 @@ class EvalStage(Stage):
 
     @property
     def variant(self) -> str:
-        return self.run.backend
+        return f"{self.run.tool}{self.run.mode_suffix.replace('_', '-')}"
 
     def needs(self) -> list[str]:
-        return ["dataset", "infer"]
+        if not self.run.options.stream:
+            return ["dataset", "infer"]
+        return ["dataset", self.run.model_stage]
 
     def outputs(self) -> list[str]:
         return [self.run.result_name("eval")]
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "recipe params": self.run.recipe.params}
+        if self.run.options.stream:  # preprocessing happens here too, so its settings count
+            params.update(bs=self.run.bs, preprocess=self.run.recipe.stage_params("preprocess"),
+                          inputs=[s.model_dump() for s in self.run.recipe.model.inputs])
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:
         data, samples = load_samples(self.run.model_dir)
+        metrics = self.evaluate_stream(data, samples) if self.run.options.stream else self.evaluate_files(data, samples)
+        weights = read_json(self.run.path("weights.json")) or {}
+        record = {"metrics": metrics, "samples": len(samples), "tool": self.run.tool, "bs": self.run.bs,
+                  "mode": "stream" if self.run.options.stream else "files", "weights": weights.get("mode", "none")}
+        write_json_atomic(self.staged(staging, self.run.result_name("eval")), record)
+        return StageResult(info=record)
+
+    def evaluate_stream(self, data: Path, samples: list) -> dict[str, float]:
+        from .. import stream
+
+        return stream.evaluate(self.run, samples, data, self.run.options.workers or stream.default_workers())
+
+    def evaluate_files(self, data: Path, samples: list) -> dict[str, float]:
         outputs_dir = self.run.path(self.run.infer_name)
         evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
         specs = self.run.recipe.model.outputs
@@ -41,12 +59,7 @@ class EvalStage(Stage):
                 evaluator.add(sample, read_outputs(outputs_dir, sample.id, specs))
             else:
                 evaluator.add(sample, {view: read_outputs(outputs_dir / view, sample.id, specs) for view in views})
-        metrics = {name: float(value) for name, value in evaluator.result().items()}
-        weights = read_json(self.run.path("weights.json")) or {}
-        record = {"metrics": metrics, "samples": len(samples), "backend": self.run.backend, "bs": self.run.bs,
-                  "weights": weights.get("mode", "none")}
-        write_json_atomic(self.staged(staging, self.run.result_name("eval")), record)
-        return StageResult(info=record)
+        return {name: float(value) for name, value in evaluator.result().items()}
 
 
 def read_outputs(directory: Path, sample_id: str, specs) -> list[np.ndarray]:

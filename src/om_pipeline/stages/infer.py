@@ -46,10 +46,11 @@ class InferStage(Stage):
     def variant(self) -> str:
         return self.run.tool
 
+    def skip_reason(self) -> str | None:
+        return "--stream: inference runs in memory inside eval" if self.run.options.stream else None
+
     def needs(self) -> list[str]:
-        stages = self.run.recipe.stages
-        model = "atc" if self.run.backend == "ais_bench" else ("simplify" if stages.simplify else "export")
-        return ["preprocess", model]
+        return ["preprocess", self.run.model_stage]
 
     def outputs(self) -> list[str]:
         return [self.run.infer_name]

@@ -24,8 +24,7 @@ class PerfStage(Stage):
         return self.run.tool
 
     def needs(self) -> list[str]:
-        stages = self.run.recipe.stages
-        return ["atc" if self.run.backend == "ais_bench" else ("simplify" if stages.simplify else "export")]
+        return [self.run.model_stage]
 
     def outputs(self) -> list[str]:
         return [self.run.result_name("perf")]

@@ -16,6 +16,9 @@ from .dataset import load_samples
 class PreprocessStage(Stage):
     kind = "preprocess"
 
+    def skip_reason(self) -> str | None:
+        return "--stream: preprocessing runs in memory inside eval" if self.run.options.stream else None
+
     def needs(self) -> list[str]:
         return ["dataset"]
 
