@@ -79,6 +79,18 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
+@app.command()
+def bench(model: Model, bs: Annotated[Optional[str], typer.Option("--bs", help="batch sizes, e.g. 1,4,8,16,32,64 (default: the guide's)")] = None,
+          backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
+          workdir: Workdir = Path("work"), force: Force = False, quiet: Quiet = False, seed: Seed = 0,
+          recipes: RecipeDirs = None) -> None:
+    """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG)."""
+    options = _options(backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
+                       weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed)
+    raise typer.Exit(commands.bench(model, bs, options, recipes or []))
+
+
 @app.command("list")
 def list_(recipes: RecipeDirs = None) -> None:
     """List the recipes ompipe finds (built in, --recipes, OMPIPE_RECIPES)."""

@@ -47,7 +47,7 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
         printer.error("check: some stages would run")
         return 1
     if report.results:
-        print_results(report.results, report.results_path, printer)
+        print_results(report.results, report.results_path, Printer())  # shown with --quiet too
     return 0
 
 
@@ -146,6 +146,22 @@ def synth_hpatches(out: Path, sequences: int, seed: int) -> int:
 
     path = synthesize(out, sequences=sequences, seed=seed)
     Printer().info(f"wrote {sequences} HPatches-format sequences to {path}")
+    return 0
+
+
+def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: list[Path]) -> int:
+    from .bench import bench as measure, parse_batch_sizes
+
+    printer = Printer(options.quiet)
+    loaded = find_recipe(model, recipe_dirs)
+    ensure_toolchain(options.toolchain, options.workdir)
+    backend, note = resolve_backend(options)
+    if note:
+        printer.info(note)
+    sizes = parse_batch_sizes(batch_sizes) if batch_sizes else loaded.recipe.batch_sizes
+    text, out = measure(loaded, options, sizes, backend, printer)
+    print(text)
+    print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
     return 0
 
 

@@ -1,0 +1,29 @@
+"""`ompipe bench`: per batch size, build what is missing, measure, compare with the guide."""
+from __future__ import annotations
+
+import json
+
+import cv2
+
+
+def test_bench_writes_the_guides_table_json_and_plot(ompipe, toy, tmp_path):
+    result = ompipe("bench", "toy", "--bs", "1,4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random", "-q")
+    assert result.code == 0, result.err
+    assert "| Ascend310P3 | 1 |" in result.out and "| Ascend310P3 | 4 |" in result.out and "**best**" in result.out
+    data = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())
+    assert [row["bs"] for row in data["rows"]] == [1, 4]
+    assert data["rows"][1]["reference_fps"] == 3000 and data["rows"][1]["ratio"] == data["rows"][1]["fps"] / 3000
+    assert cv2.imread(str(tmp_path / "work/toy/bench/toy_ais_bench.png")).shape == (440, 720, 3)
+    assert not (tmp_path / "work/toy/inputs").exists()  # bench needs no dataset
+
+
+def test_bench_takes_the_batch_size_from_the_compiled_model_not_the_flag(ompipe, toy, tmp_path):
+    recipe = toy.recipes / "toy.yaml"
+    recipe.write_text(recipe.read_text().replace('args: ["--model={om}", "--loop=20", "--batchsize={bs}"]',
+                                                 'args: ["--model={om}", "--loop=20", "--batchsize=16"]'))
+    result = ompipe("bench", "toy", "--bs", "4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random")
+    assert result.code == 0, result.err
+    assert "the tool reported batch size 16.0, the compiled model has 4: fps corrected" in result.out
+    row = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())["rows"][0]
+    perf = json.loads((tmp_path / "work/toy/.ompipe/stages/perf-bs4-ais_bench.json").read_text())["info"]
+    assert row["bs"] == 4 and row["fps"] == perf["fps"] * 4 / 16
