@@ -50,7 +50,7 @@ def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
     first = run_toy(ompipe, toy)
     assert first.code == 0, first.err + first.out
     assert set(statuses(first.out).values()) == {"RUN"}
-    assert len(statuses(first.out)) == 11  # every stage, atc and ais_bench included
+    assert len(statuses(first.out)) == 12  # every stage, atc, compare and ais_bench included
     results = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())
     expected = expected_metrics(toy, tmp_path / "work", 4)
     assert results["metrics"]["top1"] == pytest.approx(expected["top1"], abs=0)
@@ -58,6 +58,8 @@ def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
     assert results["argv"]["atc"][0] == "atc" and "--input_shape=image:4,3,16,16" in results["argv"]["atc"]
     assert results["argv"]["infer"][1:3] == ["-m", "ais_bench"]
     assert results["perf"]["fps"] > 0 and results["perf"]["batchsize"] == 4
+    assert results["compare"]["rungs"] == ["pytorch", "onnx", "simplified onnx", "om"]
+    assert results["compare"]["stats"]["om"]["logits"]["cosine"] == pytest.approx(1, abs=1e-6)
     assert results["weights"]["verified_by"] in ("sha256", "git_blob") and not results["random_weights"]
     assert (tmp_path / "work/toy/om/toy_bs4.om").is_file()
     assert not (tmp_path / "work/toy/.staging").exists() or not any((tmp_path / "work/toy/.staging").iterdir())
@@ -82,7 +84,7 @@ def test_changed_parameter_reruns_exactly_the_downstream_stages(ompipe, toy):
     rerun = run_toy(ompipe, toy)
     assert rerun.code == 0
     ran = {k for k, v in statuses(rerun.out).items() if v == "RUN"}
-    assert ran == {"atc-bs4-ascend", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
+    assert ran == {"atc-bs4-ascend", "compare-bs4-ais_bench", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
     edit_recipe(toy, "  eval: {}", "  eval: {params: {unused: 1}}")
     rerun = run_toy(ompipe, toy)
     assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {"eval-bs4-ais_bench"}
@@ -201,13 +203,13 @@ def test_files_beside_the_recipe_are_inputs_of_atc(ompipe, toy):
     (toy.recipes / "toy" / "fusion_switch.cfg").write_text("ConvReluFusionPass:on\n")
     rerun = run_toy(ompipe, toy)
     assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {
-        "atc-bs4-ascend", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
+        "atc-bs4-ascend", "compare-bs4-ais_bench", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
 
 
 ASCEND_ONLY_PLUGIN = '''
 import onnx
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import evaluator, list_samples, preprocess
+from om_pipeline.testing.toy_plugin import evaluator, list_samples, preprocess, torch_forward
 
 
 def export(ctx):
@@ -228,6 +230,8 @@ def test_fake_atc_runs_the_standard_op_twin_of_an_ascend_only_graph(ompipe, toy,
     result = run_toy(ompipe, toy)
     assert result.code == 0, result.err
     assert "AscendOnlyRelu" in [n.op_type for n in __import__("onnx").load(str(tmp_path / "work/toy/onnx/toy_bs4.ascend.onnx")).graph.node]
+    compare = json.loads((tmp_path / "work/toy/results/compare_ais_bench_bs4.json").read_text())
+    assert compare["rungs"] == ["pytorch", "om"]  # the Ascend graph is no ONNX Runtime rung
     ort = run_toy(ompipe, toy, "--backend", "onnxruntime")
     assert ort.code == 0, ort.err
     ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"]
@@ -253,3 +257,25 @@ def test_msame_as_the_inference_tool(ompipe, toy, tmp_path):
     ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs1.json").read_text())["metrics"]
     assert results["metrics"]["top1"] == ais["top1"]
     assert results["metrics"]["mean_confidence"] == pytest.approx(ais["mean_confidence"], abs=1e-5)  # TXT keeps 6 digits
+
+
+NOISY_TORCH_PLUGIN = '''
+import numpy as np
+from om_pipeline.testing import toy_plugin
+from om_pipeline.testing.toy_plugin import evaluator, export, list_samples, preprocess
+
+
+def torch_forward(ctx):
+    forward = toy_plugin.torch_forward(ctx)
+    return lambda arrays: [-output for output in forward(arrays)]  # as a precision collapse would
+'''
+
+
+def test_golden_comparison_stops_the_run_before_the_dataset_wide_evaluation(ompipe, toy, tmp_path):
+    (toy.recipes / "toy_noisy.py").write_text(NOISY_TORCH_PLUGIN)
+    edit_recipe(toy, "plugin: om_pipeline.testing.toy_plugin", "plugin: file:toy_noisy.py")
+    result = run_toy(ompipe, toy)
+    assert result.code == 1
+    assert "golden comparison out of tolerance" in result.err and "onnx logits: cosine -1.000000 < 0.999" in result.err
+    assert statuses(result.out)["compare-bs4-ais_bench"] == "FAILED"
+    assert not (tmp_path / "work/toy/infer").exists()

@@ -166,6 +166,16 @@ class AtcStage(ToolStage):
     precision_mode: str = Field("force_fp16", description="ATC's default; stated so it is recorded")
 
 
+class Tolerance(Strict):
+    cosine: float = Field(0.99, ge=-1, le=1, description="each output's cosine similarity must reach this")
+    rel_l2: Optional[float] = Field(None, gt=0, description="and its relative L2 error stay below this")
+
+
+class CompareStage(Strict):
+    samples: int = Field(4, ge=1, description="how many dataset samples make the golden inputs")
+    tolerance: Tolerance = Tolerance()
+
+
 class PerfStage(InferTool):
     loop: int = Field(20, ge=1, description="repetitions for the ONNX Runtime backend's statistics")
 
@@ -179,13 +189,14 @@ class Stages(Strict):
     export: ExportStage
     simplify: Optional[SimplifyStage] = None
     atc: Optional[AtcStage] = None
+    compare: Optional[CompareStage] = None
     infer: Optional[InferTool] = None
     eval: Optional[ParamsStage] = None
     perf: Optional[PerfStage] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Stages":
-        needs = {"patch": "clone", "preprocess": "dataset", "infer": "preprocess", "eval": "infer"}
+        needs = {"patch": "clone", "preprocess": "dataset", "infer": "preprocess", "eval": "infer", "compare": "dataset"}
         for stage, required in needs.items():
             if getattr(self, stage) is not None and getattr(self, required) is None:
                 raise ValueError(f"stage {stage} needs stage {required}")

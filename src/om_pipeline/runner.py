@@ -192,6 +192,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "samples": (records.get("eval") or {}).get("info", {}).get("samples"),
         "perf": (records.get("perf") or {}).get("info"),
         "atc": (records.get("atc") or {}).get("info"),
+        "compare": (records.get("compare") or {}).get("info"),
         "reference": run.recipe.reference.model_dump(mode="json"),
         "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
         "stages": [asdict(row) for row in report.rows],

@@ -147,16 +147,7 @@ def export(ctx: ExportContext) -> None:
     import torch  # slow to import; only export pays for it
 
     height, width = Settings.from_params(ctx.params).resize
-    with upstream_modules(ctx.source):
-        network_class = getattr(importlib.import_module(f"models.{MODEL_CLASS}"), MODEL_CLASS)
-        torch.manual_seed(ctx.seed)
-        network = network_class()
-    if ctx.weights is not None:
-        try:
-            network.load_state_dict(_state_dict(ctx.weights))  # strict: a mismatch is an error
-        except RuntimeError as exc:
-            raise UserError(f"{ctx.weights} does not fit {MODEL_CLASS}", details=str(exc).splitlines()[:6]) from exc
-    model = _with_tuple_outputs(network).eval()
+    model = build_model(ctx)
     dummy = torch.zeros(ctx.bs, 1, height, width)
     torch.onnx.export(
         model,
@@ -167,6 +158,35 @@ def export(ctx: ExportContext) -> None:
         input_names=list(ctx.input_names),
         output_names=list(ctx.output_names),
     )
+
+
+def build_model(ctx: ExportContext):
+    """SuperPointNet_gauss2 from the patched checkout, eval mode, returning (semi, desc)."""
+    import torch
+
+    with upstream_modules(ctx.source):
+        network_class = getattr(importlib.import_module(f"models.{MODEL_CLASS}"), MODEL_CLASS)
+        torch.manual_seed(ctx.seed)
+        network = network_class()
+    if ctx.weights is not None:
+        try:
+            network.load_state_dict(_state_dict(ctx.weights))  # strict: a mismatch is an error
+        except RuntimeError as exc:
+            raise UserError(f"{ctx.weights} does not fit {MODEL_CLASS}", details=str(exc).splitlines()[:6]) from exc
+    return _with_tuple_outputs(network).eval()
+
+
+def torch_forward(ctx: ExportContext):
+    """The PyTorch rung of the golden comparison (the compare stage)."""
+    import torch
+
+    model = build_model(ctx)
+
+    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [output.numpy() for output in model(torch.from_numpy(arrays[0]))]
+
+    return forward
 
 
 def upstream_modules(source: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .atc import AtcStage
 from .base import Stage, StageResult
 from .clone import CloneStage
+from .compare import CompareStage
 from .dataset import DatasetStage
 from .eval import EvalStage
 from .export import ExportStage
@@ -17,7 +18,7 @@ from .weights import WeightsStage
 KINDS: dict[str, type[Stage]] = {
     stage.kind: stage
     for stage in (CloneStage, PatchStage, WeightsStage, DatasetStage, PreprocessStage, ExportStage,
-                  SimplifyStage, AtcStage, InferStage, EvalStage, PerfStage)
+                  SimplifyStage, AtcStage, CompareStage, InferStage, EvalStage, PerfStage)
 }
 
 __all__ = ["KINDS", "Stage", "StageResult"]

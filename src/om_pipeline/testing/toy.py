@@ -79,6 +79,9 @@ stages:
       - --input_shape=image:{{bs}},3,16,16
       - --soc_version={{soc_version}}
       - --log=error
+  compare:
+    samples: 5
+    tolerance: {{cosine: 0.999}}
   infer:
     args: ["--model={{om}}", "--input={{inputs}}", "--output={{output}}", "--outfmt=BIN", "--batchsize={{bs}}"]
   eval: {{}}

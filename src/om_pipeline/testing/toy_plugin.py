@@ -55,6 +55,19 @@ def export(ctx: ExportContext) -> None:
                       opset_version=ctx.opset, dynamo=False)
 
 
+def torch_forward(ctx: ExportContext):
+    """The PyTorch rung of the golden comparison."""
+    import torch
+
+    model = build_model(ctx.source, ctx.weights, ctx.seed)
+
+    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [model(torch.from_numpy(arrays[0])).numpy()]
+
+    return forward
+
+
 class Top1:
     def __init__(self) -> None:
         self.correct = 0
