@@ -12,7 +12,8 @@ def test_report_puts_the_om_result_beside_the_onnxruntime_baseline(ompipe, toy):
     assert table.code == 0, table.err
     ais_row = next(line for line in table.out.splitlines() if line.startswith("| toy | ais_bench | 4 | top1 |"))
     cells = [c.strip() for c in ais_row.strip("|").split("|")]
-    assert cells[5] == "0.25" and cells[7] != "" and cells[11] == "RANDOM"  # guide ref, ONNX Runtime baseline
+    assert cells[5] == "0.25" and cells[7] != "" and cells[12] == "RANDOM"  # guide ref, ONNX Runtime baseline
+    assert cells[11] == "1"  # golden comparison: the .om's worst cosine against PyTorch
     assert cells[7] == cells[4]  # the fake .om gives the same top1 as ONNX Runtime
     rows = json.loads(ompipe("report", "--json").out)
     assert {(r["tool"], r["metric"]) for r in rows} >= {("ais_bench", "top1"), ("onnxruntime", "mean_confidence")}

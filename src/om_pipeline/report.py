@@ -40,11 +40,20 @@ def rows(results: list[dict]) -> list[dict]:
                 "fps": perf.get("fps"),
                 "reference_fps": _reference_fps(result),
                 "precision_mode": (result.get("atc") or {}).get("precision_mode"),
+                "golden_cosine": _golden_cosine(result.get("compare")),
                 "weights": "RANDOM" if result.get("random_weights") else (result.get("weights") or {}).get("mode"),
                 "samples": result.get("samples"),
                 "cann": result.get("versions", {}).get("cann"),
             })
     return table
+
+
+def _golden_cosine(compare: dict | None) -> float | None:
+    """The worst cosine of the last rung (the target model) against the reference rung."""
+    if not compare or not compare.get("stats"):
+        return None
+    last = compare["rungs"][-1]
+    return min(stats["cosine"] for stats in compare["stats"][last].values())
 
 
 def _reference_fps(result: dict) -> dict[str, float]:
@@ -53,14 +62,15 @@ def _reference_fps(result: dict) -> dict[str, float]:
 
 
 def markdown(table: list[dict]) -> str:
-    header = "| model | tool | bs | metric | value | guide ref | vs ref | ONNX Runtime | fps | guide fps | precision | weights | samples |"
+    header = ("| model | tool | bs | metric | value | guide ref | vs ref | ONNX Runtime | fps | guide fps | precision "
+              "| golden cosine | weights | samples |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in table:
         lines.append("| " + " | ".join([
             row["model"], row["tool"], str(row["bs"]), row["metric"], _num(row["value"]),
             _num(row["reference"]), _ratio(row["value"], row["reference"]), _num(row["onnxruntime"]),
             _num(row["fps"]), ", ".join(f"{v:g} ({chip})" for chip, v in row["reference_fps"].items()) or "",
-            row["precision_mode"] or "", row["weights"] or "", str(row["samples"] or ""),
+            row["precision_mode"] or "", _num(row["golden_cosine"]), row["weights"] or "", str(row["samples"] or ""),
         ]) + " |")
     return "\n".join(lines)
 
