@@ -15,6 +15,9 @@ generic (files, batching, tools, caching) lives in the runner.
 
 `params` is the recipe's `params:` mapping merged with the stage's own `params:`.
 
+Optional: `torch_forward(ctx: ExportContext) -> callable(list[np.ndarray]) -> list[np.ndarray]`,
+the PyTorch model as exported, the first rung of the golden comparison (the compare stage).
+
 Views (optional): a plugin whose guide runs inference more than once per sample, e.g.
 TransPose's flip test (normal and flipped inputs, two ais_bench runs), sets
 `VIEWS = ("normal", "flip")`. Then `preprocess` returns {view: [arrays]}, the infer stage runs

@@ -1,0 +1,159 @@
+"""Pipeline benchmarks, measured side by side in one run (ratios, not absolute targets):
+
+1. runner overhead: ompipe's infer stage (files mode, ONNX Runtime) vs a bare ONNX Runtime
+   loop over the same model and the same input files;
+2. stream vs files mode, end to end (preprocess + infer + eval) on the same model, data and
+   backend: wall time, input .bin bytes written, peak resident memory, peak disk of the work dir;
+3. parallel vs serial preprocessing (the stream mode's worker pool vs one process).
+
+    python benchmarks/bench_pipeline.py --source /path/to/pytorch-superpoint [--sequences 8] [--bs 4]
+
+SuperPoint with random weights on a synthetic HPatches set: no NPU, no download. Each ompipe
+run is its own process, so peak RSS is that run's alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+MEASURED_RUN = """
+import contextlib, io, resource, sys
+from om_pipeline.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+assert code == 0, code
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(max(own, workers))
+"""
+
+
+def ompipe(args: list[str], workdir: Path) -> dict:
+    """Run `ompipe run superpoint ...` in a child; wall time, peak RSS and peak disk of workdir."""
+    peak_disk = [0]
+    done = threading.Event()
+
+    def watch_disk() -> None:
+        while not done.is_set():
+            peak_disk[0] = max(peak_disk[0], directory_bytes(workdir))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch_disk, daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    # A fresh interpreter per run, reporting its own peak (and its worker processes'), so one
+    # mode's memory is never read as the other's.
+    completed = subprocess.run([sys.executable, "-c", MEASURED_RUN, "run", "superpoint", "-q", *args], check=True,
+                               capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    done.set()
+    watcher.join()
+    peak_kib = int(completed.stdout.strip().splitlines()[-1])
+    return {"seconds": seconds, "peak_rss_mib": peak_kib / 1024, "peak_disk_mib": peak_disk[0] / 2**20}
+
+
+def directory_bytes(root: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass  # renamed or deleted while we looked
+    return total
+
+
+def bare_onnxruntime(work: Path, bs: int) -> float:
+    """Samples per second of a plain ONNX Runtime loop over ompipe's own input files."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(work / f"onnx/superpoint_bs{bs}.onnxruntime.sim.onnx"), providers=["CPUExecutionProvider"])
+    files = sorted((work / "inputs/image").glob("*.bin"))
+    started = time.perf_counter()
+    for start in range(0, len(files), bs):
+        chunk = files[start:start + bs]
+        chunk += [chunk[0]] * (bs - len(chunk))
+        batch = np.stack([np.fromfile(f, np.float32).reshape(1, 240, 320) for f in chunk])
+        for index, output in enumerate(session.run(None, {"image": batch})):
+            for position in range(min(bs, len(files) - start)):
+                output[position].tofile(work / f"bare_{position}_{index}.bin")  # the same writes ompipe does
+    return len(files) / (time.perf_counter() - started)
+
+
+def preprocessing(data: Path, workers: int) -> float:
+    from om_pipeline.models import superpoint
+
+    samples = superpoint.list_samples(data, {})
+    started = time.perf_counter()
+    if workers == 1:
+        for sample in samples:
+            superpoint.preprocess(sample, {})
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.map(_preprocess, samples, chunksize=4)
+    return len(samples) / (time.perf_counter() - started)
+
+
+def _preprocess(sample):
+    from om_pipeline.models import superpoint
+
+    return superpoint.preprocess(sample, {})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="pytorch-superpoint clone or mirror")
+    parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--bs", type=int, default=4)
+    options = parser.parse_args()
+    from om_pipeline.data.synth_hpatches import synthesize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = synthesize(root / "hpatches", sequences=options.sequences, seed=0)
+        common = ["--source", options.source, "--weights", "random", "--data", str(data), "--backend", "onnxruntime",
+                  "--bs", str(options.bs)]
+        # Build the shared stages once (clone, patch, export, simplify), so both modes time the same work.
+        subprocess.run([sys.executable, "-m", "om_pipeline.cli", "stage", "superpoint", "simplify", "-q", *common,
+                        "--workdir", str(root / "warm")], check=True, stdout=subprocess.DEVNULL)
+        results = {}
+        for mode, extra in (("files", []), ("stream", ["--stream"])):
+            workdir = root / mode
+            subprocess.run(["cp", "-a", str(root / "warm"), str(workdir)], check=True)
+            results[mode] = ompipe([*common, *extra, "--workdir", str(workdir), "--to", "eval"], workdir)
+            results[mode]["input_bin_mib"] = sum(p.stat().st_size for p in (workdir / "superpoint/inputs").rglob("*.bin")) / 2**20 \
+                if (workdir / "superpoint/inputs").exists() else 0.0
+        work = root / "files/superpoint"
+        infer_record = json.loads((work / f".ompipe/stages/infer-bs{options.bs}-onnxruntime.json").read_text())
+        samples = infer_record["info"]["samples"]
+        ompipe_rate = samples / infer_record["seconds"]
+        bare_rate = statistics.median(bare_onnxruntime(work, options.bs) for _ in range(3))
+        serial = preprocessing(data, 1)
+        parallel = preprocessing(data, 2)
+    n_images = options.sequences * 6
+    print(f"machine: {os.cpu_count()} CPU cores, {sys.platform}; SuperPoint 240x320, random weights, "
+          f"{n_images} images, bs {options.bs}, ONNX Runtime CPU")
+    print(f"1. runner overhead: ompipe infer stage {ompipe_rate:.1f} img/s vs bare ONNX Runtime loop {bare_rate:.1f} img/s "
+          f"-> ratio {ompipe_rate / bare_rate:.3f} (target >= 0.97)")
+    f, s = results["files"], results["stream"]
+    print(f"2. stream vs files end to end: {f['seconds']:.1f}s vs {s['seconds']:.1f}s -> {f['seconds'] / s['seconds']:.2f}x; "
+          f"input .bin written {s['input_bin_mib']:.1f} MiB vs {f['input_bin_mib']:.1f} MiB; "
+          f"peak RSS {s['peak_rss_mib']:.0f} vs {f['peak_rss_mib']:.0f} MiB; peak disk {s['peak_disk_mib']:.1f} vs {f['peak_disk_mib']:.1f} MiB")
+    print(f"3. preprocessing: 2 workers {parallel:.1f} img/s vs serial {serial:.1f} img/s -> {parallel / serial:.2f}x (target >= 1.8x on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()
