@@ -44,7 +44,7 @@ Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 w
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
-Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes with --stream (default: up to 4)")]
+Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes with --stream: 0 = in process (default: chosen by measuring)")]
 
 
 def _options(**values) -> Options:

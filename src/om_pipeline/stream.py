@@ -9,9 +9,11 @@ first sample, the padding discarded), so the metric is the same to the last digi
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -23,6 +25,9 @@ from .progress import progress
 from .stages.preprocess import by_view, check_inputs
 
 BATCHES_AHEAD = 3  # preprocessing may run this many batches ahead of the model
+# Below this per-sample cost, shipping arrays between processes costs more than it saves
+# (measured: SuperPoint's ~0.7 ms preprocessing ran 4x slower through a 2-process pool).
+IN_PROCESS_BELOW_SECONDS = 0.005
 
 _worker_state: dict[str, Any] = {}  # set before the pool forks: the plugin and its parameters
 
@@ -77,8 +82,9 @@ class InferSessionModel:
         return list(self._session.infer(arrays, mode="static"))
 
 
-def evaluate(run, samples: list[Sample], data: Path, workers: int) -> dict[str, float]:
-    """Every sample through preprocess, the model and the evaluator, in sample order."""
+def evaluate(run, samples: list[Sample], data: Path, workers: int | None) -> dict[str, float]:
+    """Every sample through preprocess, the model and the evaluator, in sample order.
+    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by measuring."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
     model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model) if run.tool == "onnxruntime"
@@ -86,13 +92,32 @@ def evaluate(run, samples: list[Sample], data: Path, workers: int) -> dict[str, 
     evaluator = run.plugin.evaluator(data, run.recipe.stage_params("eval"))
     _worker_state.update(plugin=run.plugin, params=run.recipe.stage_params("preprocess"), views=run.views,
                          specs=run.recipe.model.inputs)
-    context = multiprocessing.get_context("fork")  # workers inherit the loaded plugin (also a file: plugin)
-    with context.Pool(processes=workers) as pool:
-        preprocessed = bounded_imap(pool, _preprocess_in_worker, samples, ahead=BATCHES_AHEAD * run.bs)
+    if workers is None:
+        workers = _choose_workers(samples)
+    with _preprocessed(samples, workers, ahead=BATCHES_AHEAD * run.bs) as preprocessed:
         for batch in progress(_batches(zip(samples, preprocessed), run.bs), f"stream {run.name}",
                               quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
             _evaluate_batch(batch, model, evaluator, run.views, run.bs)
     return {name: float(value) for name, value in evaluator.result().items()}
+
+
+def _choose_workers(samples: list[Sample]) -> int:
+    """Time one sample's preprocessing here: cheap preprocessing stays in this process."""
+    if not samples:
+        return 0
+    started = time.perf_counter()
+    _preprocess_in_worker(samples[0])
+    return 0 if time.perf_counter() - started < IN_PROCESS_BELOW_SECONDS else default_workers()
+
+
+@contextlib.contextmanager
+def _preprocessed(samples: list[Sample], workers: int, ahead: int) -> Iterator[Iterator[dict]]:
+    if workers == 0:
+        yield map(_preprocess_in_worker, samples)
+        return
+    context = multiprocessing.get_context("fork")  # workers inherit the loaded plugin (also a file: plugin)
+    with context.Pool(processes=workers) as pool:
+        yield bounded_imap(pool, _preprocess_in_worker, samples, ahead=ahead)
 
 
 def _batches(pairs: Iterable, bs: int) -> Iterator[list]:

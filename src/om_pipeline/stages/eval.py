@@ -47,7 +47,7 @@ class EvalStage(Stage):
     def evaluate_stream(self, data: Path, samples: list) -> dict[str, float]:
         from .. import stream
 
-        return stream.evaluate(self.run, samples, data, self.run.options.workers or stream.default_workers())
+        return stream.evaluate(self.run, samples, data, self.run.options.workers)
 
     def evaluate_files(self, data: Path, samples: list) -> dict[str, float]:
         outputs_dir = self.run.path(self.run.infer_name)
