@@ -47,6 +47,20 @@ Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> m
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes with --stream: 0 = in process (default: chosen by measuring)")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"ompipe {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                       help="print the version and exit")] = False) -> None:
+    """Take PyTorch vision models to Ascend .om models with per-model YAML recipes, and prove they still work."""
+
+
 def _options(**values) -> Options:
     return Options(**{k: v for k, v in values.items() if v is not None})
 
