@@ -56,6 +56,9 @@ def print_results(results: dict, path: Path, printer: Printer) -> None:
     compares repeatability with the guide's NN mAP."""
     if results.get("random_weights"):
         printer.info("WARNING: random weights: these numbers say nothing about the guide's accuracy")
+    elif results["weights"].get("verified_by") == "none":
+        printer.info(f"WARNING: the weights could not be verified ({results['weights']['unpinned_reason']}); "
+                     f"their sha256 {results['weights']['sha256']} is recorded in the results")
     references = results["reference"]
     for name, value in sorted((results.get("metrics") or {}).items(), key=lambda item: natural_key(item[0])):
         refs = [f"{r['value']:g} ({r['chip'] + ', ' if r.get('chip') else ''}{r['source']})"

@@ -94,14 +94,15 @@ class WeightsStage(Strict):
     in_source: Optional[str] = Field(None, description="path of the checkpoint inside the upstream checkout")
     git_blob: Optional[str] = Field(None, pattern=r"^[0-9a-f]{40}$", description="git blob id of in_source")
     urls: list[str] = []
+    unpinned_reason: str = Field("", description="why neither a sha256 nor a git_blob can be given (no public checksum); the file is then recorded, not verified")
     instructions: str = ""
 
     _file = field_validator("file", "in_source")(lambda cls, v: v if v is None else _relative_path(v))
 
     @model_validator(mode="after")
     def _pinned(self) -> "WeightsStage":
-        if not (self.sha256 or self.git_blob):
-            raise ValueError("weights need a sha256 or a git_blob to verify them")
+        if not (self.sha256 or self.git_blob or self.unpinned_reason.strip()):
+            raise ValueError("weights need a sha256 or a git_blob to verify them (or unpinned_reason: why none exists)")
         if self.git_blob and not self.in_source:
             raise ValueError("git_blob verifies in_source: give in_source too")
         return self

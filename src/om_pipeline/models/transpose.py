@@ -24,18 +24,17 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import sys
-from contextlib import contextmanager
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_keypoints
-from ..plugin import ExportContext, Sample
+from ..plugin import ExportContext, Sample, imported_from
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
 
 VIEWS = ("normal", "flip")
@@ -232,17 +231,12 @@ def export(ctx: ExportContext) -> None:
     import torch  # slow to import; only export pays for it
 
     settings = Settings.from_params(ctx.params)
-    network = build_network(ctx.source, settings.experiment, ctx.seed)
-    if ctx.weights is not None:
-        try:
-            network.load_state_dict(_state_dict(ctx.weights), strict=True)
-        except RuntimeError as exc:
-            raise UserError(f"{ctx.weights} does not fit TransPose-R ({settings.experiment})",
-                            details=str(exc).splitlines()[:6]) from exc
-    network.eval()
+    network = build_model(ctx)
     width, height = settings.image_size
     dummy = torch.zeros(ctx.bs, 3, height, width)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # nn.MultiheadAttention's shape arithmetic warns while traced; the shapes are fixed per bs
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             network,
             (dummy,),
@@ -254,12 +248,41 @@ def export(ctx: ExportContext) -> None:
         )
 
 
+def build_model(ctx: ExportContext):
+    """The network the export writes: upstream's, eval mode, the checkpoint's weights or random
+    ones drawn with ctx.seed."""
+    settings = Settings.from_params(ctx.params)
+    network = build_network(ctx.source, settings.experiment, ctx.seed)
+    if ctx.weights is not None:
+        try:
+            network.load_state_dict(_state_dict(ctx.weights), strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"{ctx.weights} does not fit TransPose-R ({settings.experiment})",
+                            details=str(exc).splitlines()[:6]) from exc
+    return network.eval()
+
+
+def torch_forward(ctx: ExportContext):
+    """The PyTorch rung of the golden comparison (the compare stage): arrays -> [heatmaps]."""
+    import torch
+
+    model = build_model(ctx)
+
+    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [model(torch.from_numpy(np.ascontiguousarray(arrays[0]))).numpy()]
+
+    return forward
+
+
 def build_network(source: Path, experiment: str = EXPERIMENT, seed: int = 0):
     """Upstream's model for the experiment, random weights drawn with `seed`."""
     import torch
 
     config = experiment_config(Path(source) / experiment)
-    with imported_from(source):
+    with upstream_modules(source), warnings.catch_warnings():
+        # lib/models/__init__.py also imports transpose_h.py, whose `is '*'` warns when compiled
+        warnings.simplefilter("ignore", SyntaxWarning)
         transpose_r = importlib.import_module("models.transpose_r")
         torch.manual_seed(seed)
         return transpose_r.get_pose_net(config, is_train=False)
@@ -308,31 +331,11 @@ def _state_dict(weights: Path) -> dict:
     return checkpoint
 
 
-@contextmanager
-def imported_from(source: Path) -> Iterator[Path]:
-    """Import upstream's modules (`models`, `core`, `utils`, `nms`, `dataset`, ...) from
-    `<source>/lib`, as tools/_init_paths.py arranges, and leave sys.path and sys.modules as they
-    were afterwards: these names are generic (SuperPoint's checkout has `models` and `utils`
-    too). Yields the lib directory."""
-    lib = Path(source) / "lib"
-    if not (lib / "models" / "transpose_r.py").is_file():
-        raise UserError(f"{source} is not a TransPose checkout (no lib/models/transpose_r.py)")
-    top_level = {p.stem for p in lib.iterdir() if p.is_dir() or p.suffix == ".py"}
-
-    def ours(name: str) -> bool:
-        return name.split(".")[0] in top_level
-
-    shadowed = {name: module for name, module in sys.modules.items() if ours(name)}
-    for name in shadowed:
-        del sys.modules[name]
-    sys.path.insert(0, str(lib))
-    try:
-        yield lib
-    finally:
-        sys.path.remove(str(lib))
-        for name in [name for name in sys.modules if ours(name)]:
-            del sys.modules[name]
-        sys.modules.update(shadowed)
+def upstream_modules(source: Path):
+    """Upstream's modules (`models`, `core`, `utils`, `nms`, `dataset`, `config`) importable from
+    `<source>/lib`, as tools/_init_paths.py arranges; sys.path and sys.modules are restored
+    afterwards (SuperPoint's checkout has `models` and `utils` too)."""
+    return imported_from(Path(source) / "lib", "models/transpose_r.py")
 
 
 def patched_upstream(source: str, destination: Path) -> Path:

@@ -5,7 +5,7 @@
 writes DIR/images/val2017/<12-digit id>.jpg and DIR/annotations/person_keypoints_val2017.json:
 random textured images with 1-3 well separated people each (boxes with 17 keypoints inside
 them, some unlabelled), plus the annotations upstream's loader must skip: a crowd region, a
-person without keypoints, a non-person object, and a box reaching past the image border (kept,
+person without keypoints, a dog, and a box reaching past the image border (kept,
 clipped). No package ships COCO annotations, so the tests write their own (DESIGN.md section 5).
 """
 from __future__ import annotations
@@ -35,7 +35,8 @@ def synthesize(root: Path, images: int = 4, seed: int = 0, image_set: str = "val
     coco = {"info": {"description": "ompipe synthetic COCO keypoints"}, "licenses": [],
             "images": [], "annotations": [],
             "categories": [{"supercategory": "person", "id": 1, "name": "person", "keypoints": KEYPOINT_NAMES,
-                            "skeleton": SKELETON}]}
+                            "skeleton": SKELETON},
+                           {"supercategory": "animal", "id": 18, "name": "dog"}]}
     annotation_id = 1000
     for index in range(images):
         image_id = FIRST_IMAGE_ID + 7 * index
