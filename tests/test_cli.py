@@ -71,3 +71,12 @@ def test_packaging_lists_every_subpackage():
 def test_every_command_has_help(ompipe, command):
     result = ompipe(command, "--help")
     assert result.code == 0 and "Usage" in result.out
+
+
+def test_an_option_the_recipe_cannot_use_is_an_error_not_ignored(ompipe, toy):
+    recipe = toy.recipes / "toy.yaml"
+    text = recipe.read_text()
+    start, end = text.index("  weights:\n"), text.index("  dataset:\n")
+    recipe.write_text(text[:start] + text[end:])
+    result = ompipe("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--weights", "random", "--dry-run")
+    assert result.code == 1 and "--weights given, but recipe toy has no weights stage" in result.err

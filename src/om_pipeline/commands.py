@@ -27,6 +27,11 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
         printer.info(f"note: bs {bs} is not among the guide's batch sizes {loaded.recipe.batch_sizes}")
     if options.limit is not None and options.limit < 1:
         raise UserError("--limit must be at least 1")
+    stages = loaded.recipe.stages
+    for flag, value, stage in (("--weights", options.weights, stages.weights), ("--data", options.data, stages.dataset),
+                               ("--source", options.source, stages.clone)):
+        if value is not None and stage is None:
+            raise UserError(f"{flag} given, but recipe {loaded.recipe.name} has no {flag[2:]} stage to use it")
     run = Run(loaded, options, backend, bs, options.workdir)
     if run.tool == "msame" and bs != 1:
         raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {bs})",
