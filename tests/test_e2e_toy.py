@@ -279,3 +279,20 @@ def test_golden_comparison_stops_the_run_before_the_dataset_wide_evaluation(ompi
     assert "golden comparison out of tolerance" in result.err and "onnx logits: cosine -1.000000 < 0.999" in result.err
     assert statuses(result.out)["compare-bs4-ais_bench"] == "FAILED"
     assert not (tmp_path / "work/toy/infer").exists()
+
+
+def test_ctrl_c_discards_the_stage_in_progress(toy, tmp_path):
+    env = {**os.environ, "OMPIPE_FAKE_DELAY": "30", "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "om_pipeline.cli", "run", "toy", "--recipes", str(toy.recipes), "--data", str(toy.data),
+            "--workdir", str(tmp_path / "work"), *FAKE]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp_path / "work/toy/logs/atc-bs4-ascend.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and "ATC start working" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert "atc-bs4-ascend" in out and "interrupted" in out  # the closing table names the stage
+    assert not (tmp_path / "work/toy/om").exists() and not (tmp_path / "work/toy/.staging/atc-bs4-ascend").exists()

@@ -157,11 +157,16 @@ def synth_hpatches(out: Annotated[Path, typer.Argument(help="directory to write 
     raise typer.Exit(commands.synth_hpatches(out, sequences, seed))
 
 
+INTERRUPTED = "interrupted: the stage in progress was discarded; rerun to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False, prog_name="ompipe")
         return code if isinstance(code, int) else 0
     except typer.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Typer turns Ctrl-C into Exit(130)
+            print(INTERRUPTED, file=sys.stderr)
         return exc.exit_code
     except typer.Abort:
         print("interrupted", file=sys.stderr)
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the stage in progress was discarded; rerun to continue", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception:  # our bug: everything needed for a bug report
         traceback.print_exc()
