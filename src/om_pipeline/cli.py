@@ -163,10 +163,10 @@ INTERRUPTED = "interrupted: the stage in progress was discarded; rerun to contin
 def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False, prog_name="ompipe")
+        if code == 130:  # Typer turns Ctrl-C into exit code 130; no command of ours returns it
+            print(INTERRUPTED, file=sys.stderr)
         return code if isinstance(code, int) else 0
     except typer.Exit as exc:
-        if isinstance(exc.__cause__, KeyboardInterrupt):  # Typer turns Ctrl-C into Exit(130)
-            print(INTERRUPTED, file=sys.stderr)
         return exc.exit_code
     except typer.Abort:
         print("interrupted", file=sys.stderr)
