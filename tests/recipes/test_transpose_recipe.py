@@ -3,12 +3,11 @@ lists, the dry run shows the guide's atc command (with its fusion switch file an
 and its two ais_infer runs (normal and flipped inputs), up to file locations."""
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.recipe import builtin_recipe_dir, find_recipe
+from om_pipeline.testing.dry_run import flags, planned_commands
 
 GUIDE_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
 GUIDE_FUSION_SWITCHES = {"ReshapeTransposeFusionPass": "off", "TransposeReshapeFusionPass": "off"}
@@ -17,24 +16,6 @@ GUIDE_FUSION_SWITCHES = {"ReshapeTransposeFusionPass": "off", "TransposeReshapeF
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("coco"), images=2, seed=0)
-
-
-def planned_commands(out: str) -> list[list[str]]:
-    return [shlex.split(line.strip()[2:]) for line in out.splitlines() if line.strip().startswith("$ ")]
-
-
-def flags(argv: list[str]) -> dict[str, str]:
-    """--k=v and --k v, as both tools accept them."""
-    parsed, pending = {}, None
-    for token in argv:
-        if pending:
-            parsed[pending], pending = token, None
-        elif token.startswith("--") and "=" in token:
-            key, value = token[2:].split("=", 1)
-            parsed[key] = value
-        elif token.startswith("--"):
-            pending = token[2:]
-    return parsed
 
 
 def fusion_switches(text: str) -> dict[str, str]:

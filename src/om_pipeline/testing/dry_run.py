@@ -1,0 +1,24 @@
+"""Reading `ompipe run --dry-run` output in tests: the planned commands and their flags, so a
+recipe test can compare them with the guide's commands flag by flag."""
+from __future__ import annotations
+
+import shlex
+
+
+def planned_commands(out: str) -> list[list[str]]:
+    """The argv of every `$ ...` line the dry run printed, in order."""
+    return [shlex.split(line.strip()[2:]) for line in out.splitlines() if line.strip().startswith("$ ")]
+
+
+def flags(argv: list[str]) -> dict[str, str]:
+    """--k=v and --k v, as atc, ais_bench and msame all accept them."""
+    parsed, pending = {}, None
+    for token in argv:
+        if pending:
+            parsed[pending], pending = token, None
+        elif token.startswith("--") and "=" in token:
+            key, value = token[2:].split("=", 1)
+            parsed[key] = value
+        elif token.startswith("--"):
+            pending = token[2:]
+    return parsed
