@@ -80,3 +80,8 @@ def test_an_option_the_recipe_cannot_use_is_an_error_not_ignored(ompipe, toy):
     recipe.write_text(text[:start] + text[end:])
     result = ompipe("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--weights", "random", "--dry-run")
     assert result.code == 1 and "--weights given, but recipe toy has no weights stage" in result.err
+
+
+def test_doctor_flags_a_work_dir_path_ais_bench_would_refuse(ompipe):
+    result = ompipe("doctor", "--toolchain", "fake", "--workdir", "my work")
+    assert result.code == 1 and "work dir path" in result.out and "' '" in result.out

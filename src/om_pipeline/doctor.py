@@ -1,6 +1,7 @@
 """`ompipe doctor`: is this box ready? Each failing check comes with its fix."""
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,14 @@ def check_soc(options: Options) -> Check:
         return Check("soc_version", False, exc.message, exc.hint or "")
 
 
+def check_workdir_path(options: Options) -> Check:
+    """Current ais_bench refuses paths with characters outside [A-Za-z0-9_/.-] (ascend-tools.md 2.2)."""
+    path = str(options.workdir.resolve())
+    bad = sorted(set(re.sub(r"[A-Za-z0-9_/.-]", "", path)))
+    return Check("work dir path", not bad, path + (f" has {''.join(bad)!r}" if bad else ""),
+                 "use a --workdir whose path has only letters, digits, _ / . -")
+
+
 def check_packages() -> Check:
     found = versions.packages("torch", "onnx", "onnxruntime", "onnxsim", "numpy", "opencv-python-headless", "pycocotools")
     missing = [name for name, version in found.items() if version == "absent"]
@@ -108,7 +117,8 @@ def _gib(value: float) -> str:
 
 def run_checks(loaded: LoadedRecipe | None, options: Options, printer: Printer) -> int:
     checks = [check_cann_env(), check_atc(), check_ais_bench(),
-              check_program("npu-smi", "install the Ascend driver; npu-smi ships with it"), check_soc(options), check_packages()]
+              check_program("npu-smi", "install the Ascend driver; npu-smi ships with it"), check_soc(options),
+              check_packages(), check_workdir_path(options)]
     if loaded:
         checks.append(check_disk(loaded, options))
     for check in checks:
