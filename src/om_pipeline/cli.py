@@ -29,6 +29,7 @@ RecipeDirs = Annotated[Optional[list[Path]], typer.Option("--recipes", help="ext
 Bs = Annotated[Optional[int], typer.Option("--bs", help="batch size (default: the recipe's first)")]
 Backend = Annotated[Optional[str], typer.Option(help="ais_bench | onnxruntime (default: ais_bench when CANN is present)")]
 InferTool = Annotated[Optional[str], typer.Option("--infer-tool", help="ais_bench | msame: what runs the .om (default: the recipe's)")]
+ExportPathOption = Annotated[Optional[str], typer.Option("--export-path", help="which of the recipe's export paths runs (default: the recipe's)")]
 Toolchain = Annotated[str, typer.Option(envvar="OMPIPE_TOOLCHAIN", help="real | fake (fake atc/ais_bench/npu-smi for CI)")]
 Soc = Annotated[str, typer.Option("--soc-version", help="e.g. Ascend310P3; auto reads npu-smi info")]
 Source = Annotated[Optional[Path], typer.Option(help="local clone / mirror of the upstream repository (air-gapped)")]
@@ -66,13 +67,13 @@ def _options(**values) -> Options:
 
 
 @app.command()
-def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
         stream: Stream = False, workers: Workers = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
                        stream=stream, workers=workers)
@@ -81,13 +82,13 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
 
 @app.command()
 def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="clone, patch, weights, dataset, preprocess, export, simplify, atc, infer, eval or perf")],
-          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None,
           recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
                        dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers)
     raise typer.Exit(commands.run(model, options, recipes or []))
@@ -95,12 +96,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
 
 @app.command()
 def bench(model: Model, bs: Annotated[Optional[str], typer.Option("--bs", help="batch sizes, e.g. 1,4,8,16,32,64 (default: the guide's)")] = None,
-          backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, quiet: Quiet = False, seed: Seed = 0,
           recipes: RecipeDirs = None) -> None:
     """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG)."""
-    options = _options(backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed)
     raise typer.Exit(commands.bench(model, bs, options, recipes or []))
 
@@ -125,11 +126,11 @@ def validate(files: Annotated[Optional[list[Path]], typer.Argument(help="recipe 
 
 
 @app.command()
-def status(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, toolchain: Toolchain = "real",
+def status(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
            soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None,
            limit: Limit = None, workdir: Workdir = Path("work"), recipes: RecipeDirs = None) -> None:
     """Show each stage's last run and whether it is up to date."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir)
     raise typer.Exit(commands.status(model, options, recipes or []))
 

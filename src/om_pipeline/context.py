@@ -29,6 +29,7 @@ class Options:
     bs: int | None = None
     backend: str | None = None  # None: ais_bench when CANN is present, else onnxruntime
     infer_tool: str | None = None  # ais_bench or msame for the .om; None: the recipe's choice
+    export_path: str | None = None  # one of the recipe's export paths; None: the recipe's choice
     toolchain: str = "real"
     soc_version: str = "auto"
     source: Path | None = None
@@ -105,6 +106,32 @@ class Run:
         if self.backend == "ais_bench":
             return "atc"
         return "simplify" if self.recipe.stages.simplify else "export"
+
+    @property
+    def export_path(self):
+        """(name or None, ExportPath) of the export that runs."""
+        return self.recipe.stages.export.chosen_path(self.options.export_path)
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether anything needs the upstream checkout: the export path, or weights inside it."""
+        weights = self.recipe.stages.weights
+        return self.export_path[1].source or bool(weights and weights.in_source)
+
+    def output_specs(self, target: str):
+        return self.recipe.model.outputs_for(target)
+
+    @property
+    def result_outputs(self):
+        """The outputs the infer stage's files hold: the onnxruntime target's with ONNX Runtime,
+        and also with the fake toolchain when its .om runs the standard-op twin of an
+        Ascend-only graph (see AtcStage.fake_twin)."""
+        if self.backend == "onnxruntime":
+            return self.output_specs("onnxruntime")
+        record = self.state.record(f"atc-bs{self.bs}-{self.target}") or {}
+        if (record.get("info") or {}).get("runs_twin"):
+            return self.output_specs("onnxruntime")
+        return self.output_specs("ascend")
 
     @functools.cached_property
     def model_dir(self) -> Path:

@@ -67,7 +67,12 @@ class TensorSpec(Strict):
 
 class ModelIO(Strict):
     inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1, description="the outputs of the graph atc compiles (target ascend)")
+    target_outputs: dict[Literal["onnxruntime"], list[TensorSpec]] = Field(
+        {}, description="outputs of another target's graph when they differ (e.g. before an Ascend-only NMS op)")
+
+    def outputs_for(self, target: str) -> list[TensorSpec]:
+        return self.target_outputs.get(target, self.outputs)
 
 
 class CloneStage(Strict):
@@ -128,9 +133,33 @@ class ExportEnv(Strict):
     install_source: bool = Field(False, description="pip install --no-build-isolation -e <checkout> into it")
 
 
+class ExportPath(Strict):
+    """One way to export, e.g. the guide's own script in its stack, or a native re-implementation."""
+
+    source: bool = Field(True, description="needs the patched upstream checkout; false skips clone and patch")
+    env: Optional[ExportEnv] = None
+    params: dict[str, Any] = {}
+
+
 class ExportStage(ParamsStage):
     opset: int = Field(11, ge=7, le=23)
     env: Optional[ExportEnv] = None
+    path: Optional[str] = Field(None, description="which of `paths` runs (default: the first); --export-path overrides")
+    paths: dict[str, ExportPath] = {}
+
+    @model_validator(mode="after")
+    def _path(self) -> "ExportStage":
+        if self.path is not None and self.path not in self.paths:
+            raise ValueError(f"path {self.path!r} is not one of paths ({', '.join(self.paths) or 'none declared'})")
+        return self
+
+    def chosen_path(self, override: str | None) -> tuple[str | None, ExportPath]:
+        name = override or self.path or next(iter(self.paths), None)
+        if name is None:
+            return None, ExportPath(env=self.env)
+        if name not in self.paths:
+            raise UserError(f"export path {name!r} is not one of this recipe's: {', '.join(self.paths) or 'none'}")
+        return name, self.paths[name]
 
 
 class SimplifyStage(Strict):

@@ -87,7 +87,8 @@ def evaluate(run, samples: list[Sample], data: Path, workers: int | None) -> dic
     `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by measuring."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
-    model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model) if run.tool == "onnxruntime"
+    model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
+             if run.tool == "onnxruntime"
              else InferSessionModel(run.path(run.om_name), run.options.toolchain))
     evaluator = run.plugin.evaluator(data, run.recipe.stage_params("eval"))
     _worker_state.update(plugin=run.plugin, params=run.recipe.stage_params("preprocess"), views=run.views,

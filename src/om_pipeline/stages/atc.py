@@ -81,7 +81,7 @@ class AtcStage(Stage):
             )
         produced = atc_tool.find_om(staging / STAGING_STEM)
         produced.rename(self.staged(staging, self.run.om_name))
-        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings,
+        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings, "runs_twin": bool(env),
                                             "precision_mode": flags.get("precision_mode", self.config.precision_mode),
                                             "soc_version": flags.get("soc_version")})
 

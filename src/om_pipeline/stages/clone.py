@@ -18,6 +18,11 @@ class CloneStage(Stage):
     def outputs(self) -> list[str]:
         return ["src"]
 
+    def skip_reason(self) -> str | None:
+        if not self.run.needs_source:
+            return f"export path {self.run.export_path[0]} needs no upstream checkout"
+        return None
+
     def params(self) -> dict:
         # The commit is what matters: cloning it from a mirror instead of GitHub changes nothing.
         return {"commit": self.config.commit}

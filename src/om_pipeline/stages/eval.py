@@ -52,7 +52,7 @@ class EvalStage(Stage):
     def evaluate_files(self, data: Path, samples: list) -> dict[str, float]:
         outputs_dir = self.run.path(self.run.infer_name)
         evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
-        specs = self.run.recipe.model.outputs
+        specs = self.run.result_outputs
         views = self.run.views
         for sample in progress(samples, f"eval {self.run.name}", quiet=self.run.options.quiet):
             if views == (None,):

@@ -22,7 +22,12 @@ class ExportStage(Stage):
 
     def needs(self) -> list[str]:
         stages = self.run.recipe.stages
-        return [k for k in ("patch" if stages.patch else "clone", "weights") if getattr(stages, k)]
+        source = ("patch" if stages.patch else "clone") if self.run.needs_source else None
+        return [k for k in (source, "weights") if k and getattr(stages, k)]
+
+    @property
+    def env(self):
+        return self.run.export_path[1].env or self.config.env
 
     def outputs(self) -> list[str]:
         return [self.run.onnx_name(simplified=False)]
@@ -30,8 +35,8 @@ class ExportStage(Stage):
     def fingerprint(self) -> Fingerprint:
         recipe = self.run.recipe
         params = {**self.params(), "recipe params": recipe.params, "bs": self.run.bs, "target": self.run.target,
-                  "io": recipe.model.model_dump(), "seed": self.run.options.seed}
-        tools = {} if self.config.env else versions.packages("torch", "onnx")
+                  "io": recipe.model.model_dump(), "seed": self.run.options.seed, "export path": self.run.export_path[0]}
+        tools = {} if self.env else versions.packages("torch", "onnx")
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()}, tools=tools)
 
     def context(self, out: Path, target: str) -> ExportContext:
@@ -45,10 +50,15 @@ class ExportStage(Stage):
             out=out,
             opset=self.config.opset,
             input_names=[t.name for t in recipe.model.inputs],
-            output_names=[t.name for t in recipe.model.outputs],
-            params=recipe.stage_params("export"),
+            output_names=[t.name for t in recipe.model.outputs_for(target)],
+            params=self.export_params(),
             seed=self.run.options.seed,
         )
+
+    def export_params(self) -> dict:
+        name, path = self.run.export_path
+        params = {**self.run.recipe.stage_params("export"), **path.params}
+        return {**params, "export_path": name} if name else params
 
     def execute(self, staging: Path) -> StageResult:
         out = self.staged(staging, self.run.onnx_name(simplified=False))
@@ -60,10 +70,10 @@ class ExportStage(Stage):
         context = self.context(out, target)
         write_log_header(log, f"export {self.run.name} target={context.target} bs={context.bs} opset={context.opset}"
                          + (" weights=RANDOM" if context.weights is None else f" weights={context.weights}"))
-        if self.config.env:
+        if self.env:
             from ..envs import export_in_env
 
-            export_in_env(self.run, self.config.env, context, log)
+            export_in_env(self.run, self.env, context, log)
         else:
             self.run.plugin.export(context)
         if not out.is_file():
@@ -73,7 +83,7 @@ class ExportStage(Stage):
         info = describe(path, check=self.run.target == "onnxruntime")
         recipe = self.run.recipe
         expected_inputs = [t.name for t in recipe.model.inputs]
-        expected_outputs = [t.name for t in recipe.model.outputs]
+        expected_outputs = [t.name for t in recipe.model.outputs_for(self.run.target)]
         if info["inputs"] != expected_inputs or info["outputs"] != expected_outputs:
             raise UserError(
                 f"exported graph has inputs {info['inputs']} and outputs {info['outputs']}; "

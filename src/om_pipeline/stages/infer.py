@@ -84,7 +84,8 @@ class InferStage(Stage):
         if self.run.tool == "onnxruntime":
             out.mkdir()
             info = ort_backend.infer_files(self.run.path(self.run.model_onnx), self.run.path(self.run.inputs_dir(view)), ids,
-                                           out, self.run.recipe.model, self.run.bs, quiet=self.run.options.quiet)
+                                           out, self.run.recipe.model.model_copy(update={"outputs": self.run.result_outputs}),
+                                           self.run.bs, quiet=self.run.options.quiet)
             return StageResult(info=info)
         argv = self.argv(staging, view)
         raw = staging / RAW / (view or "")
@@ -93,7 +94,7 @@ class InferStage(Stage):
         outcome = execute(argv, cwd=staging, log=self.log)
         run_tool = run_msame if self.run.tool == "msame" else run_ais_bench
         info = run_tool(outcome, raw, out, self.log)
-        missing = [f"{i}_{k}" for i in ids for k in range(len(self.run.recipe.model.outputs)) if not _has_output(out, f"{i}_{k}")]
+        missing = [f"{i}_{k}" for i in ids for k in range(len(self.run.result_outputs)) if not _has_output(out, f"{i}_{k}")]
         if missing:
             raise StageFailed(f"{self.run.tool} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
                               hint=f"the eval stage reads BIN or TXT outputs; full log: {self.log}")

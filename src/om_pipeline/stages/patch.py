@@ -21,6 +21,11 @@ class PatchStage(Stage):
     def needs(self) -> list[str]:
         return ["clone"]
 
+    def skip_reason(self) -> str | None:
+        if not self.run.needs_source:
+            return f"export path {self.run.export_path[0]} needs no upstream checkout"
+        return None
+
     def patch_files(self) -> list[Path]:
         directories = [self.run.loaded.directory / "patches", self.run.loaded.directory.parent / "patches", *builtin_patch_dirs()]
         files = []

@@ -1,0 +1,226 @@
+"""GFocalV2 plugin: samples, the guide's preprocessing, the evaluator, the upstream export path.
+
+- samples: every image of the annotation file, by file name, id = stem; missing files are an
+  error that says which;
+- preprocessing: the guide's geometry (min(1216 / w, 800 / h), floor, top-left, zero padding)
+  and mmcv's imnormalize, against NumPy arithmetic from the formulas (within 1 float32 ulp);
+- the evaluator: both output forms give the same AP; detections equal to the ground truth
+  score 1; the guide's image set and the standard one are both reported;
+- the upstream path, correct by construction: the environment of the guide's stack is built
+  once, `setup.py develop` and `tools/pytorch2onnx.py` run with the guide's arguments in it
+  (the subprocess seam records them; the export itself is stood in for), random weights go
+  in as an mmdet checkpoint.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from om_pipeline.errors import UserError
+from om_pipeline.models import gfocalv2 as plugin
+from om_pipeline.models import gfocalv2_postprocess as post
+from om_pipeline.models.gfocalv2_tinycoco import COCO_IDS, write_tiny_coco
+from om_pipeline.plugin import ExportContext, Sample
+from om_pipeline.tools import execute
+
+F32 = np.float32
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    return write_tiny_coco(tmp_path_factory.mktemp("coco"), images=8, seed=3)
+
+
+def test_samples_are_the_annotation_files_images_by_name(coco):
+    samples = plugin.list_samples(coco, {})
+    dataset = json.loads((coco / "annotations/instances_val2017.json").read_text())
+    assert [s.id for s in samples] == sorted(f"{img['id']:012d}" for img in dataset["images"])
+    assert all(s.path == coco / "val2017" / f"{s.id}.jpg" and s.meta["image_id"] == int(s.id) for s in samples)
+
+
+def test_a_missing_image_is_named(coco, tmp_path):
+    dataset = json.loads((coco / "annotations/instances_val2017.json").read_text())
+    dataset["images"].append({"id": 5, "file_name": "000000000005.jpg", "width": 10, "height": 10})
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations/instances_val2017.json").write_text(json.dumps(dataset))
+    (tmp_path / "val2017").symlink_to(coco / "val2017")
+    with pytest.raises(UserError, match="000000000005.jpg"):
+        plugin.list_samples(tmp_path, {})
+
+
+@pytest.mark.parametrize("size", [(427, 640), (640, 427), (360, 640), (50, 70)])  # (h, w)
+def test_preprocessing_is_the_guides(size, tmp_path):
+    height, width = size
+    image = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "x.png"), image)
+    (array,) = plugin.preprocess(Sample(id="x", path=tmp_path / "x.png"), {})
+    assert array.shape == (3, 800, 1216) and array.dtype == np.float32
+    scale = min(1216 / width, 800 / height)
+    new_w, new_h = int(np.floor(width * scale)), int(np.floor(height * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    mean, std = np.array([123.675, 116.28, 103.53], F32), np.array([58.395, 57.12, 57.375], F32)
+    want = (resized[..., ::-1].astype(F32) - mean) * (1 / std.astype(np.float64)).astype(F32)  # RGB, (x - mean) * (1 / std)
+    got = array.transpose(1, 2, 0)
+    assert np.abs(got[:new_h, :new_w] - want).max() <= 2.5e-7 * 8  # 1 ulp at |x| <= 4
+    assert not got[new_h:].any() and not got[:, new_w:].any()  # zeros right and bottom, image top-left
+
+
+def test_the_guides_example_image_geometry(tmp_path):
+    """000000397133.jpg is 640 x 427: resized to 1199 x 800, 17 zero columns on the right."""
+    cv2.imwrite(str(tmp_path / "x.png"), np.full((427, 640, 3), 200, np.uint8))
+    (array,) = plugin.preprocess(Sample(id="x", path=tmp_path / "x.png"), {})
+    assert array[:, :, 1198].all() and not array[:, :, 1199:].any() and array[:, 799, :1199].all()
+
+
+def test_settings_reject_bad_params():
+    with pytest.raises(UserError, match="input_size"):
+        plugin.Settings.from_params({"input_size": [800]})
+    assert plugin.Settings.from_params({"input_size": [128, 192], "other": 1}).input_size == (128, 192)
+
+
+# ---------------------------------------------------------------- evaluator
+
+
+def ground_truth_outputs(coco, sample, form: str):
+    """The image's ground truth as network outputs (input-canvas pixels), in either form."""
+    dataset = json.loads((coco / "annotations/instances_val2017.json").read_text())
+    image = next(i for i in dataset["images"] if i["id"] == sample.meta["image_id"])
+    scale = post.resize_scale(image["width"], image["height"], (800, 1216))
+    rows = [(a["bbox"], COCO_IDS.index(a["category_id"])) for a in dataset["annotations"] if a["image_id"] == image["id"]]
+    boxes = np.array([[x, y, x + w, y + h] for (x, y, w, h), _ in rows], F32).reshape(-1, 4) * F32(scale)
+    labels = np.array([c for _, c in rows], np.int64)
+    if form == "ascend":
+        dets = np.zeros((100, 5), F32)
+        dets[:len(rows), :4], dets[:len(rows), 4] = boxes, 0.9
+        padded = np.zeros(100, np.int64)
+        padded[:len(rows)] = labels
+        return [padded, dets]  # order does not matter
+    scores = np.zeros((len(rows) + 1, 81), F32)
+    scores[np.arange(len(rows)), labels] = 0.9
+    scores[len(rows), 80] = 0.95  # a strong 81st-channel box: survives NMS, dropped as no class
+    return [np.concatenate([boxes, np.array([[0, 0, 50, 50]], F32)]), scores]
+
+
+@pytest.mark.parametrize("form", ["ascend", "pre_nms"])
+def test_ground_truth_as_outputs_scores_one_in_both_forms(coco, form):
+    evaluator = plugin.evaluator(coco, {})
+    for sample in plugin.list_samples(coco, {}):
+        evaluator.add(sample, ground_truth_outputs(coco, sample, form))
+    metrics = evaluator.result()
+    assert metrics["images_annotated"] == 6 and metrics["images_all"] == 8
+    assert metrics["ap"] == pytest.approx(1.0, abs=1e-9) and metrics["ap_all_images"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["nms_in_graph"] == float(form == "ascend")
+
+
+def test_detections_on_empty_images_count_only_in_the_standard_set(coco):
+    evaluator = plugin.evaluator(coco, {})
+    samples = plugin.list_samples(coco, {})
+    dataset = json.loads((coco / "annotations/instances_val2017.json").read_text())
+    annotated = {a["image_id"] for a in dataset["annotations"]}
+    for sample in samples:
+        outputs = ground_truth_outputs(coco, sample, "ascend")
+        if sample.meta["image_id"] not in annotated:  # an empty image: a confident false positive of a class with ground truth
+            outputs[1][0] = [10, 10, 200, 200, 0.99]
+            outputs[0][0] = COCO_IDS.index(dataset["annotations"][0]["category_id"])
+        evaluator.add(sample, outputs)
+    metrics = evaluator.result()
+    assert metrics["ap"] == pytest.approx(1.0) and metrics["ap_all_images"] < 1.0
+
+
+def test_unidentifiable_outputs_name_the_sample(coco):
+    sample = plugin.list_samples(coco, {})[0]
+    with pytest.raises(UserError, match=sample.id):
+        plugin.evaluator(coco, {}).add(sample, [np.zeros((10, 3), F32), np.zeros(10, np.int64)])
+
+
+# ---------------------------------------------------------------- the upstream export path
+
+
+UPSTREAM_PARAMS = {"export_path": "upstream", "input_size": [96, 160],
+                   "upstream": {"python": "python3.7", "requirements": ["torch==1.8.0", "mmcv-full==1.2.4"]}}
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    source = tmp_path / "GFocalV2"
+    for relative in ("tools/pytorch2onnx.py", "configs/gfocal/gfocal_r50_fpn_1x.py", "demo/demo.jpg", "setup.py"):
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_text("")
+    return source
+
+
+def upstream_context(checkout, tmp_path, weights=None, target="ascend"):
+    return ExportContext(source=checkout, weights=weights, target=target, bs=1, out=tmp_path / "gfocalv2_bs1.ascend.onnx",
+                         opset=11, input_names=["input.1"], output_names=["dets", "labels"], params=UPSTREAM_PARAMS, seed=0)
+
+
+def test_upstream_commands_are_the_guides(checkout, tmp_path):
+    upstream = plugin.UpstreamSettings.from_params(UPSTREAM_PARAMS)
+    commands = plugin.upstream_commands("/env/bin/python", checkout, tmp_path / "gfocal_r50_fpn_1x.pth",
+                                        tmp_path / "gfocal.onnx", (800, 1216), upstream)
+    assert commands == [
+        (["/env/bin/python", "setup.py", "develop"], checkout),
+        (["/env/bin/python", str(checkout / "tools/pytorch2onnx.py"), str(checkout / "configs/gfocal/gfocal_r50_fpn_1x.py"),
+          str(tmp_path / "gfocal_r50_fpn_1x.pth"), "--output-file", str(tmp_path / "gfocal.onnx"),
+          "--input-img", str(checkout / "demo/demo.jpg"), "--shape", "800", "1216", "--show"], checkout),
+    ]
+
+
+def test_upstream_export_runs_the_guides_script_in_its_environment(checkout, tmp_path):
+    calls, checkpoints = [], []
+
+    def guide_stack(request):
+        calls.append(request)
+        argv = request.argv
+        if argv[1:3] in (("-m", "venv"), ("-m", "pip")) or argv[1:] == ("setup.py", "develop"):
+            return execute.Outcome(argv, 0, "")
+        if argv[1].endswith("tools/pytorch2onnx.py"):  # stand in for torch 1.8: our ascend graph, same names
+            state = torch.load(argv[3], weights_only=True)["state_dict"]
+            checkpoints.append(sorted(state) == sorted(plugin.mmdet_key_names()))
+            out = argv[argv.index("--output-file") + 1]
+            plugin.export_native(ExportContext(source=checkout, weights=None, target="ascend", bs=1, out=type(checkout)(out),
+                                               opset=11, input_names=["input.1"], output_names=["dets", "labels"],
+                                               params=UPSTREAM_PARAMS, seed=0))
+            return execute.Outcome(argv, 0, "Successfully exported ONNX model")
+        raise AssertionError(f"unexpected command {argv}")
+
+    ctx = upstream_context(checkout, tmp_path)
+    with execute.swapped(guide_stack):
+        plugin.export(ctx)
+        plugin.export(ctx)
+    argvs = [c.argv for c in calls]
+    venvs = [a for a in argvs if a[1:3] == ("-m", "venv")]
+    pips = [a for a in argvs if a[1:3] == ("-m", "pip")]
+    assert len(venvs) == 1 and venvs[0][0] == "python3.7"  # built once in the cache, then reused
+    assert pips == [(pips[0][0], "-m", "pip", "install", "--disable-pip-version-check", "torch==1.8.0", "mmcv-full==1.2.4")]
+    scripts = [c for c in calls if c.argv[1:] == ("setup.py", "develop") or c.argv[1].endswith("pytorch2onnx.py")]
+    assert [c.argv[0] for c in scripts] == [pips[0][0]] * 4 and all(c.cwd == checkout for c in scripts)
+    assert checkpoints == [True, True]  # random weights went in as an mmdet checkpoint, removed after
+    assert not list(tmp_path.glob("*.random-weights.pth")) and ctx.out.is_file()
+
+
+def test_upstream_path_makes_only_the_ascend_graph(checkout, tmp_path):
+    with pytest.raises(UserError, match="Ascend graph only"):
+        plugin.export(upstream_context(checkout, tmp_path, target="onnxruntime"))
+
+
+def test_upstream_path_checks_what_the_script_wrote(checkout, tmp_path):
+    def wrong_graph(request):
+        if request.argv[1].endswith("pytorch2onnx.py"):
+            out = request.argv[request.argv.index("--output-file") + 1]
+            plugin.export_native(ExportContext(source=checkout, weights=None, target="onnxruntime", bs=1, out=type(checkout)(out),
+                                               opset=11, input_names=["input.1"], output_names=["boxes", "scores"],
+                                               params=UPSTREAM_PARAMS, seed=0))
+        return execute.Outcome(request.argv, 0, "")
+
+    with execute.swapped(wrong_graph), pytest.raises(UserError, match="BatchMultiClassNMS"):
+        plugin.export(upstream_context(checkout, tmp_path))
+
+
+def test_upstream_path_needs_the_patched_checkout(tmp_path):
+    with pytest.raises(UserError, match="pytorch2onnx.py"):
+        plugin.export(upstream_context(tmp_path, tmp_path))
