@@ -77,12 +77,13 @@ def directory_bytes(root: Path) -> int:
 
 
 def bare_onnxruntime(work: Path, bs: int) -> float:
-    """Samples per second of a plain ONNX Runtime loop over ompipe's own input files."""
+    """Samples per second of a plain ONNX Runtime loop over ompipe's own input files, session
+    creation included (the infer stage's time includes it too)."""
     import onnxruntime
 
+    started = time.perf_counter()
     session = onnxruntime.InferenceSession(str(work / f"onnx/superpoint_bs{bs}.onnxruntime.sim.onnx"), providers=["CPUExecutionProvider"])
     files = sorted((work / "inputs/image").glob("*.bin"))
-    started = time.perf_counter()
     for start in range(0, len(files), bs):
         chunk = files[start:start + bs]
         chunk += [chunk[0]] * (bs - len(chunk))
