@@ -36,6 +36,7 @@ from om_pipeline.models.transpose_postprocess import (affine_transforms, crop_tr
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.metrics import coco_keypoints
 from om_pipeline.plugin import ExportContext
+from om_pipeline.testing.upstream import patched_upstream
 
 UPSTREAM = os.environ.get("OMPIPE_UPSTREAM_TRANSPOSE")
 pytestmark = [pytest.mark.upstream, pytest.mark.skipif(not UPSTREAM, reason="OMPIPE_UPSTREAM_TRANSPOSE is not set"),
@@ -50,7 +51,7 @@ DEFAULTS = {("RANK",): 0, ("TEST", "SOFT_NMS"): False, ("LOSS", "USE_DIFFERENT_J
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
-    checkout = transpose.patched_upstream(UPSTREAM, tmp_path_factory.mktemp("upstream") / "TransPose")
+    checkout = patched_upstream("transpose", UPSTREAM, tmp_path_factory.mktemp("upstream") / "TransPose")
     shim = None
     try:
         importlib.import_module("json_tricks")

@@ -338,21 +338,6 @@ def upstream_modules(source: Path):
     return imported_from(Path(source) / "lib", "models/transpose_r.py")
 
 
-def patched_upstream(source: str, destination: Path) -> Path:
-    """Clone `source` (any clone or mirror of upstream) at the recipe's commit into
-    `destination` and apply the recipe's patches, as the clone and patch stages do."""
-    from ..recipe import builtin_patch_dirs, find_recipe
-    from ..tools.git import apply_patch, clone_at_commit
-
-    stages = find_recipe("transpose").recipe.stages
-    log = destination.parent / f"{destination.name}.log"
-    clone_at_commit(source, stages.clone.commit, destination, log)
-    for name in stages.patch.files:
-        patch = next(d / name for d in builtin_patch_dirs() if (d / name).is_file())
-        if apply_patch(destination, patch, stages.patch.strip, stages.patch.fuzz, log).status == "conflict":
-            raise UserError(f"{name} does not apply to {stages.clone.commit}", hint=f"see {log}")
-    return destination
-
 
 # ---------------------------------------------------------------- evaluation
 
@@ -415,3 +400,4 @@ class KeypointEvaluator:
         metrics, self.summary = coco_keypoints.evaluate(annotation_file(self._data, self._settings), self.detections,
                                                         image_ids=instances.image_ids)
         return {**metrics, "instances": float(len(instances)), "images": float(len(set(instances.image_ids.tolist())))}
+
