@@ -296,3 +296,10 @@ def test_ctrl_c_discards_the_stage_in_progress(toy, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     assert "atc-bs4-ascend" in out and "interrupted" in out  # the closing table names the stage
     assert not (tmp_path / "work/toy/om").exists() and not (tmp_path / "work/toy/.staging/atc-bs4-ascend").exists()
+
+
+def test_the_guides_output_dirname_names_the_result_directory(ompipe, toy, tmp_path):
+    edit_recipe(toy, '"--outfmt=BIN", "--batchsize={bs}"]', '"--outfmt=BIN", "--batchsize={bs}", --output_dirname, "dumpout_bs{bs}"]')
+    result = run_toy(ompipe, toy)
+    assert result.code == 0, result.err
+    assert len(list((tmp_path / "work/toy/infer/ais_bench_bs4").glob("*_0.bin"))) == 12

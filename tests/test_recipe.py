@@ -123,3 +123,11 @@ def test_builtin_recipes_are_valid(ompipe):
 def test_output_flag_in_two_tokens_is_checked_too(toy):
     text = (toy.recipes / "toy.yaml").read_text().replace('"--output={output}"', '"--output", "/tmp/x"')
     assert "stages.infer.args[3]: --output must be one of ompipe's paths" in rendered(error_of(toy, text))
+
+
+def test_output_dirname_is_a_plain_name(toy):
+    base = (toy.recipes / "toy.yaml").read_text()
+    ok = base.replace('"--outfmt=BIN", "--batchsize={bs}"]', '"--outfmt=BIN", "--batchsize={bs}", --output_dirname, "dumpout_bs{bs}"]')
+    parse_recipe(ok, toy.recipes / "toy.yaml")
+    bad = base.replace('"--outfmt=BIN", "--batchsize={bs}"]', '"--outfmt=BIN", "--batchsize={bs}", "--output_dirname=../x"]')
+    assert "--output_dirname must be a plain directory name" in rendered(error_of(toy, bad))

@@ -44,3 +44,17 @@ def test_git_blob_id_matches_git(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"hello\n")
     assert git_blob_id(path) == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_plugin_fingerprint_follows_its_relative_imports(tmp_path):
+    from om_pipeline.context import plugin_files
+
+    (tmp_path / "pkg" / "models").mkdir(parents=True)
+    (tmp_path / "pkg" / "metrics").mkdir()
+    (tmp_path / "pkg" / "models" / "net.py").write_text("from .net_post import decode\nfrom ..metrics.ap import ap\nimport numpy\n")
+    (tmp_path / "pkg" / "models" / "net_post.py").write_text("from . import tables\n")
+    (tmp_path / "pkg" / "models" / "tables.py").write_text("")
+    (tmp_path / "pkg" / "metrics" / "ap.py").write_text("")
+    (tmp_path / "pkg" / "models" / "other.py").write_text("")
+    found = {p.relative_to(tmp_path / "pkg").as_posix() for p in plugin_files(tmp_path / "pkg" / "models" / "net.py")}
+    assert found == {"models/net.py", "models/net_post.py", "models/tables.py", "metrics/ap.py"}

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import UserError
 from .plugin import load_plugin, plugin_views
 from .recipe import LoadedRecipe, Recipe
-from .state import StateStore
+from .state import StateStore, digest_of
 from .tools import execute
 
 BACKENDS = ("ais_bench", "onnxruntime")
@@ -181,9 +181,12 @@ class Run:
         return digests
 
     def plugin_source_digest(self) -> str:
-        """Plugin code is an input of the stages that call it: editing it reruns them."""
+        """Plugin code is an input of the stages that call it: editing it, or a module it
+        imports relatively (its postprocessing, its metric), reruns them."""
         source = getattr(self.plugin, "__file__", None)
-        return self.state.file_digest(Path(source)) if source else "builtin"
+        if not source:
+            return "builtin"
+        return digest_of({str(path): self.state.file_digest(path) for path in plugin_files(Path(source))})
 
     # Artifact names carry the batch size (and target) so a bs sweep reuses everything else.
     def onnx_name(self, simplified: bool) -> str:
@@ -225,3 +228,29 @@ class Run:
         }
         values.update(extra)
         return values
+
+
+def plugin_files(module_file: Path) -> list[Path]:
+    """The plugin module and, transitively, the modules it imports with relative imports
+    (`from .centernet_dcn import ...`, `from ..metrics.coco_bbox import ...`)."""
+    import ast
+
+    seen: set[Path] = set()
+    todo = [module_file.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = path.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                parts = (node.module or "").split(".") if node.module else []
+                target = base.joinpath(*parts)
+                candidates = [target.with_suffix(".py"), target / "__init__.py"]
+                candidates += [target / f"{alias.name}.py" for alias in node.names]  # from . import x
+                todo.extend(c for c in candidates if c.is_file())
+    return sorted(seen)
+

@@ -37,7 +37,9 @@ TEMPLATE_VARIABLES = {
     "output": "the directory the inference tool writes its results into",
 }
 # Flags whose value is a path the tool writes: they must come from ompipe's variables.
-OUTPUT_FLAGS = ("--output", "--output_dirname", "-o")
+OUTPUT_FLAGS = ("--output", "-o")
+# A directory name under --output (ais_bench): a plain name, no path.
+NAME_FLAGS = ("--output_dirname",)
 
 
 class Strict(BaseModel):
@@ -374,14 +376,18 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
 
 
 def _output_flag_problems(where: tuple, args: list[str]) -> Iterator[tuple[tuple, str]]:
-    """`--output=X` or `--output X`: X must start with one of ompipe's path variables."""
+    """`--output=X` or `--output X`: X must start with one of ompipe's path variables;
+    `--output_dirname X`: X must be a plain name (no '/', no '..')."""
     for index, arg in enumerate(args):
         flag, equals, value = arg.partition("=")
-        if flag not in OUTPUT_FLAGS:
+        if flag not in OUTPUT_FLAGS + NAME_FLAGS:
             continue
         if not equals:
             index, value = index + 1, args[index + 1] if index + 1 < len(args) else ""
-        if not value.startswith("{") or ".." in value:
+        if flag in NAME_FLAGS:
+            if not value or "/" in value or ".." in value:
+                yield (*where, index), f"{flag} must be a plain directory name (got {value!r})"
+        elif not value.startswith("{") or ".." in value:
             yield (*where, index), (
                 f"{flag} must be one of ompipe's paths ({{om_stem}}, {{output}}) so outputs stay in the work directory")
 

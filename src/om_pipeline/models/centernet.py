@@ -31,15 +31,15 @@ With `--weights random` the network starts from upstream's seeded initialisation
 poor test subject: activations shrink layer after layer (the heads' outputs end up constant to
 six digits) and the 16 DCN offset/mask convolutions start at zero (every offset 0, every mask
 0.5: ordinary convolutions, the offset layout untested). So the offset/mask convolutions get
-seeded random weights (offsets of about a pixel, masks spread around 0.5), and the BatchNorm
-statistics are measured on one seeded random batch, which keeps every activation of order 1.
+seeded random weights (fractional offsets, masks spread around 0.5), and the BatchNorm
+statistics are measured on seeded random images of the input size, which keeps every
+activation of order 1 and the network well-conditioned (float32 and float64 agree).
 """
 from __future__ import annotations
 
 import importlib
 import json
 import pickle
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import SAMPLE_ID, ExportContext, Sample
+from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from
 from . import centernet_postprocess as post
 
 IMAGES_DIR = "val2017"
@@ -59,8 +59,13 @@ LAYOUT_HINT = "COCO layout: <data>/val2017/*.jpg and <data>/annotations/instance
 NETWORK_MODULE = "models.networks.pose_dla_dcn"
 DCN_MODULE = "models.networks.DCNv2.dcn_v2"
 HEADS = {"hm": 80, "wh": 2, "reg": 2}  # upstream's opts.update_dataset_info_and_set_heads for ctdet/coco, in this order
-CALIBRATION_BATCH = (2, 3, 128, 128)  # random images that set BatchNorm statistics under --weights random
-BN_MOMENTUM = 0.1  # upstream's (pose_dla_dcn.BN_MOMENTUM)
+# --weights random: DCN offset/mask conv weights ~ N(0, gain^2 / fan_in) (offsets of a few tenths of
+# a pixel on noise, a few pixels on images), and BatchNorm statistics from random images at the
+# network's input size, as many as make this many pixels (deep layers need enough positions for
+# their statistics). A larger gain, or statistics from smaller images, leaves a network so
+# ill-conditioned at 512x512 that float32 and float64 PyTorch disagree (cosine 0.8 on an image).
+OFFSET_GAIN = 0.3
+CALIBRATION_PIXELS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -188,34 +193,14 @@ def _read_image(sample: Sample) -> np.ndarray:
 # ---------------------------------------------------------------- network, checkpoint, export
 
 
-@contextmanager
-def imported_from(source: Path) -> Iterator[None]:
-    """Import upstream's top-level modules (`models`, `utils`, `datasets`, ... under src/lib)
-    from `source`, and leave sys.path and sys.modules as they were afterwards: those names are
-    generic, and another checkout (or another model's) must not get these."""
-    lib = Path(source) / "src" / "lib"
-    if not (lib / "models" / "networks" / "pose_dla_dcn.py").is_file():
-        raise UserError(f"{source} is not a CenterNet checkout (no src/lib/models/networks/pose_dla_dcn.py)")
-    top_level = {p.stem for p in lib.iterdir() if p.is_dir() or p.suffix == ".py"}
-
-    def ours(name: str) -> bool:
-        return name.split(".")[0] in top_level
-
-    shadowed = {name: module for name, module in sys.modules.items() if ours(name)}
-    for name in shadowed:
-        del sys.modules[name]
-    sys.path.insert(0, str(lib))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(lib))
-        for name in [name for name in sys.modules if ours(name)]:
-            del sys.modules[name]
-        sys.modules.update(shadowed)
+def upstream_modules(source: Path):
+    """Upstream's top-level modules (`models`, `utils`, `datasets`, ... under src/lib)
+    importable from the checkout, and gone again afterwards."""
+    return imported_from(Path(source) / "src" / "lib", "models/networks/pose_dla_dcn.py")
 
 
 def build_network(settings: Settings, weights: Path | None, seed: int = 0):
-    """The ctdet DLA-34 of the patched checkout (inside `imported_from`), in eval mode: the
+    """The ctdet DLA-34 of the patched checkout (inside `upstream_modules`), in eval mode: the
     checkpoint's weights, or seeded random ones (see the module docstring)."""
     import torch
 
@@ -232,16 +217,17 @@ def build_network(settings: Settings, weights: Path | None, seed: int = 0):
     except TypeError as exc:
         raise UserError(f"get_pose_net takes no pretrained argument: {exc}", hint="apply patches/centernet/ (no ImageNet download)") from exc
     if weights is None:
-        randomize(network, dcn.DCN, seed)
+        randomize(network, dcn.DCN, seed, (settings.input_h, settings.input_w))
     else:
         load_checkpoint(network, weights)
     return network.eval()
 
 
-def randomize(network, dcn_class, seed: int) -> None:
+def randomize(network, dcn_class, seed: int, size: tuple[int, int]) -> None:
     """Random weights that keep the network's signal alive (see the module docstring): DCN
-    offset/mask convolutions drawn so offsets are about a pixel, then BatchNorm statistics
-    measured on one seeded random batch, so every normalised activation is of order 1."""
+    offset/mask convolutions drawn so offsets are fractions of a pixel and more, then BatchNorm
+    statistics measured on seeded random images of `size`, so every normalised activation is of
+    order 1."""
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
@@ -250,16 +236,18 @@ def randomize(network, dcn_class, seed: int) -> None:
             if isinstance(module, dcn_class):
                 conv = module.conv_offset_mask
                 fan_in = conv.weight[0].numel()
-                conv.weight.normal_(0.0, 1.0 / fan_in ** 0.5, generator=generator)
+                conv.weight.normal_(0.0, OFFSET_GAIN / fan_in ** 0.5, generator=generator)
                 conv.bias.zero_()
         norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [norm.momentum for norm in norms]
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
         network.train()
-        network(torch.randn(*CALIBRATION_BATCH, generator=generator))
-        for norm in norms:
-            norm.momentum = BN_MOMENTUM
+        images = -(-CALIBRATION_PIXELS // (size[0] * size[1]))
+        network(torch.randn(images, 3, *size, generator=generator))
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
     network.eval()
 
 
@@ -310,7 +298,7 @@ def _with_tuple_outputs(network):
 @contextmanager
 def dcn_through_custom_op() -> Iterator[None]:
     """Route the patched DCN module's deformable convolution through `centernet_dcn`'s custom
-    op (inside `imported_from`), so the traced graph holds one node per DCN layer."""
+    op (inside `upstream_modules`), so the traced graph holds one node per DCN layer."""
     from . import centernet_dcn
 
     module = importlib.import_module(DCN_MODULE)
@@ -338,42 +326,39 @@ def export(ctx: ExportContext) -> None:
         raise UserError(f"params.onnxruntime_opset = {opset}: ONNX DeformConv needs opset {centernet_dcn.MIN_DEFORMCONV_OPSET} or later")
     if ctx.target not in centernet_dcn.TARGETS:
         raise UserError(f"unknown export target {ctx.target!r}")
-    with imported_from(ctx.source):
+    with upstream_modules(ctx.source):
         model = _with_tuple_outputs(build_network(settings, ctx.weights, ctx.seed))
         dummy = torch.zeros(ctx.bs, 3, settings.input_h, settings.input_w)
         with dcn_through_custom_op(), centernet_dcn.onnx_symbolic(ctx.target, opset), torch.no_grad():
-            try:
-                torch.onnx.export(
-                    model,
-                    (dummy,),
-                    str(ctx.out),
-                    dynamo=False,  # the TorchScript exporter: true opset 11 for atc, custom symbolics
-                    opset_version=opset,
-                    input_names=list(ctx.input_names),
-                    output_names=list(ctx.output_names),
-                )
-            except torch.onnx.errors.CheckerError:
-                # DeformableConv2D is not an ONNX operator: the checker rejects the ascend graph
-                # after it is written, as the guide's patched exporter would have.
-                if ctx.target != "ascend" or not Path(ctx.out).is_file():
-                    raise
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(ctx.out),
+                dynamo=False,  # the TorchScript exporter: true opset 11 for atc, custom symbolics
+                opset_version=opset,
+                input_names=list(ctx.input_names),
+                output_names=list(ctx.output_names),
+            )
 
 
-def patched_upstream(source: str, destination: Path) -> Path:
-    """Clone `source` (any clone or mirror of upstream) at the recipe's commit into
-    `destination` and apply the recipe's patches, as the clone and patch stages do: the
-    checkout that parity tests and benchmarks read upstream's own code from."""
-    from ..recipe import builtin_patch_dirs, find_recipe
-    from ..tools.git import apply_patch, clone_at_commit
+def build_model(ctx: ExportContext):
+    """The network of `ctx` (checkpoint or seeded random weights), eval mode, returning
+    (hm, wh, reg); its DCN layers run upstream's patched pure-PyTorch code."""
+    with upstream_modules(ctx.source):
+        return _with_tuple_outputs(build_network(Settings.from_params(ctx.params), ctx.weights, ctx.seed))
 
-    stages = find_recipe("centernet").recipe.stages
-    log = destination.parent / f"{destination.name}.log"
-    clone_at_commit(source, stages.clone.commit, destination, log)
-    for name in stages.patch.files:
-        patch = next(d / name for d in builtin_patch_dirs() if (d / name).is_file())
-        if apply_patch(destination, patch, stages.patch.strip, stages.patch.fuzz, log).status == "conflict":
-            raise UserError(f"{name} does not apply to {stages.clone.commit}", hint=f"see {log}")
-    return destination
+
+def torch_forward(ctx: ExportContext):
+    """The PyTorch rung of the golden comparison (the compare stage)."""
+    import torch
+
+    model = build_model(ctx)
+
+    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [output.numpy() for output in model(torch.from_numpy(arrays[0]))]
+
+    return forward
 
 
 # ---------------------------------------------------------------- evaluation
@@ -384,15 +369,15 @@ def evaluator(data: Path, params: dict[str, Any]) -> "CocoBboxEvaluator":
 
 
 class CocoBboxEvaluator:
-    """Decodes `decode_batch` images at a time (vectorised), keeps COCO result records, and
-    scores them with pycocotools at the end."""
+    """Decodes `decode_batch` images at a time (vectorised), keeps each image's detections as
+    arrays (COCO records for 5000 images x 100 boxes would be half a million dicts), and scores
+    them with pycocotools at the end."""
 
     def __init__(self, data: Path, settings: Settings, ground_truth: dict | None = None):
         self._settings = settings
         self._ground_truth = ground_truth if ground_truth is not None else _read_annotations(data)
         self._pending: list[tuple[Sample, list[np.ndarray]]] = []
-        self.results: list[dict[str, Any]] = []
-        self.image_ids: list[int] = []
+        self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # image id, boxes, scores, classes
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         self._pending.append((sample, [_without_batch_axis(o) for o in outputs]))
@@ -406,15 +391,22 @@ class CocoBboxEvaluator:
         hm, wh, reg = (np.stack([outputs[i] for _, outputs in self._pending]) for i in range(3))
         self._pending = []
         for sample, (boxes, scores, classes) in zip(samples, decode_batch(hm, wh, reg, samples, self._settings)):
-            self.image_ids.append(int(sample.meta["image_id"]))
-            self.results += coco_bbox.detections_to_results(sample.meta["image_id"], boxes, scores, classes)
+            self.detections.append((int(sample.meta["image_id"]), boxes, scores, classes))
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The COCO result records, as upstream writes them to results.json."""
+        self._flush()
+        return [record for image_id, boxes, scores, classes in self.detections
+                for record in coco_bbox.detections_to_results(image_id, boxes, scores, classes)]
 
     def result(self) -> dict[str, float]:
-        self._flush()
-        if not self.image_ids:
+        results = self.results
+        image_ids = {image_id for image_id, *_ in self.detections}
+        if not image_ids:
             raise UserError("no image to evaluate")
-        metrics = coco_bbox.evaluate(self._ground_truth, self.results, image_ids=self.image_ids)
-        return {**metrics, "images": float(len(set(self.image_ids)))}
+        metrics = coco_bbox.evaluate(self._ground_truth, results, image_ids=image_ids)
+        return {**metrics, "images": float(len(image_ids))}
 
 
 def decode_batch(hm: np.ndarray, wh: np.ndarray, reg: np.ndarray, samples: list[Sample], settings: Settings):

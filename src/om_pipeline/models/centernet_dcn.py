@@ -187,7 +187,9 @@ def ascend_offset_order(channels: int) -> list[int]:
 
 
 def _ascend_deformableconv2d(g, x, offset, mask, weight, bias, stride, padding, dilation, deformable_groups):
-    """The guide's DeformableConv2D(X, W, concat(dx, dy, mask), B); its attributes as pairs."""
+    """The guide's DeformableConv2D(X, W, concat(dx, dy, mask), B); its attributes as pairs,
+    groups=1 as the guide writes it (DCNv2 has no convolution groups; the input's channel count
+    is not known here once an earlier DeformableConv2D, which no shape inference knows, feeds it)."""
     strides, pads, dilations, dg = _constants(stride, padding, dilation, deformable_groups)
     _, _, kh, kw = _weight_shape(weight)
     order = g.op("Constant", value_t=torch.tensor(ascend_offset_order(2 * dg * kh * kw), dtype=torch.int64))

@@ -18,6 +18,11 @@ Reproduces, for a batch of images at once, what xingyizhou/CenterNet does per im
    max_per_image-th best (a no-op for upstream's K = max_per_image = 100).
 
 Upstream applies no score threshold before COCO evaluation; neither do we.
+
+Whole-batch array operations do the work (sigmoid, the peak test, gathers, boxes, the affine
+map); two small loops remain: cv2.dilate per heatmap plane (the max filter) and the top-K
+selection per image, which runs over that image's peaks only (selection over a row that is
+mostly zeros is slow). `benchmarks/bench_centernet_decode.py` times it against upstream.
 """
 from __future__ import annotations
 
@@ -59,24 +64,31 @@ def center_and_scale(height: int, width: int) -> tuple[np.ndarray, float]:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)) in float32 (torch's float32 sigmoid differs from it by at most one
-    unit in the last place on some values; boxes and classes do not depend on it)."""
-    logits = np.asarray(logits, dtype=np.float32)
-    return np.float32(1) / (np.float32(1) + np.exp(-logits))
+    """1 / (1 + exp(-x)) in float32, in place on a copy (torch's float32 sigmoid differs from it
+    by at most one unit in the last place on some values; boxes and classes do not depend on it)."""
+    scores = np.negative(np.asarray(logits, dtype=np.float32))
+    np.exp(scores, out=scores)
+    scores += np.float32(1)
+    return np.reciprocal(scores, out=scores)
 
 
 _NEIGHBOURHOOD = np.ones((3, 3), dtype=np.uint8)
 
 
-def peaks(scores: np.ndarray) -> np.ndarray:
-    """scores * (maxpool3x3(scores) == scores), `_nms` of models/decode.py, for (..., H, W).
-    The 3x3 max with -inf outside (max_pool2d's padding) is cv2.dilate's, one plane at a time."""
+def neighbourhood_max(scores: np.ndarray) -> np.ndarray:
+    """The 3x3 maximum (max_pool2d, stride 1, padding 1 with -inf) of every (H, W) plane, by
+    cv2.dilate one plane at a time (the fastest max filter at hand)."""
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     planes = scores.reshape(-1, *scores.shape[-2:])
-    neighbourhood = np.empty_like(planes)
-    for plane, out in zip(planes, neighbourhood):
+    result = np.empty_like(planes)
+    for plane, out in zip(planes, result):
         cv2.dilate(plane, _NEIGHBOURHOOD, dst=out)
-    return np.where(neighbourhood.reshape(scores.shape) == scores, scores, np.float32(0))
+    return result.reshape(scores.shape)
+
+
+def peaks(scores: np.ndarray) -> np.ndarray:
+    """scores * (maxpool3x3(scores) == scores): `_nms` of models/decode.py, for (..., H, W)."""
+    return np.where(neighbourhood_max(scores) == scores, scores, np.float32(0))
 
 
 @dataclass(frozen=True)
@@ -94,10 +106,11 @@ def ctdet_decode(hm: np.ndarray, wh: np.ndarray, reg: np.ndarray | None, k: int 
     hm = np.asarray(hm, dtype=np.float32)
     batch, classes, height, width = hm.shape
     scores = sigmoid(hm) if logits else hm
-    flat = peaks(scores).reshape(batch, -1)
+    kept = (neighbourhood_max(scores) == scores).reshape(batch, -1)
+    flat = scores.reshape(batch, -1)
     k = min(k, flat.shape[1])
-    index = np.stack([_top_k(row, k) for row in flat])
-    top_scores = np.take_along_axis(flat, index, axis=1)
+    index = np.stack([_top_k(row, keep, k) for row, keep in zip(flat, kept)])
+    top_scores = np.where(np.take_along_axis(kept, index, axis=1), np.take_along_axis(flat, index, axis=1), np.float32(0))
 
     cls, spatial = np.divmod(index, height * width)
     ys = (spatial // width).astype(np.float32)
@@ -116,14 +129,16 @@ def ctdet_decode(hm: np.ndarray, wh: np.ndarray, reg: np.ndarray | None, k: int 
     return Detections(boxes.astype(np.float32), top_scores, cls.astype(np.int64))
 
 
-def _top_k(row: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values of a peak map row, best first, equal values by index.
-    Selects among the non-zero peaks first (a few percent of the row): selection over a row
-    that is mostly zeros is slow, and zeros are only needed when there are fewer than k peaks."""
-    candidates = np.flatnonzero(row)
-    if len(candidates) < k:
-        candidates = np.arange(len(row))
+def _top_k(row: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best peaks of a row (scores, peak mask), best first, equal scores by
+    index; non-peaks count as 0 (upstream multiplies them by 0). Selection runs over the peaks
+    (a few percent of the row): over a row that is mostly zeros it is slow."""
+    candidates = np.flatnonzero(keep)
     values = row[candidates]
+    if len(candidates) < k or values.min(initial=np.inf) <= 0:
+        # Too few peaks (or peaks not above the zeros): select over the whole peak map.
+        values = np.where(keep, row, np.float32(0))
+        candidates = np.arange(len(row))
     if len(candidates) > k:
         chosen = np.argpartition(values, len(values) - k)[len(values) - k:]
         candidates, values = candidates[chosen], values[chosen]

@@ -92,8 +92,8 @@ class InferStage(Stage):
         # ais_bench refuses an existing --output that group or others may read or write (<= 0o750).
         raw.mkdir(mode=0o750, parents=True)
         outcome = execute(argv, cwd=staging, log=self.log)
-        run_tool = run_msame if self.run.tool == "msame" else run_ais_bench
-        info = run_tool(outcome, raw, out, self.log)
+        info = (run_msame(outcome, raw, out, self.log) if self.run.tool == "msame"
+                else run_ais_bench(outcome, raw, out, self.log, output_dirname(argv)))
         missing = [f"{i}_{k}" for i in ids for k in range(len(self.run.result_outputs)) if not _has_output(out, f"{i}_{k}")]
         if missing:
             raise StageFailed(f"{self.run.tool} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
@@ -104,11 +104,20 @@ class InferStage(Stage):
         return f"{self.run.infer_name}/{view}" if view else self.run.infer_name
 
 
-def run_ais_bench(outcome, raw: Path, out: Path, log: Path) -> dict:
+def output_dirname(argv: list[str]) -> str | None:
+    """The guide's `--output_dirname NAME` (either form), else None: a timestamped directory."""
+    for index, token in enumerate(argv):
+        flag, equals, value = token.partition("=")
+        if flag == "--output_dirname":
+            return value if equals else argv[index + 1]
+    return None
+
+
+def run_ais_bench(outcome, raw: Path, out: Path, log: Path, dirname: str | None) -> dict:
     if outcome.returncode != 0:
         raise StageFailed(f"ais_bench failed (exit {outcome.returncode})", details=ais_bench.error_tail(outcome.output),
                           hint=f"full log: {log}")
-    result_dir = ais_bench.find_result_dir(raw, None, set())
+    result_dir = ais_bench.find_result_dir(raw, dirname, set())
     summary = ais_bench.read_summary(result_dir)
     result_dir.rename(out)
     throughput = ais_bench.parse_throughput(outcome.output)
