@@ -31,7 +31,7 @@ import importlib.util
 import re
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Protocol, Sequence
@@ -104,6 +104,22 @@ def imported_from(source: Path, marker: str) -> Iterator[None]:
         for name in [name for name in sys.modules if ours(name)]:
             del sys.modules[name]
         sys.modules.update(shadowed)
+
+
+def settings_from_params(cls, params: dict[str, Any], model: str):
+    """A plugin's settings dataclass from `params`: known keys only (`params` also carries other
+    stages' settings), each converted to its default's type (a list to a tuple), a bad value a
+    UserError naming the key."""
+    values = {}
+    for spec in fields(cls):
+        if spec.name not in params:
+            continue
+        default, value = getattr(cls, spec.name), params[spec.name]
+        try:
+            values[spec.name] = tuple(value) if isinstance(default, tuple) else type(default)(value)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"params.{spec.name} = {value!r} is not valid for {model}: {exc}") from exc
+    return cls(**values)
 
 
 def plugin_views(plugin: ModuleType) -> tuple[str | None, ...]:

@@ -3,12 +3,11 @@ lists, the dry run shows the guide's atc and ais_bench commands, up to file loca
 differences the recipe states (graph-output names for --out_nodes; no --output_dirname)."""
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from om_pipeline.models.centernet_tinycoco import write_tiny_coco
 from om_pipeline.recipe import find_recipe
+from om_pipeline.testing.dry_run import flags, planned_commands
 
 GUIDE_BATCH_SIZES = [1, 4, 8, 16, 32]
 
@@ -16,24 +15,6 @@ GUIDE_BATCH_SIZES = [1, 4, 8, 16, 32]
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     return write_tiny_coco(tmp_path_factory.mktemp("coco"), images=2)
-
-
-def planned_commands(out: str) -> list[list[str]]:
-    return [shlex.split(line.strip()[2:]) for line in out.splitlines() if line.strip().startswith("$ ")]
-
-
-def flags(argv: list[str]) -> dict[str, str]:
-    """--k=v and --k v, as both tools accept them."""
-    parsed, pending = {}, None
-    for token in argv:
-        if pending:
-            parsed[pending], pending = token, None
-        elif token.startswith("--") and "=" in token:
-            key, value = token[2:].split("=", 1)
-            parsed[key] = value
-        elif token.startswith("--"):
-            pending = token[2:]
-    return parsed
 
 
 def test_recipe_holds_the_guides_facts():

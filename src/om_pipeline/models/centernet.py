@@ -41,7 +41,7 @@ import importlib
 import json
 import pickle
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from
+from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, settings_from_params
 from . import centernet_postprocess as post
 
 IMAGES_DIR = "val2017"
@@ -87,16 +87,7 @@ class Settings:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Settings":
-        values = {}
-        for spec in fields(cls):
-            if spec.name not in params:
-                continue
-            default = getattr(cls, spec.name)
-            try:
-                values[spec.name] = tuple(float(v) for v in params[spec.name]) if isinstance(default, tuple) else type(default)(params[spec.name])
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"params.{spec.name} = {params[spec.name]!r} is not valid for CenterNet: {exc}") from exc
-        settings = cls(**values)
+        settings = settings_from_params(cls, params, "CenterNet")
         if settings.arch != "dla_34":
             raise UserError(f"params.arch = {settings.arch!r}: this plugin builds the DLA-34 ctdet network only")
         if settings.input_h % 32 or settings.input_w % 32:

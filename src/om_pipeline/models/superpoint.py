@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics.hpatches import PairMetrics, PairPrediction, evaluate_pair, summarize
-from ..plugin import ExportContext, Sample, imported_from
+from ..plugin import ExportContext, Sample, imported_from, settings_from_params
 from ..state import git_blob_id
 from .superpoint_postprocess import Keypoints, extract_keypoints
 
@@ -62,17 +62,7 @@ class Settings:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Settings":
-        """Known keys only: `params` also carries other stages' settings."""
-        values = {}
-        for spec in fields(cls):
-            if spec.name not in params:
-                continue
-            default = getattr(cls, spec.name)
-            try:
-                values[spec.name] = tuple(params[spec.name]) if isinstance(default, tuple) else type(default)(params[spec.name])
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"params.{spec.name} = {params[spec.name]!r} is not valid for SuperPoint: {exc}") from exc
-        return cls(**values)
+        return settings_from_params(cls, params, "SuperPoint")
 
 
 # ---------------------------------------------------------------- samples and preprocessing

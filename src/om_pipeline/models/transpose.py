@@ -25,7 +25,7 @@ import functools
 import importlib
 import json
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_keypoints
-from ..plugin import ExportContext, Sample, imported_from
+from ..plugin import ExportContext, Sample, imported_from, settings_from_params
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
 
 VIEWS = ("normal", "flip")
@@ -65,18 +65,7 @@ class Settings:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Settings":
-        """Known keys only: `params` also carries other stages' settings."""
-        values = {}
-        for spec in fields(cls):
-            if spec.name not in params:
-                continue
-            default = getattr(cls, spec.name)
-            value = params[spec.name]
-            try:
-                values[spec.name] = tuple(value) if isinstance(default, tuple) else type(default)(value)
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"params.{spec.name} = {value!r} is not valid for TransPose: {exc}") from exc
-        settings = cls(**values)
+        settings = settings_from_params(cls, params, "TransPose")
         if settings.boxes not in ("gt", "detections"):
             raise UserError(f"params.boxes = {settings.boxes!r}: use gt (ground-truth boxes) or detections")
         if settings.blur_kernel < 3 or settings.blur_kernel % 2 == 0:
