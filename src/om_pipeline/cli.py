@@ -81,7 +81,7 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
 
 
 @app.command()
-def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="clone, patch, weights, dataset, preprocess, export, simplify, atc, infer, eval or perf")],
+def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="clone, patch, weights, dataset, preprocess, export, simplify, atc, compare, infer, eval or perf")],
           bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
