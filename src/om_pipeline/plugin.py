@@ -122,6 +122,22 @@ def settings_from_params(cls, params: dict[str, Any], model: str):
     return cls(**values)
 
 
+def tuple_outputs(network, pick):
+    """Wrap an upstream network whose forward returns a dict or list of heads so the ONNX
+    exporter sees a tuple: `pick(forward output) -> tuple`, in the recipe's output order."""
+    import torch  # only export paths call this
+
+    class TupleOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.network = network
+
+        def forward(self, *inputs):
+            return tuple(pick(self.network(*inputs)))
+
+    return TupleOutputs()
+
+
 def plugin_views(plugin: ModuleType) -> tuple[str | None, ...]:
     """The plugin's views, or (None,) for the usual single pass."""
     views = tuple(getattr(plugin, "VIEWS", ()) or ())

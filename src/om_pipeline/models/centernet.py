@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, settings_from_params
+from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, settings_from_params, tuple_outputs
 from . import centernet_postprocess as post
 
 IMAGES_DIR = "val2017"
@@ -272,18 +272,7 @@ def checkpoint_state_dict(weights: Path) -> dict:
 
 def _with_tuple_outputs(network):
     """forward returns [{'hm', 'wh', 'reg'}]; the exporter wants a tuple, in that order."""
-    import torch
-
-    class TupleOutputs(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.network = network
-
-        def forward(self, image):
-            heads = self.network(image)[-1]
-            return tuple(heads[name] for name in HEADS)
-
-    return TupleOutputs().eval()
+    return tuple_outputs(network, lambda stacks: (stacks[-1][name] for name in HEADS)).eval()
 
 
 @contextmanager

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics.hpatches import PairMetrics, PairPrediction, evaluate_pair, summarize
-from ..plugin import ExportContext, Sample, imported_from, settings_from_params
+from ..plugin import ExportContext, Sample, imported_from, settings_from_params, tuple_outputs
 from ..state import git_blob_id
 from .superpoint_postprocess import Keypoints, extract_keypoints
 
@@ -163,7 +163,8 @@ def build_model(ctx: ExportContext):
             network.load_state_dict(_state_dict(ctx.weights))  # strict: a mismatch is an error
         except RuntimeError as exc:
             raise UserError(f"{ctx.weights} does not fit {MODEL_CLASS}", details=str(exc).splitlines()[:6]) from exc
-    return _with_tuple_outputs(network).eval()
+    # forward returns {"semi", "desc"}; the exporter wants a tuple, in that order
+    return tuple_outputs(network, lambda outputs: (outputs["semi"], outputs["desc"])).eval()
 
 
 def torch_forward(ctx: ExportContext):
@@ -203,22 +204,6 @@ def _state_dict(weights: Path) -> dict:
     if not isinstance(state, dict):
         raise UserError(f"{weights} holds no state dict", hint=f"expected an upstream checkpoint with 'model_state_dict' for {MODEL_CLASS}")
     return state
-
-
-def _with_tuple_outputs(network):
-    """forward returns {'semi', 'desc'}; the exporter wants a tuple, in that order."""
-    import torch
-
-    class TupleOutputs(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.network = network
-
-        def forward(self, image):
-            outputs = self.network(image)
-            return outputs["semi"], outputs["desc"]
-
-    return TupleOutputs()
 
 
 # ---------------------------------------------------------------- evaluation
