@@ -25,9 +25,11 @@ from .progress import progress
 from .stages.preprocess import by_view, check_inputs
 
 BATCHES_AHEAD = 3  # preprocessing may run this many batches ahead of the model
-# Below this per-sample cost, shipping arrays between processes costs more than it saves
-# (measured: SuperPoint's ~0.7 ms preprocessing ran 4x slower through a 2-process pool).
-IN_PROCESS_BELOW_SECONDS = 0.005
+# Below this per-sample cost, shipping arrays between processes costs more than it saves.
+# Measured on 2 cores (benchmarks/bench_pipeline.py): SuperPoint's ~0.7 ms preprocessing ran at
+# 0.42x through a 2-process pool, CenterNet's ~9 ms (JPEG decode + affine, 3 MB out) at 0.62x:
+# OpenCV's own threads already use both cores, and every sample is pickled across.
+IN_PROCESS_BELOW_SECONDS = 0.02
 
 _worker_state: dict[str, Any] = {}  # set before the pool forks: the plugin and its parameters
 
@@ -103,8 +105,9 @@ def evaluate(run, samples: list[Sample], data: Path, workers: int | None) -> dic
 
 
 def _choose_workers(samples: list[Sample]) -> int:
-    """Time one sample's preprocessing here: cheap preprocessing stays in this process."""
-    if not samples:
+    """Time one sample's preprocessing here: cheap preprocessing, or a machine with no core to
+    spare, stays in this process."""
+    if not samples or (os.cpu_count() or 1) <= 2:
         return 0
     started = time.perf_counter()
     _preprocess_in_worker(samples[0])
