@@ -303,3 +303,23 @@ def test_the_guides_output_dirname_names_the_result_directory(ompipe, toy, tmp_p
     result = run_toy(ompipe, toy)
     assert result.code == 0, result.err
     assert len(list((tmp_path / "work/toy/infer/ais_bench_bs4").glob("*_0.bin"))) == 12
+
+
+def test_evaluator_artifacts_are_kept_beside_the_metrics(ompipe, toy, tmp_path):
+    (toy.recipes / "toy_keep.py").write_text('''
+from om_pipeline.testing import toy_plugin
+from om_pipeline.testing.toy_plugin import export, list_samples, preprocess, torch_forward
+
+
+class Keeping(toy_plugin.Top1):
+    def artifacts(self):
+        return {"per_sample": {"count": self.count}}
+
+
+def evaluator(data, params):
+    return Keeping()
+''')
+    edit_recipe(toy, "plugin: om_pipeline.testing.toy_plugin", "plugin: file:toy_keep.py")
+    assert run_toy(ompipe, toy, "--backend", "onnxruntime").code == 0
+    kept = json.loads((tmp_path / "work/toy/results/eval_onnxruntime_bs4/per_sample.json").read_text())
+    assert kept == {"count": 12}

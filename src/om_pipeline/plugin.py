@@ -78,6 +78,10 @@ class Evaluator(Protocol):
 
     def result(self) -> dict[str, float]: ...
 
+    # Optional, called after result(): JSON-ready things worth keeping, e.g. {"coco_results": [...]},
+    # written to results/eval_<tool>_bs<N>/<name>.json.
+    # def artifacts(self) -> dict[str, Any]: ...
+
 
 @contextmanager
 def imported_from(source: Path, marker: str) -> Iterator[None]:

@@ -84,7 +84,7 @@ class InferSessionModel:
         return list(self._session.infer(arrays, mode="static"))
 
 
-def evaluate(run, samples: list[Sample], data: Path, workers: int | None) -> dict[str, float]:
+def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None:
     """Every sample through preprocess, the model and the evaluator, in sample order.
     `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by measuring."""
     if run.tool == "msame":
@@ -92,7 +92,6 @@ def evaluate(run, samples: list[Sample], data: Path, workers: int | None) -> dic
     model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
              if run.tool == "onnxruntime"
              else InferSessionModel(run.path(run.om_name), run.options.toolchain))
-    evaluator = run.plugin.evaluator(data, run.recipe.stage_params("eval"))
     _worker_state.update(plugin=run.plugin, params=run.recipe.stage_params("preprocess"), views=run.views,
                          specs=run.recipe.model.inputs)
     if workers is None:
@@ -101,7 +100,6 @@ def evaluate(run, samples: list[Sample], data: Path, workers: int | None) -> dic
         for batch in progress(_batches(zip(samples, preprocessed), run.bs), f"stream {run.name}",
                               quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
             _evaluate_batch(batch, model, evaluator, run.views, run.bs)
-    return {name: float(value) for name, value in evaluator.result().items()}
 
 
 def _choose_workers(samples: list[Sample]) -> int:

@@ -380,6 +380,9 @@ class CocoBboxEvaluator:
         return [record for image_id, boxes, scores, classes in self.detections
                 for record in coco_bbox.detections_to_results(image_id, boxes, scores, classes)]
 
+    def artifacts(self) -> dict[str, Any]:
+        return {"coco_results": self.results}
+
     def result(self) -> dict[str, float]:
         results = self.results
         image_ids = {image_id for image_id, *_ in self.detections}

@@ -390,3 +390,7 @@ class KeypointEvaluator:
                                                         image_ids=instances.image_ids)
         return {**metrics, "instances": float(len(instances)), "images": float(len(set(instances.image_ids.tolist())))}
 
+    def artifacts(self) -> dict[str, Any]:
+        """The keypoint results upstream writes to results/keypoints_val2017_results_0.json."""
+        return {"keypoint_results": self.detections}
+

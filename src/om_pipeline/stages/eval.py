@@ -26,7 +26,13 @@ class EvalStage(Stage):
         return ["dataset", self.run.model_stage]
 
     def outputs(self) -> list[str]:
-        return [self.run.result_name("eval")]
+        return [self.run.result_name("eval"), self.artifacts_dir]
+
+    @property
+    def artifacts_dir(self) -> str:
+        """What the evaluator keeps besides its metrics (e.g. the COCO results JSON the guides'
+        postprocess scripts write), one JSON file per name."""
+        return self.run.result_name("eval").removesuffix(".json")
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "recipe params": self.run.recipe.params}
@@ -37,21 +43,28 @@ class EvalStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         data, samples = load_samples(self.run.model_dir)
-        metrics = self.evaluate_stream(data, samples) if self.run.options.stream else self.evaluate_files(data, samples)
+        evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
+        if self.run.options.stream:
+            self.evaluate_stream(evaluator, samples)
+        else:
+            self.evaluate_files(evaluator, samples)
+        metrics = {name: float(value) for name, value in evaluator.result().items()}
+        artifacts = self.staged(staging, f"{self.artifacts_dir}/x").parent  # created, even if left empty
+        for name, value in (evaluator.artifacts() if hasattr(evaluator, "artifacts") else {}).items():
+            write_json_atomic(artifacts / f"{name}.json", value)
         weights = read_json(self.run.path("weights.json")) or {}
         record = {"metrics": metrics, "samples": len(samples), "tool": self.run.tool, "bs": self.run.bs,
                   "mode": "stream" if self.run.options.stream else "files", "weights": weights.get("mode", "none")}
         write_json_atomic(self.staged(staging, self.run.result_name("eval")), record)
         return StageResult(info=record)
 
-    def evaluate_stream(self, data: Path, samples: list) -> dict[str, float]:
+    def evaluate_stream(self, evaluator, samples: list) -> None:
         from .. import stream
 
-        return stream.evaluate(self.run, samples, data, self.run.options.workers)
+        stream.evaluate(self.run, samples, evaluator, self.run.options.workers)
 
-    def evaluate_files(self, data: Path, samples: list) -> dict[str, float]:
+    def evaluate_files(self, evaluator, samples: list) -> None:
         outputs_dir = self.run.path(self.run.infer_name)
-        evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
         specs = self.run.result_outputs
         views = self.run.views
         for sample in progress(samples, f"eval {self.run.name}", quiet=self.run.options.quiet):
@@ -59,7 +72,6 @@ class EvalStage(Stage):
                 evaluator.add(sample, read_outputs(outputs_dir, sample.id, specs))
             else:
                 evaluator.add(sample, {view: read_outputs(outputs_dir / view, sample.id, specs) for view in views})
-        return {name: float(value) for name, value in evaluator.result().items()}
 
 
 def read_outputs(directory: Path, sample_id: str, specs) -> list[np.ndarray]:
