@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import StageFailed, UserError
 from ..tools import git
 from .base import Stage, StageResult
 
@@ -36,7 +36,12 @@ class CloneStage(Stage):
         return str(Path(source).resolve())
 
     def execute(self, staging: Path) -> StageResult:
-        missing = git.clone_at_commit(self.source(), self.config.commit, self.staged(staging, "src"), self.log)
+        try:
+            missing = git.clone_at_commit(self.source(), self.config.commit, self.staged(staging, "src"), self.log)
+        except StageFailed as exc:
+            if self.run.options.source is None:  # cloning from the URL: often an air-gapped server
+                exc.hint = f"no network to {self.config.repo}? pass --source PATH to a local clone or mirror; full log: {self.log}"
+            raise
         return StageResult(info={"source": self.source(), "commit": self.config.commit, "absent_files": missing})
 
     def verify_cached(self) -> None:
