@@ -27,3 +27,11 @@ def test_bench_takes_the_batch_size_from_the_compiled_model_not_the_flag(ompipe,
     row = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())["rows"][0]
     perf = json.loads((tmp_path / "work/toy/.ompipe/stages/perf-bs4-ais_bench.json").read_text())["info"]
     assert row["bs"] == 4 and row["fps"] == perf["fps"] * 4 / 16
+
+
+def test_bench_with_onnx_runtime(ompipe, toy, tmp_path):
+    result = ompipe("bench", "toy", "--bs", "1,4", "--recipes", toy.recipes, "--backend", "onnxruntime", "--weights", "random", "-q")
+    assert result.code == 0, result.err
+    data = json.loads((tmp_path / "work/toy/bench/toy_onnxruntime.json").read_text())
+    assert [row["bs"] for row in data["rows"]] == [1, 4] and data["machine"].startswith("ONNX Runtime")
+    assert not (tmp_path / "work/toy/om").exists()  # no atc on this path
