@@ -15,6 +15,7 @@ import onnxruntime
 import pytest
 
 from om_pipeline.testing import toy_plugin
+from om_pipeline.testing.dry_run import closing_table
 from om_pipeline.tools import execute
 
 FAKE = ("--toolchain", "fake")
@@ -22,16 +23,6 @@ FAKE = ("--toolchain", "fake")
 
 def run_toy(ompipe, toy, *extra):
     return ompipe("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--workdir", "work", *FAKE, *extra)
-
-
-def statuses(out: str) -> dict[str, str]:
-    """stage key -> status, from the closing table."""
-    rows = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.replace("┃", "│").split("│")]
-        if len(cells) >= 2 and cells[1] in ("RUN", "CACHED", "SKIPPED", "FAILED"):
-            rows[cells[0]] = cells[1]
-    return rows
 
 
 def expected_metrics(toy, workdir: Path, bs: int) -> dict[str, float]:
@@ -49,8 +40,8 @@ def expected_metrics(toy, workdir: Path, bs: int) -> dict[str, float]:
 def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
     first = run_toy(ompipe, toy)
     assert first.code == 0, first.err + first.out
-    assert set(statuses(first.out).values()) == {"RUN"}
-    assert len(statuses(first.out)) == 12  # every stage, atc, compare and ais_bench included
+    assert set(closing_table(first.out).values()) == {"RUN"}
+    assert len(closing_table(first.out)) == 12  # every stage, atc, compare and ais_bench included
     results = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())
     expected = expected_metrics(toy, tmp_path / "work", 4)
     assert results["metrics"]["top1"] == pytest.approx(expected["top1"], abs=0)
@@ -67,7 +58,7 @@ def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
 
     second = run_toy(ompipe, toy)
     assert second.code == 0
-    assert set(statuses(second.out).values()) == {"CACHED"}
+    assert set(closing_table(second.out).values()) == {"CACHED"}
     assert json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"] == results["metrics"]
 
 
@@ -83,11 +74,11 @@ def test_changed_parameter_reruns_exactly_the_downstream_stages(ompipe, toy):
     edit_recipe(toy, "      - --log=error\n", "      - --log=info\n")
     rerun = run_toy(ompipe, toy)
     assert rerun.code == 0
-    ran = {k for k, v in statuses(rerun.out).items() if v == "RUN"}
+    ran = {k for k, v in closing_table(rerun.out).items() if v == "RUN"}
     assert ran == {"atc-bs4-ascend", "compare-bs4-ais_bench", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
     edit_recipe(toy, "  eval: {}", "  eval: {params: {unused: 1}}")
     rerun = run_toy(ompipe, toy)
-    assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {"eval-bs4-ais_bench"}
+    assert {k for k, v in closing_table(rerun.out).items() if v == "RUN"} == {"eval-bs4-ais_bench"}
 
 
 def test_dry_run_executes_nothing_and_shows_argv(ompipe, toy, tmp_path):
@@ -106,7 +97,7 @@ def test_dry_run_executes_nothing_and_shows_argv(ompipe, toy, tmp_path):
     assert "$ atc --framework=5 --model=" in result.out
     assert "--soc_version=Ascend310P3 --log=error" in result.out
     assert " -m ais_bench --model=" in result.out and "--batchsize=4" in result.out
-    assert set(statuses(result.out).values()) == {"RUN"}
+    assert set(closing_table(result.out).values()) == {"RUN"}
 
 
 def test_check_exits_1_when_something_would_run(ompipe, toy):
@@ -118,7 +109,7 @@ def test_check_exits_1_when_something_would_run(ompipe, toy):
 def test_stage_command_runs_only_what_the_stage_needs(ompipe, toy):
     result = ompipe("stage", "toy", "atc", "--bs", "8", "--recipes", toy.recipes, "--data", toy.data, "--workdir", "work", *FAKE)
     assert result.code == 0, result.err
-    ran = {k for k, v in statuses(result.out).items() if v == "RUN"}
+    ran = {k for k, v in closing_table(result.out).items() if v == "RUN"}
     assert ran == {"clone", "patch", "weights", "export-bs8-ascend", "simplify-bs8-ascend", "atc-bs8-ascend"}
 
 
@@ -130,7 +121,7 @@ def test_onnxruntime_backend_gives_the_same_metric(ompipe, toy, tmp_path):
     ort = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs4.json").read_text())["metrics"]
     assert ort["top1"] == ais["top1"]
     assert ort["mean_confidence"] == pytest.approx(ais["mean_confidence"], rel=1e-6)
-    assert statuses(result.out)["clone"] == "CACHED"  # backend-independent stages are shared
+    assert closing_table(result.out)["clone"] == "CACHED"  # backend-independent stages are shared
 
 
 def test_random_weights_are_marked(ompipe, toy, tmp_path):
@@ -181,7 +172,7 @@ def test_sigkill_halfway_is_rerun_not_taken_as_done(toy, tmp_path):
     env.pop("OMPIPE_FAKE_DELAY")
     rerun = subprocess.run(argv, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    rows = statuses(rerun.stdout)
+    rows = closing_table(rerun.stdout)
     assert rows["atc-bs4-ascend"] == "RUN" and rows["export-bs4-ascend"] == "CACHED"
 
 
@@ -202,7 +193,7 @@ def test_files_beside_the_recipe_are_inputs_of_atc(ompipe, toy):
     assert first.code == 0, first.err
     (toy.recipes / "toy" / "fusion_switch.cfg").write_text("ConvReluFusionPass:on\n")
     rerun = run_toy(ompipe, toy)
-    assert {k for k, v in statuses(rerun.out).items() if v == "RUN"} == {
+    assert {k for k, v in closing_table(rerun.out).items() if v == "RUN"} == {
         "atc-bs4-ascend", "compare-bs4-ais_bench", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
 
 
@@ -248,7 +239,7 @@ def test_msame_as_the_inference_tool(ompipe, toy, tmp_path):
     assert run_toy(ompipe, toy, "--bs", "4", "--infer-tool", "msame").code == 1  # msame runs bs 1 only
     result = run_toy(ompipe, toy, "--bs", "1", "--infer-tool", "msame")
     assert result.code == 0, result.err
-    assert statuses(result.out)["infer-bs1-msame"] == "RUN"
+    assert closing_table(result.out)["infer-bs1-msame"] == "RUN"
     results = json.loads((tmp_path / "work/toy/results/toy_msame_bs1.json").read_text())
     assert results["argv"]["infer"][0] == "msame" and results["argv"]["infer"][-2:] == ["--outfmt", "TXT"]
     assert results["perf"]["fps"] > 0 and results["tool"] == "msame"
@@ -277,7 +268,7 @@ def test_golden_comparison_stops_the_run_before_the_dataset_wide_evaluation(ompi
     result = run_toy(ompipe, toy)
     assert result.code == 1
     assert "golden comparison out of tolerance" in result.err and "onnx logits: cosine -1.000000 < 0.999" in result.err
-    assert statuses(result.out)["compare-bs4-ais_bench"] == "FAILED"
+    assert closing_table(result.out)["compare-bs4-ais_bench"] == "FAILED"
     assert not (tmp_path / "work/toy/infer").exists()
 
 

@@ -35,7 +35,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 def compiled_batch(run: Run) -> int:
     """dim 0 of the first input as compiled: atc's --input_shape, or the ONNX model's shape."""
     if run.tool != "onnxruntime":
-        record = run.state.record(f"atc-bs{run.bs}-{run.target}") or {}
+        record = run.state.record(run.stage_key("atc", run.target)) or {}
         argv = record.get("argv") or []
         entries = atc_tool.input_shape_entries(atc_tool.parse_flags(argv[1:]).get("input_shape", "")) if argv else []
         if entries:
@@ -52,7 +52,7 @@ def measure(make_run, batch_sizes: list[int], printer: Printer) -> list[dict]:
         run = make_run(bs)
         printer.info(f"--- bs {bs}")
         run_pipeline(run, printer)
-        perf = run.state.record(f"perf-bs{bs}-{run.tool}")["info"]
+        perf = run.state.record(run.stage_key("perf", run.tool))["info"]
         real_bs = compiled_batch(run)
         fps = perf["fps"] * real_bs / perf["batchsize"] if perf.get("batchsize") else perf["fps"]
         if perf.get("batchsize") and perf["batchsize"] != real_bs:

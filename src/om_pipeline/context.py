@@ -128,7 +128,7 @@ class Run:
         Ascend-only graph (see AtcStage.fake_twin)."""
         if self.backend == "onnxruntime":
             return self.output_specs("onnxruntime")
-        record = self.state.record(f"atc-bs{self.bs}-{self.target}") or {}
+        record = self.state.record(self.stage_key("atc", self.target)) or {}
         if (record.get("info") or {}).get("runs_twin"):
             return self.output_specs("onnxruntime")
         return self.output_specs("ascend")
@@ -160,6 +160,11 @@ class Run:
         from .tools.npu_smi import detect_soc_version
 
         return detect_soc_version()
+
+    def stage_key(self, kind: str, variant: str | None = None) -> str:
+        """A stage's record name; per-bs stages carry the bs and their variant (target or tool).
+        Also a file name (logs, staging): only characters ais_bench accepts in paths."""
+        return f"{kind}-bs{self.bs}-{variant}" if variant else kind
 
     def path(self, relative: str) -> Path:
         return self.model_dir / relative

@@ -7,7 +7,7 @@ its inputs are about to change.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 from .context import Run
@@ -94,6 +94,3 @@ def damaged_outputs(stage: Stage, record: dict) -> str | None:
             return f"output {relative} changed since it was written"
     return None
 
-
-def parts(fingerprint: Fingerprint) -> dict:
-    return asdict(fingerprint)

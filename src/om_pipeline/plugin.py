@@ -142,6 +142,19 @@ def tuple_outputs(network, pick):
     return TupleOutputs()
 
 
+def numpy_forward(model):
+    """A torch module as the compare stage calls a rung: numpy arrays (one per model input) in,
+    a list of numpy outputs out, no autograd. What a plugin's `torch_forward(ctx)` returns."""
+    import torch
+
+    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            outputs = model(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        return [o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else [outputs])]
+
+    return forward
+
+
 def plugin_views(plugin: ModuleType) -> tuple[str | None, ...]:
     """The plugin's views, or (None,) for the usual single pass."""
     views = tuple(getattr(plugin, "VIEWS", ()) or ())

@@ -113,14 +113,6 @@ class StateStore:
         write_json_atomic(self._digests_path, cache)
         return sha
 
-    def tree_digest(self, root: Path) -> str:
-        """Digest of a directory's files (relative names + contents)."""
-        entries = {str(p.relative_to(root)): self.file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
-        return digest_of(entries)
-
-    def path_digest(self, path: Path) -> str:
-        return self.tree_digest(path) if path.is_dir() else self.file_digest(path)
-
     def _load_digests(self) -> dict[str, Any]:
         if self._digests is None:
             self._digests = read_json(self._digests_path) or {}

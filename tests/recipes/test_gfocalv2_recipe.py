@@ -7,7 +7,7 @@ import pytest
 
 from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
 from om_pipeline.recipe import ExportStage, ModelIO, find_recipe
-from om_pipeline.testing.dry_run import flags, planned_commands
+from om_pipeline.testing.dry_run import closing_table, flags, planned_commands
 
 CORE_READY = "target_outputs" in ModelIO.model_fields and "paths" in ExportStage.model_fields
 pytestmark = pytest.mark.skipif(not CORE_READY, reason="needs the core's per-target outputs and export paths")
@@ -18,16 +18,6 @@ SWEEP = [1, 4, 8, 16, 32, 64]
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     return write_tiny_coco(tmp_path_factory.mktemp("coco"), images=4)
-
-
-def rows(out: str) -> dict[str, str]:
-    """stage key -> RUN / SKIPPED / CACHED from the closing table."""
-    table = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.replace("│", "|").split("|")]
-        if len(cells) >= 2 and cells[1] in ("RUN", "SKIPPED", "CACHED", "WOULD RUN"):
-            table[cells[0]] = cells[1]
-    return table
 
 
 def test_recipe_holds_the_guides_facts():
@@ -64,7 +54,7 @@ def test_dry_run_shows_the_guides_atc_and_msame_commands(ompipe, coco, tmp_path)
     assert infer[0] == "msame" and infer[1:5] == ["--model", str(work / "om/gfocalv2_bs1.om"), "--input", str(work / "inputs/input.1")]
     assert infer[5] == "--output" and infer[6].startswith(str(work)) and infer[7:] == ["--outfmt", "TXT"]
     assert perf[0] == "msame" and flags(perf)["loop"] == "20" and "input" not in flags(perf)
-    assert rows(result.out)["clone"] == "SKIPPED" and rows(result.out)["patch"] == "SKIPPED"  # the native path
+    assert closing_table(result.out)["clone"] == "SKIPPED" and closing_table(result.out)["patch"] == "SKIPPED"  # the native path
 
 
 @pytest.mark.parametrize("bs", SWEEP)
@@ -93,5 +83,5 @@ def test_upstream_export_path_needs_the_checkout(ompipe, coco):
     result = ompipe("run", "gfocalv2", "--dry-run", "--export-path", "upstream", "--toolchain", "fake", "--data", coco,
                     "--workdir", "work")
     assert result.code == 0, result.err
-    assert rows(result.out)["clone"] == "RUN" and rows(result.out)["patch"] == "RUN"
+    assert closing_table(result.out)["clone"] == "RUN" and closing_table(result.out)["patch"] == "RUN"
     assert ompipe("run", "gfocalv2", "--dry-run", "--export-path", "nope", "--toolchain", "fake", "--data", coco).code == 1

@@ -10,25 +10,17 @@ import os
 import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.testing.dry_run import closing_table
 
 UPSTREAM = os.environ.get("OMPIPE_UPSTREAM_TRANSPOSE")
 pytestmark = [pytest.mark.upstream, pytest.mark.skipif(not UPSTREAM, reason="set OMPIPE_UPSTREAM_TRANSPOSE to a TransPose clone or mirror")]
-
-
-def statuses(out: str) -> dict[str, str]:
-    table = {}
-    for line in out.splitlines():
-        cells = [cell.strip() for cell in line.split("│")]
-        if len(cells) >= 2 and cells[1] in ("RUN", "CACHED", "SKIPPED", "FAILED"):
-            table[cells[0]] = cells[1]
-    return table
 
 
 def test_stage_atc_builds_the_om_and_nothing_else(ompipe, tmp_path):
     result = ompipe("stage", "transpose", "atc", "--bs", "4", "--source", UPSTREAM, "--weights", "random",
                     "--toolchain", "fake", "--workdir", "work")
     assert result.code == 0, result.err
-    ran = {stage for stage, status in statuses(result.out).items() if status == "RUN"}
+    ran = {stage for stage, status in closing_table(result.out).items() if status == "RUN"}
     assert ran == {"clone", "patch", "weights", "export-bs4-ascend", "simplify-bs4-ascend", "atc-bs4-ascend"}
     assert (tmp_path / "work/transpose/om/transpose_bs4.om").is_file()
 
@@ -48,4 +40,4 @@ def test_transpose_runs_to_an_ap_then_is_cached(ompipe, tmp_path, backend):
     assert all(stats["output"]["cosine"] > 0.9999 for stats in compare["stats"].values())
     second = ompipe(*args)
     assert second.code == 0
-    assert "RUN" not in statuses(second.out).values()
+    assert "RUN" not in closing_table(second.out).values()

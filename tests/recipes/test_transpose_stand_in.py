@@ -17,6 +17,7 @@ import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.recipe import find_recipe
+from om_pipeline.testing.dry_run import closing_table
 
 STAND_IN_MODEL = '''\
 import torch
@@ -85,22 +86,12 @@ def coco(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("coco"), images=5, seed=2)
 
 
-def statuses(out: str) -> dict[str, str]:
-    """The closing table: stage -> RUN / CACHED / SKIPPED."""
-    table = {}
-    for line in out.splitlines():
-        cells = [cell.strip() for cell in line.split("│")]
-        if len(cells) >= 2 and cells[1] in ("RUN", "CACHED", "SKIPPED", "FAILED"):
-            table[cells[0]] = cells[1]
-    return table
-
-
 def test_stage_atc_runs_only_what_atc_needs(ompipe, stand_in, tmp_path):
     repo, recipes = stand_in
     result = ompipe("stage", "transpose", "atc", "--bs", "4", "--toolchain", "fake", "--source", repo, "--weights", "random",
                     "--recipes", recipes, "--workdir", "work")
     assert result.code == 0, result.err
-    table = statuses(result.out)
+    table = closing_table(result.out)
     assert {stage for stage, status in table.items() if status == "RUN"} == {
         "clone", "weights", "export-bs4-ascend", "simplify-bs4-ascend", "atc-bs4-ascend"}
     assert all(table[stage] == "SKIPPED" for stage in table if stage.split("-")[0] in ("dataset", "preprocess", "infer", "eval", "perf", "compare"))
@@ -164,7 +155,7 @@ def test_run_reaches_an_ap_with_both_views_then_is_cached(ompipe, stand_in, coco
     assert np.array_equal(flipped, normal[:, :, ::-1])
     second = ompipe(*args)
     assert second.code == 0, second.err
-    assert "RUN" not in statuses(second.out).values()
+    assert "RUN" not in closing_table(second.out).values()
     streamed = ompipe(*args, "--stream", "--to", "eval")  # in memory, no .bin files: the same metric
     assert streamed.code == 0, streamed.err
     assert json.loads((work / "results" / f"transpose_{tool}_bs4_stream.json").read_text())["metrics"] == metrics

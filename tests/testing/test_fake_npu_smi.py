@@ -1,24 +1,12 @@
 """The fake npu-smi, run as `npu-smi` from the fake toolchain's PATH (ascend-tools.md §4)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from om_pipeline.tools import execute, npu_smi
 
 # The 310P3 table quoted in ascend-tools.md §4 (npu-smi 25.5.2).
-SPEC_TABLE = """+--------------------------------------------------------------------------------------------------------+
-| npu-smi 25.5.2                                   Version: 25.5.2                                       |
-+-------------------------------+-----------------+------------------------------------------------------+
-| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |
-| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |
-+===============================+=================+======================================================+
-| 32896   310P3                 | OK              | NA           54                0     / 0             |
-| 0       0                     | 0000:00:00.0    | 0            1904 / 44213                            |
-+===============================+=================+======================================================+
-+-------------------------------+-----------------+------------------------------------------------------+
-| NPU     Chip                  | Process id      | Process name             | Process memory(MB)        |
-+===============================+=================+======================================================+
-| No running processes found in NPU 32896                                                                |
-+===============================+=================+======================================================+
-"""
+SPEC_TABLE = (Path(__file__).parents[1] / "fixtures/ascend-tools/npu-smi-info-310p3.txt").read_text()
 
 
 def test_info_prints_the_spec_table(run):

@@ -1,27 +1,17 @@
 """tools/npu_smi.py on the tables of ascend-tools.md §4."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from om_pipeline.errors import UserError
 from om_pipeline.tools import execute, npu_smi
 from om_pipeline.tools.execute import Outcome
 
-NEW_310P3 = """+--------------------------------------------------------------------------------------------------------+
-| npu-smi 25.5.2                                   Version: 25.5.2                                       |
-+-------------------------------+-----------------+------------------------------------------------------+
-| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |
-| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |
-+===============================+=================+======================================================+
-| 32896   310P3                 | OK              | NA           54                0     / 0             |
-| 0       0                     | 0000:00:00.0    | 0            1904 / 44213                            |
-+===============================+=================+======================================================+
-+-------------------------------+-----------------+------------------------------------------------------+
-| NPU     Chip                  | Process id      | Process name             | Process memory(MB)        |
-+===============================+=================+======================================================+
-| No running processes found in NPU 32896                                                                |
-+===============================+=================+======================================================+
-"""
+# The 310P3 table quoted in ascend-tools.md §4 (npu-smi 25.5.2), kept as a file both the parser
+# and the fake npu-smi are checked against.
+NEW_310P3 = (Path(__file__).parents[1] / "fixtures/ascend-tools/npu-smi-info-310p3.txt").read_text()
 
 # Older, narrower first column (ModelZoo README), two devices; 910B block with HBM usage.
 OLD_TWO_DEVICES = """+-------------------+-----------------+------------------------------------------------------+

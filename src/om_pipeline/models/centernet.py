@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, settings_from_params, tuple_outputs
+from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, numpy_forward, settings_from_params, tuple_outputs
 from . import centernet_postprocess as post
 
 IMAGES_DIR = "val2017"
@@ -330,15 +330,7 @@ def build_model(ctx: ExportContext):
 
 def torch_forward(ctx: ExportContext):
     """The PyTorch rung of the golden comparison (the compare stage)."""
-    import torch
-
-    model = build_model(ctx)
-
-    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
-            return [output.numpy() for output in model(torch.from_numpy(arrays[0]))]
-
-    return forward
+    return numpy_forward(build_model(ctx))
 
 
 # ---------------------------------------------------------------- evaluation

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics.hpatches import PairMetrics, PairPrediction, evaluate_pair, summarize
-from ..plugin import ExportContext, Sample, imported_from, settings_from_params, tuple_outputs
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward, settings_from_params, tuple_outputs
 from ..state import git_blob_id
 from .superpoint_postprocess import Keypoints, extract_keypoints
 
@@ -169,15 +169,7 @@ def build_model(ctx: ExportContext):
 
 def torch_forward(ctx: ExportContext):
     """The PyTorch rung of the golden comparison (the compare stage)."""
-    import torch
-
-    model = build_model(ctx)
-
-    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
-            return [output.numpy() for output in model(torch.from_numpy(arrays[0]))]
-
-    return forward
+    return numpy_forward(build_model(ctx))
 
 
 def upstream_modules(source: Path):

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_keypoints
-from ..plugin import ExportContext, Sample, imported_from, settings_from_params
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward, settings_from_params
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
 
 VIEWS = ("normal", "flip")
@@ -253,15 +253,7 @@ def build_model(ctx: ExportContext):
 
 def torch_forward(ctx: ExportContext):
     """The PyTorch rung of the golden comparison (the compare stage): arrays -> [heatmaps]."""
-    import torch
-
-    model = build_model(ctx)
-
-    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
-            return [model(torch.from_numpy(np.ascontiguousarray(arrays[0]))).numpy()]
-
-    return forward
+    return numpy_forward(build_model(ctx))
 
 
 def build_network(source: Path, experiment: str = EXPERIMENT, seed: int = 0):

@@ -34,8 +34,7 @@ class Stage:
     # -- identity
     @property
     def key(self) -> str:
-        # Also a file name (logs, staging): only characters ais_bench accepts in paths.
-        return f"{self.kind}-bs{self.run.bs}-{self.variant}" if self.per_bs else self.kind
+        return self.run.stage_key(self.kind, self.variant if self.per_bs else None)
 
     @property
     def variant(self) -> str:

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..download import cache_dir, extract, fetch
@@ -22,7 +23,9 @@ class DatasetStage(Stage):
     def outputs(self) -> list[str]:
         return [SAMPLES]
 
-    def data_root(self) -> Path:
+    @functools.cached_property
+    def root(self) -> Path:
+        """Resolved once per run: planning and execution share it (and any download)."""
         if self.run.options.data:
             root = Path(self.run.options.data).expanduser().resolve()
             if not root.is_dir():
@@ -51,8 +54,11 @@ class DatasetStage(Stage):
                 hint=self.config.instructions or "point --data at the dataset's root directory",
             )
 
+    @functools.cached_property
     def samples(self) -> list[Sample]:
-        root = self.data_root()
+        """Listed once per run (COCO's annotation file is 25 MB): the fingerprint and the
+        execution see the same list."""
+        root = self.root
         self.check_layout(root)
         samples = list(self.run.plugin.list_samples(root, self.run.recipe.stage_params("dataset")))
         ids = [s.id for s in samples]
@@ -62,21 +68,21 @@ class DatasetStage(Stage):
         return samples[:limit] if limit else samples
 
     def fingerprint(self) -> Fingerprint:
-        samples = self.samples()
+        samples = self.samples
         # Dataset files are fingerprinted by name, size and mtime: hashing 50 GB of COCO on
         # every run would cost more than the runs it saves.
         manifest = [[s.id, str(s.path), *_stat(s.path)] for s in samples]
-        params = {**self.params(), "limit": self.run.options.limit, "data": str(self.data_root())}
+        params = {**self.params(), "limit": self.run.options.limit, "data": str(self.root)}
         return Fingerprint(params=params, inputs={"dataset manifest": digest_of(manifest), "plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:
-        samples = self.samples()
+        samples = self.samples
         write_json_atomic(self.staged(staging, SAMPLES), {
-            "data": str(self.data_root()),
+            "data": str(self.root),
             "limit": self.run.options.limit,
             "samples": [{"id": s.id, "path": str(s.path) if s.path else None, "meta": s.meta} for s in samples],
         })
-        return StageResult(info={"data": str(self.data_root()), "samples": len(samples)})
+        return StageResult(info={"data": str(self.root), "samples": len(samples)})
 
 
 def _stat(path: Path | None) -> list[int]:

@@ -1,5 +1,5 @@
-"""Reading `ompipe run --dry-run` output in tests: the planned commands and their flags, so a
-recipe test can compare them with the guide's commands flag by flag."""
+"""Reading `ompipe run` output in tests: the closing table's statuses, and (with --dry-run) the
+planned commands and their flags, so a recipe test can compare them with the guide's flag by flag."""
 from __future__ import annotations
 
 import shlex
@@ -22,3 +22,13 @@ def flags(argv: list[str]) -> dict[str, str]:
         elif token.startswith("--"):
             pending = token[2:]
     return parsed
+
+
+def closing_table(out: str) -> dict[str, str]:
+    """stage key -> RUN / CACHED / SKIPPED / FAILED, from the closing table."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.replace("┃", "│").split("│")]
+        if len(cells) >= 2 and cells[1] in ("RUN", "CACHED", "SKIPPED", "FAILED"):
+            rows[cells[0]] = cells[1]
+    return rows

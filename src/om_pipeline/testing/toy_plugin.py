@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..plugin import ExportContext, Sample, imported_from
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward
 
 SIZE = 16
 
@@ -57,15 +57,7 @@ def export(ctx: ExportContext) -> None:
 
 def torch_forward(ctx: ExportContext):
     """The PyTorch rung of the golden comparison."""
-    import torch
-
-    model = build_model(ctx.source, ctx.weights, ctx.seed)
-
-    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
-            return [model(torch.from_numpy(arrays[0])).numpy()]
-
-    return forward
+    return numpy_forward(build_model(ctx.source, ctx.weights, ctx.seed))
 
 
 class Top1:

@@ -57,10 +57,6 @@ def set_toolchain_env(overlay: Mapping[str, str]) -> None:
     _toolchain_env.update(overlay)
 
 
-def toolchain_env() -> dict[str, str]:
-    return dict(_toolchain_env)
-
-
 def subprocess_env(extra: Mapping[str, str] = ()) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in {**_toolchain_env, **dict(extra)}.items():
