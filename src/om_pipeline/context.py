@@ -153,6 +153,18 @@ class Run:
         """Relative directory of one view's preprocessed inputs (one subdirectory per model input)."""
         return f"inputs/{view}" if view else "inputs"
 
+    def inputs_arg(self, view: str | None, root: Path | None = None) -> str:
+        """`{inputs}`: one view's input directories under `root` (the model directory, or a
+        chunk's), comma-separated in model input order, as ais_bench and msame take them."""
+        base = (root or self.model_dir) / self.inputs_dir(view)
+        return ",".join(str(base / spec.name) for spec in self.recipe.model.inputs)
+
+    @property
+    def chunked(self) -> bool:
+        """Files mode one chunk of samples at a time (the recipe's infer.chunk)."""
+        infer = self.recipe.stages.infer
+        return bool(infer and infer.chunk) and not self.options.stream
+
     @functools.cached_property
     def soc_version(self) -> str:
         if self.options.soc_version != "auto":
@@ -229,7 +241,7 @@ class Run:
             "data": str(self.options.data or ""),
             "onnx": str(self.path(self.model_onnx)),
             "om": str(self.path(self.om_name)),
-            "inputs": ",".join(str(self.path(f"{self.inputs_dir(view)}/{spec.name}")) for spec in self.recipe.model.inputs),
+            "inputs": self.inputs_arg(view),
         }
         values.update(extra)
         return values

@@ -18,6 +18,12 @@ generic (files, batching, tools, caching) lives in the runner.
 Optional: `torch_forward(ctx: ExportContext) -> callable(list[np.ndarray]) -> list[np.ndarray]`,
 the PyTorch model as exported, the first rung of the golden comparison (the compare stage).
 
+Optional: `reduce_outputs(outputs: list[np.ndarray]) -> list[np.ndarray]`, what the evaluator
+needs of one sample's outputs when that is much smaller than the outputs (PointRend: the argmax
+of 19 x 1024 x 2048 float logits, 152 MiB, is a 2 MiB uint8 map). It is applied before the
+evaluator in every mode, so the evaluator always sees reduced outputs; with `infer.chunk` the
+infer stage keeps only them (`<id>_<i>.npy`) and deletes each chunk's raw outputs.
+
 Views (optional): a plugin whose guide runs inference more than once per sample, e.g.
 TransPose's flip test (normal and flipped inputs, two ais_bench runs), sets
 `VIEWS = ("normal", "flip")`. Then `preprocess` returns {view: [arrays]}, the infer stage runs
@@ -153,6 +159,17 @@ def numpy_forward(model):
         return [o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else [outputs])]
 
     return forward
+
+
+def reduced(plugin: ModuleType, outputs):
+    """`outputs` (a list of arrays, or {view: list} for a plugin with views) through the plugin's
+    optional `reduce_outputs`."""
+    reduce = getattr(plugin, "reduce_outputs", None)
+    if reduce is None:
+        return outputs
+    if isinstance(outputs, dict):
+        return {view: [np.asarray(a) for a in reduce(per_view)] for view, per_view in outputs.items()}
+    return [np.asarray(a) for a in reduce(outputs)]
 
 
 def plugin_views(plugin: ModuleType) -> tuple[str | None, ...]:

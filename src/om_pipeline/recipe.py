@@ -208,6 +208,13 @@ class CompareStage(Strict):
     tolerance: Tolerance = Tolerance()
 
 
+class InferStage(InferTool):
+    chunk: Optional[int] = Field(
+        None, ge=1,
+        description="samples per chunk: preprocess, infer and reduce (the plugin's reduce_outputs) one chunk at a "
+                    "time, so the inputs and raw outputs of the whole dataset never sit on disk at once")
+
+
 class PerfStage(InferTool):
     loop: int = Field(20, ge=1, description="repetitions for the ONNX Runtime backend's statistics")
 
@@ -222,7 +229,7 @@ class Stages(Strict):
     simplify: Optional[SimplifyStage] = None
     atc: Optional[AtcStage] = None
     compare: Optional[CompareStage] = None
-    infer: Optional[InferTool] = None
+    infer: Optional[InferStage] = None
     eval: Optional[ParamsStage] = None
     perf: Optional[PerfStage] = None
 

@@ -24,6 +24,9 @@ from .tools.execute import format_argv
 from .ui import Printer
 
 
+STAGING_FINGERPRINT = ".fingerprint"
+
+
 @dataclass
 class Row:
     key: str
@@ -90,27 +93,41 @@ def _show_plan(decision: Decision, printer: Printer) -> Row:
 def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     stage = decision.stage
     run = stage.run
-    printer.stage_line(stage.key, "RUN", decision.reason)
     run.state.forget(stage.key)
     staging = run.model_dir / ".staging" / stage.key
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    stage.log.parent.mkdir(parents=True, exist_ok=True)
-    stage.log.write_text("", encoding="utf-8")
+    resuming = stage.resumable and not run.options.force and _staging_fingerprint(staging) == decision.fingerprint.value
+    printer.stage_line(stage.key, "RUN", decision.reason + ("; resuming the interrupted run's work" if resuming else ""))
+    if not resuming:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        (staging / STAGING_FINGERPRINT).write_text(decision.fingerprint.value)
+        stage.log.parent.mkdir(parents=True, exist_ok=True)
+        stage.log.write_text("", encoding="utf-8")
     started = time.monotonic()
+    finished = False
     try:
         result = stage.execute(staging)
         outputs = _commit_outputs(stage, staging)
+        finished = True
     except BaseException as exc:
         seconds = time.monotonic() - started
         report.rows.append(Row(stage.key, "FAILED", seconds, _failure_note(exc)))
         printer.table(report.rows)
         raise _with_log(exc, stage)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if finished or not stage.resumable:
+            shutil.rmtree(staging, ignore_errors=True)
     seconds = time.monotonic() - started
     run.state.save_record(stage.key, _record(stage, decision, result, outputs, seconds))
     return Row(stage.key, "RUN", seconds)
+
+
+def _staging_fingerprint(staging: Path) -> str | None:
+    """The fingerprint a kept staging directory was made for (resumable stages)."""
+    try:
+        return (staging / STAGING_FINGERPRINT).read_text()
+    except OSError:
+        return None
 
 
 def _failure_note(exc: BaseException) -> str:

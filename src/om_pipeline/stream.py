@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import UserError
-from .plugin import Sample
+from .plugin import Sample, reduced
 from .progress import progress
 from .stages.preprocess import by_view, check_inputs
 
@@ -99,7 +99,7 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
     with _preprocessed(samples, workers, ahead=BATCHES_AHEAD * run.bs) as preprocessed:
         for batch in progress(_batches(zip(samples, preprocessed), run.bs), f"stream {run.name}",
                               quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
-            _evaluate_batch(batch, model, evaluator, run.views, run.bs)
+            _evaluate_batch(batch, model, evaluator, run.views, run.bs, run.plugin)
 
 
 def _choose_workers(samples: list[Sample]) -> int:
@@ -133,7 +133,7 @@ def _batches(pairs: Iterable, bs: int) -> Iterator[list]:
         yield batch
 
 
-def _evaluate_batch(batch: list, model, evaluator, views: tuple, bs: int) -> None:
+def _evaluate_batch(batch: list, model, evaluator, views: tuple, bs: int, plugin) -> None:
     padding = bs - len(batch)
     outputs_by_view = {}
     for view in views:
@@ -142,7 +142,7 @@ def _evaluate_batch(batch: list, model, evaluator, views: tuple, bs: int) -> Non
         outputs_by_view[view] = model(stacked)
     for position, (sample, _) in enumerate(batch):
         outputs = {view: [np.asarray(o[position]) for o in outs] for view, outs in outputs_by_view.items()}
-        evaluator.add(sample, outputs[None] if views == (None,) else outputs)
+        evaluator.add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))
 
 
 def default_workers() -> int:

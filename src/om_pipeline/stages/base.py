@@ -27,6 +27,9 @@ class Stage:
     kind: ClassVar[str]
     per_bs: ClassVar[bool] = False  # artifacts depend on the batch size (and target / backend)
     in_place: ClassVar[bool] = False  # works on an existing output (patch on src), not via staging
+    # Keeps its staging directory when interrupted or failed, and is given it back by the next run
+    # with the same fingerprint, to carry on where it stopped (chunked infer).
+    resumable: ClassVar[bool] = False
 
     def __init__(self, run: Run):
         self.run = run

@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..plugin import reduced
 from ..progress import progress
 from ..state import Fingerprint, read_json, write_json_atomic
 from .base import Stage, StageResult
 from .dataset import load_samples
+from .preprocess import preprocessing_params
 
 
 class EvalStage(Stage):
@@ -37,8 +39,7 @@ class EvalStage(Stage):
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "recipe params": self.run.recipe.params}
         if self.run.options.stream:  # preprocessing happens here too, so its settings count
-            params.update(bs=self.run.bs, preprocess=self.run.recipe.stage_params("preprocess"),
-                          inputs=[s.model_dump() for s in self.run.recipe.model.inputs])
+            params.update(bs=self.run.bs, **preprocessing_params(self.run))
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:
@@ -65,13 +66,25 @@ class EvalStage(Stage):
 
     def evaluate_files(self, evaluator, samples: list) -> None:
         outputs_dir = self.run.path(self.run.infer_name)
-        specs = self.run.result_outputs
         views = self.run.views
         for sample in progress(samples, f"eval {self.run.name}", quiet=self.run.options.quiet):
             if views == (None,):
-                evaluator.add(sample, read_outputs(outputs_dir, sample.id, specs))
+                evaluator.add(sample, self.sample_outputs(outputs_dir, sample.id))
             else:
-                evaluator.add(sample, {view: read_outputs(outputs_dir / view, sample.id, specs) for view in views})
+                evaluator.add(sample, {view: self.sample_outputs(outputs_dir / view, sample.id) for view in views})
+
+    def sample_outputs(self, directory: Path, sample_id: str) -> list[np.ndarray]:
+        """Reduced outputs as chunked infer kept them, else the tool's raw outputs, reduced here."""
+        kept = read_reduced(directory, sample_id)
+        return kept if kept is not None else reduced(self.run.plugin, read_outputs(directory, sample_id, self.run.result_outputs))
+
+
+def read_reduced(directory: Path, sample_id: str) -> list[np.ndarray] | None:
+    """`<id>_<i>.npy`, i = 0, 1, ...: what chunked infer keeps (the plugin's reduce_outputs); None when absent."""
+    arrays = []
+    while (path := directory / f"{sample_id}_{len(arrays)}.npy").is_file():
+        arrays.append(np.load(path, allow_pickle=False))
+    return arrays or None
 
 
 def read_outputs(directory: Path, sample_id: str, specs) -> list[np.ndarray]:

@@ -17,7 +17,11 @@ class PreprocessStage(Stage):
     kind = "preprocess"
 
     def skip_reason(self) -> str | None:
-        return "--stream: preprocessing runs in memory inside eval" if self.run.options.stream else None
+        if self.run.options.stream:
+            return "--stream: preprocessing runs in memory inside eval"
+        if self.run.chunked:
+            return "infer.chunk: inputs are written chunk by chunk inside infer"
+        return None
 
     def needs(self) -> list[str]:
         return ["dataset"]
@@ -32,16 +36,28 @@ class PreprocessStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
-        specs = self.run.recipe.model.inputs
-        views = self.run.views
-        directories = {view: [self.staged(staging, f"{self.run.inputs_dir(view)}/{spec.name}/x").parent for spec in specs]
-                       for view in views}
-        params = self.run.recipe.stage_params("preprocess")
-        for sample in progress(samples, f"preprocess {self.run.name}", quiet=self.run.options.quiet):
-            for view, arrays in by_view(self.run.plugin.preprocess(sample, params), views, sample.id).items():
-                for spec, directory, array in zip(specs, directories[view], check_inputs(arrays, specs, sample.id)):
-                    array.tofile(directory / f"{sample.id}.bin")
-        return StageResult(info={"samples": len(samples), "views": [v for v in views if v]})
+        write_inputs(self.run, samples, staging, label=f"preprocess {self.run.name}")
+        return StageResult(info={"samples": len(samples), "views": [v for v in self.run.views if v]})
+
+
+def preprocessing_params(run) -> dict:
+    """What decides the preprocessed inputs, for the fingerprint of a stage that preprocesses in
+    passing (infer when chunked, eval when streaming)."""
+    return {"preprocess": run.recipe.stage_params("preprocess"), "inputs": [s.model_dump() for s in run.recipe.model.inputs]}
+
+
+def write_inputs(run, samples, root: Path, label: str | None = None) -> None:
+    """Each sample's model inputs as `<root>/<inputs dir of its view>/<input name>/<id>.bin`,
+    the layout `ais_bench --input` reads; `label` shows progress."""
+    specs = run.recipe.model.inputs
+    directories = {view: [root / run.inputs_dir(view) / spec.name for spec in specs] for view in run.views}
+    for directory in (d for per_view in directories.values() for d in per_view):
+        directory.mkdir(parents=True, exist_ok=True)
+    params = run.recipe.stage_params("preprocess")
+    for sample in progress(samples, label, quiet=run.options.quiet) if label else samples:
+        for view, arrays in by_view(run.plugin.preprocess(sample, params), run.views, sample.id).items():
+            for directory, array in zip(directories[view], check_inputs(arrays, specs, sample.id)):
+                array.tofile(directory / f"{sample.id}.bin")
 
 
 def by_view(result, views: tuple[str | None, ...], sample_id: str) -> dict:
