@@ -41,8 +41,8 @@ print(max(own, workers))
 """
 
 
-def ompipe(args: list[str], workdir: Path) -> dict:
-    """Run `ompipe run superpoint ...` in a child; wall time, peak RSS and peak disk of workdir."""
+def ompipe(args: list[str], workdir: Path, command: str = "run superpoint") -> dict:
+    """Run `ompipe <command> ...` in a child; wall time, peak RSS and peak disk of workdir."""
     peak_disk = [0]
     done = threading.Event()
 
@@ -56,7 +56,7 @@ def ompipe(args: list[str], workdir: Path) -> dict:
     started = time.perf_counter()
     # A fresh interpreter per run, reporting its own peak (and its worker processes'), so one
     # mode's memory is never read as the other's.
-    completed = subprocess.run([sys.executable, "-c", MEASURED_RUN, "run", "superpoint", "-q", *args], check=True,
+    completed = subprocess.run([sys.executable, "-c", MEASURED_RUN, *command.split(), "-q", *args], check=True,
                                capture_output=True, text=True)
     seconds = time.perf_counter() - started
     done.set()
@@ -94,25 +94,26 @@ def bare_onnxruntime(work: Path, bs: int) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
-def preprocessing(plugin, data: Path, workers: int) -> float:
+def preprocessing(plugin, data: Path, workers: int, params: dict | None = None) -> float:
     """Samples per second of the plugin's preprocessing: in this process, or a pool of `workers`."""
-    samples = plugin.list_samples(data, {})
+    params = params or {}
+    samples = plugin.list_samples(data, params)
     started = time.perf_counter()
     if workers == 1:
         for sample in samples:
-            plugin.preprocess(sample, {})
+            plugin.preprocess(sample, params)
     else:
-        _plugin[0] = plugin  # inherited by the forked workers
+        _plugin[:] = [plugin, params]  # inherited by the forked workers
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            pool.map(_preprocess, samples, chunksize=4)
+            pool.map(_preprocess, samples, chunksize=max(1, min(4, len(samples) // (2 * workers))))
     return len(samples) / (time.perf_counter() - started)
 
 
-_plugin: list = [None]
+_plugin: list = [None, {}]
 
 
 def _preprocess(sample):
-    return _plugin[0].preprocess(sample, {})
+    return _plugin[0].preprocess(sample, _plugin[1])
 
 
 def coco_preprocessing(root: Path, repeats: int) -> tuple[float, float]:

@@ -54,3 +54,17 @@ def ompipe(capsys, monkeypatch, tmp_path):
         return Result(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def pointrend_upstream(tmp_path_factory):
+    """(patched detectron2 checkout, export-environment python), once per session: installing
+    the checkout compiles detectron2/_C (minutes). Skips without OMPIPE_UPSTREAM_POINTREND."""
+    from om_pipeline.testing.upstream import export_env_python, patched_upstream, upstream_source
+
+    source = upstream_source("pointrend")
+    if not source:
+        pytest.skip("OMPIPE_UPSTREAM_POINTREND is not set (a detectron2 clone or mirror)")
+    root = tmp_path_factory.mktemp("pointrend-upstream")
+    checkout = patched_upstream("pointrend", source, root / "detectron2")
+    return checkout, export_env_python("pointrend", "upstream", checkout, root / "env.log")

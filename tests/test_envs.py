@@ -40,3 +40,32 @@ def test_export_runs_in_a_declared_environment_built_once(ompipe, toy, tmp_path)
     assert len(workers) == 2 and workers[0][0] == pips[0][0]  # the export used the env's interpreter
     onnx_info = json.loads((tmp_path / "work/toy/.ompipe/stages/export-bs4-onnxruntime.json").read_text())["info"]
     assert onnx_info["opset"] == 12 and onnx_info["inputs"] == ["image"]
+
+
+def test_checkout_is_installed_into_the_environment_once_per_clone(tmp_path):
+    """detectron2's editable install compiles for minutes: a second export with the same
+    checkout skips it, a new clone at the same path installs again."""
+    from pathlib import Path
+
+    from om_pipeline.envs import install_source
+
+    python = tmp_path / "env/bin/python"
+    python.parent.mkdir(parents=True)
+    source = tmp_path / "src"
+    source.mkdir()
+    calls = []
+
+    def record(request):
+        calls.append(request.argv)
+        return execute.Outcome(request.argv, 0, "Successfully installed detectron2")
+
+    log = Path(tmp_path / "export.log")
+    with execute.swapped(record):
+        install_source(python, source, log)
+        install_source(python, source, log)
+        assert calls == [(str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-build-isolation", "-e", str(source))]
+        keep = tmp_path / "old-src"
+        source.rename(keep)  # the clone stage renames a new checkout into place
+        source.mkdir()
+        install_source(python, source, log)
+    assert len(calls) == 2

@@ -44,8 +44,7 @@ def ensure_env(env: ExportEnv, log: Path) -> Path:
 def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
     python = ensure_env(env, log)
     if env.install_source:
-        _checked(execute([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-build-isolation",
-                          "-e", str(ctx.source)], log=log), f"pip install -e {ctx.source}")
+        install_source(python, ctx.source, log)
     request = ctx.out.with_suffix(".request.json")
     request.write_text(json.dumps({"plugin": run.recipe.plugin, "recipe_dir": str(run.loaded.directory),
                                    "context": asdict(ctx)}, default=str))
@@ -53,6 +52,22 @@ def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
     outcome = execute([str(python), "-m", "om_pipeline.export_worker", str(request)], log=log, env={"PYTHONPATH": str(package_root)})
     request.unlink(missing_ok=True)
     _checked(outcome, "the export in its environment")
+
+
+def install_source(python: Path, source: Path, log: Path) -> None:
+    """`pip install --no-build-isolation -e <checkout>` (the checkout's setup.py imports torch,
+    which pip's isolated build environment lacks), once per checkout: compiling detectron2's _C
+    takes minutes, and the editable install picks up later edits of its Python files. A new
+    clone (another directory, or the same path re-cloned) installs again."""
+    root = python.parent.parent
+    marker = root / ".ompipe-source.json"
+    identity = json.dumps({"source": str(source), "inode": source.stat().st_ino})
+    if marker.is_file() and marker.read_text() == identity:
+        return
+    marker.unlink(missing_ok=True)
+    _checked(execute([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-build-isolation",
+                      "-e", str(source)], log=log), f"pip install -e {source}")
+    marker.write_text(identity)
 
 
 def _checked(outcome, what: str) -> None:

@@ -27,3 +27,27 @@ def patched_upstream(model: str, source: str, destination: Path) -> Path:
         if apply_patch(destination, patch, stages.patch.strip, stages.patch.fuzz, log).status == "conflict":
             raise UserError(f"{name} does not apply to {stages.clone.commit}", hint=f"see {log}")
     return destination
+
+
+# As the user set it, read when this module is imported (before the tests isolate the cache).
+USER_CACHE = os.environ.get("OMPIPE_CACHE")
+
+
+def export_env_python(model: str, path: str, checkout: Path, log: Path) -> Path:
+    """The interpreter of the recipe's export environment (export path `path`) as the export
+    stage makes it: built by ensure_env in ompipe's real cache (it takes gigabytes and minutes,
+    so tests share the user's), with `checkout` installed into it (install_source)."""
+    from ..envs import ensure_env, install_source
+
+    env = find_recipe(model).recipe.stages.export.paths[path].env
+    isolated = os.environ.pop("OMPIPE_CACHE", None)
+    if USER_CACHE:
+        os.environ["OMPIPE_CACHE"] = USER_CACHE
+    try:
+        python = ensure_env(env, log)
+        install_source(python, checkout, log)
+    finally:
+        os.environ.pop("OMPIPE_CACHE", None)
+        if isolated is not None:
+            os.environ["OMPIPE_CACHE"] = isolated
+    return python
