@@ -85,3 +85,14 @@ def test_an_option_the_recipe_cannot_use_is_an_error_not_ignored(ompipe, toy):
 def test_doctor_flags_a_work_dir_path_ais_bench_would_refuse(ompipe):
     result = ompipe("doctor", "--toolchain", "fake", "--workdir", "my work")
     assert result.code == 1 and "work dir path" in result.out and "' '" in result.out
+
+
+def test_doctor_estimates_one_chunk_of_disk_for_a_chunked_recipe(ompipe, tmp_path):
+    """PointRend holds 8 images of inputs and logits at a time (infer.chunk), not the dataset's."""
+    from om_pipeline.models.pointrend_synth import synthesize
+
+    data = synthesize(tmp_path / "cityscapes", images=10, size=(64, 128))
+    result = ompipe("doctor", "pointrend", "--toolchain", "fake", "--data", data)
+    (line,) = [line for line in result.out.splitlines() if line.split()[1:2] == ["disk"]]
+    per_image = (3 + 19) * 1024 * 2048 * 4
+    assert f"~{8 * per_image / 2**30:.2f} GiB at a time for 10 samples in chunks of 8" in line

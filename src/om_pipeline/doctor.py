@@ -88,16 +88,20 @@ def check_packages() -> Check:
 
 def check_disk(loaded: LoadedRecipe, options: Options) -> Check:
     """Files mode writes every input and output as .bin: estimate it per sample (and for the
-    dataset when its size is known) against the free space of the work directory."""
+    dataset when its size is known) against the free space of the work directory. Chunked
+    (infer.chunk) holds one chunk's files at a time, plus the reduced outputs it keeps."""
     recipe = loaded.recipe
     per_sample = sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in [*recipe.model.inputs, *recipe.model.outputs])
     samples = options.limit or _count_samples(loaded, options)
     workdir = options.workdir.resolve()
     probe = next((p for p in [workdir, *workdir.parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
+    chunk = recipe.stages.infer.chunk if recipe.stages.infer else None
     if samples:
-        need = per_sample * samples
-        return Check("disk", need < free, f"~{_gib(need)} for {samples} samples, {_gib(free)} free at {probe}",
+        need = per_sample * (min(samples, chunk) if chunk else samples)
+        what = (f"~{_gib(need)} at a time for {samples} samples in chunks of {chunk}, plus the reduced outputs kept"
+                if chunk else f"~{_gib(need)} for {samples} samples")
+        return Check("disk", need < free, f"{what}, {_gib(free)} free at {probe}",
                      "free disk or use --limit / another --workdir")
     return Check("disk", True, f"{_gib(per_sample)} per sample, {_gib(free)} free at {probe}", required=False)
 

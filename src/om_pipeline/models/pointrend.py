@@ -205,7 +205,7 @@ def export(ctx: ExportContext) -> None:
 
         weights = ctx.weights or write_random_pkl(s, ctx.seed, ctx.out.with_suffix(".random-weights.pkl"))
         try:
-            pointrend_upstream.export(ctx, weights=weights)  # sampling and opset by target, as below
+            pointrend_upstream.export(ctx, weights)  # sampling and opset by target, as below
         finally:
             if ctx.weights is None:
                 weights.unlink(missing_ok=True)

@@ -212,17 +212,15 @@ def op_counts(path: Path) -> dict[str, int]:
 
 
 def export_model(model, target: str, bs: int, input_size: tuple[int, int], out: Path, opset: int = 11,
-                 input_names=("images",), output_names=("results",), sampling_mode: str | None = None) -> int:
+                 input_names=("images",), output_names=("results",)) -> int:
     """Export `model` for `target`, static batch `bs`; returns the opset written (checked).
-    Sampling: `sampling_mode`, by default the target's (ascend: gather, onnxruntime:
-    grid_sample); the opset: `opset` with gathers, max(opset, 16) with GridSample."""
+    Sampling by target (ascend: gather, onnxruntime: grid_sample); the opset: `opset` with
+    gathers, max(opset, 16) with GridSample."""
     import torch
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
-    mode = sampling_mode or TARGETS[target]
-    if target == "ascend" and mode != "gather":
-        raise ValueError("the ascend target needs gather sampling (ATC has no GridSample)")
+    mode = TARGETS[target]
     height, width = input_size
     if height % 32 or width % 32:
         raise ValueError(f"input_size {height}x{width}: both must be multiples of 32 (the FPN's size divisibility)")
@@ -241,20 +239,14 @@ def export_model(model, target: str, bs: int, input_size: tuple[int, int], out: 
     return written
 
 
-_FROM_CONTEXT: Any = object()
-
-
-def export(ctx, *, weights: Any = _FROM_CONTEXT, sampling: str | None = None, opset: int | None = None) -> None:
-    """The plugin's export (ctx: om_pipeline.plugin.ExportContext) in the export environment.
-    Keyword overrides: `weights` (a checkpoint path, or None for seeded random weights; default
-    ctx.weights), `sampling` ("gather" / "grid_sample"; default the target's) and `opset`
-    (default ctx.opset; raised to 16 with GridSample)."""
+def export(ctx, weights: Path | None) -> None:
+    """The plugin's export (ctx: om_pipeline.plugin.ExportContext) in the export environment:
+    `weights` a detectron2 checkpoint (the plugin writes seeded random ones as a .pkl), the
+    target's sampling and opset."""
     params: dict[str, Any] = dict(ctx.params or {})
     input_size = tuple(int(v) for v in params.get("input_size", DEFAULT_INPUT_SIZE))
-    weights = ctx.weights if weights is _FROM_CONTEXT else weights
     model = build_model(ctx.source, params.get("config", DEFAULT_CONFIG), weights, ctx.seed, input_size)
-    export_model(model, ctx.target, ctx.bs, input_size, ctx.out, ctx.opset if opset is None else opset,
-                 ctx.input_names, ctx.output_names, sampling_mode=sampling)
+    export_model(model, ctx.target, ctx.bs, input_size, ctx.out, ctx.opset, ctx.input_names, ctx.output_names)
 
 
 def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
