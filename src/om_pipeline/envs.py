@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from .download import cache_dir
 from .errors import StageFailed
@@ -24,13 +26,15 @@ def env_path(env: ExportEnv) -> Path:
     return cache_dir() / "envs" / digest_of({"requirements": env.requirements, "python": env.python})[:16]
 
 
-def ensure_env(env: ExportEnv, log: Path) -> Path:
+def ensure_env(env: ExportEnv, log: Path, say: Callable[[str], None] = lambda text: None) -> Path:
     """The environment's interpreter, creating the environment when it is not complete yet
-    (a half-built one, e.g. after Ctrl-C during pip, is rebuilt from scratch)."""
+    (a half-built one, e.g. after Ctrl-C during pip, is rebuilt from scratch). `say` tells the
+    user about minutes of silent work."""
     root = env_path(env)
     python = root / "bin" / "python"
     if (root / COMPLETE).exists():
         return python
+    say(f"building the export environment once, in {root} (pip; minutes; log: {log})")
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     _checked(execute([env.python, "-m", "venv", str(root)], log=log), "creating the export environment")
@@ -42,9 +46,10 @@ def ensure_env(env: ExportEnv, log: Path) -> Path:
 
 
 def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
-    python = ensure_env(env, log)
+    say = (lambda text: None) if run.options.quiet else (lambda text: print(f"        {text}", file=sys.stderr, flush=True))
+    python = ensure_env(env, log, say)
     if env.install_source:
-        install_source(python, ctx.source, log)
+        install_source(python, ctx.source, log, say)
     request = ctx.out.with_suffix(".request.json")
     request.write_text(json.dumps({"plugin": run.recipe.plugin, "recipe_dir": str(run.loaded.directory),
                                    "context": asdict(ctx)}, default=str))
@@ -54,7 +59,7 @@ def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
     _checked(outcome, "the export in its environment")
 
 
-def install_source(python: Path, source: Path, log: Path) -> None:
+def install_source(python: Path, source: Path, log: Path, say: Callable[[str], None] = lambda text: None) -> None:
     """`pip install --no-build-isolation -e <checkout>` (the checkout's setup.py imports torch,
     which pip's isolated build environment lacks), once per checkout: compiling detectron2's _C
     takes minutes, and the editable install picks up later edits of its Python files. A new
@@ -65,6 +70,7 @@ def install_source(python: Path, source: Path, log: Path) -> None:
     if marker.is_file() and marker.read_text() == identity:
         return
     marker.unlink(missing_ok=True)
+    say(f"installing {source} into the export environment (pip install -e; compiling can take minutes; log: {log})")
     _checked(execute([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-build-isolation",
                       "-e", str(source)], log=log), f"pip install -e {source}")
     marker.write_text(identity)

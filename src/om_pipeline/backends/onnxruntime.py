@@ -33,8 +33,8 @@ def batches(ids: list[str], bs: int) -> list[tuple[list[str], int]]:
     return result
 
 
-def infer_files(onnx_path: Path, inputs_root: Path, ids: list[str], out: Path, model_io, bs: int, *, quiet: bool = False) -> dict:
-    runner = session(onnx_path)
+def infer_files(runner, inputs_root: Path, ids: list[str], out: Path, model_io, bs: int, *, quiet: bool = False) -> dict:
+    """`runner`: a session (see `session`), made once by the caller for every view and chunk."""
     timings = []
     for chunk, padding in progress(batches(ids, bs), f"onnxruntime bs{bs}", quiet=quiet):
         feeds = {

@@ -16,6 +16,7 @@ An interrupted chunked run resumes at the first chunk it had not finished.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -114,7 +115,7 @@ class InferStage(Stage):
         leaving `<id>_<i>.bin` (or .txt) in `out`; tool scratch space under `staging`."""
         if self.run.tool == "onnxruntime":
             out.mkdir(parents=True)
-            info = ort_backend.infer_files(self.run.path(self.run.model_onnx), (inputs_root or self.run.model_dir) / self.run.inputs_dir(view),
+            info = ort_backend.infer_files(self.ort_session, (inputs_root or self.run.model_dir) / self.run.inputs_dir(view),
                                            ids, out, self.run.recipe.model.model_copy(update={"outputs": self.run.result_outputs}),
                                            self.run.bs, quiet=self.run.options.quiet or inputs_root is not None)
             return StageResult(info=info)
@@ -130,6 +131,11 @@ class InferStage(Stage):
             raise StageFailed(f"{self.run.tool} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
                               hint=f"the eval stage reads BIN or TXT outputs; full log: {self.log}")
         return StageResult(argv=argv, info={"samples": len(ids), **info})
+
+    @functools.cached_property
+    def ort_session(self):
+        """One ONNX Runtime session for every view and chunk (PointRend's graph is 190 MB)."""
+        return ort_backend.session(self.run.path(self.run.model_onnx))
 
     def execute_chunked(self, staging: Path, samples: list) -> StageResult:
         size = self.config.chunk
