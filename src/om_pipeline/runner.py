@@ -4,7 +4,8 @@ the closing table and the results JSON.
 Order of writes for a stage that runs: forget its old record, execute into
 `.staging/<key>/`, rename each output into place, then save the new record. A run killed at
 any point therefore leaves either no record (the stage reruns) or a record whose outputs are
-complete.
+complete. A resumable stage (chunked infer) keeps its staging directory when it fails or is
+interrupted, and the next run with the same fingerprint carries on in it.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .tools.execute import format_argv
 from .ui import Printer
 
 
-STAGING_FINGERPRINT = ".fingerprint"
+STAGING_FINGERPRINT = ".fingerprint"  # in a resumable stage's staging directory: what it was made for
 
 
 @dataclass
@@ -100,7 +101,8 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     if not resuming:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        (staging / STAGING_FINGERPRINT).write_text(decision.fingerprint.value)
+        if stage.resumable:
+            (staging / STAGING_FINGERPRINT).write_text(decision.fingerprint.value)
         stage.log.parent.mkdir(parents=True, exist_ok=True)
         stage.log.write_text("", encoding="utf-8")
     started = time.monotonic()
