@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import UserError
 from ..metrics import cityscapes
 from ..plugin import ExportContext, Sample, numpy_forward, settings_from_params
+from . import pointrend_upstream  # stdlib and NumPy only at import; detectron2 inside its functions
 
 LAYOUT_HINT = ("Cityscapes layout: <data>/leftImg8bit/val/<city>/<id>_leftImg8bit.png and "
                "<data>/gtFine/val/<city>/<id>_gtFine_labelIds.png")
@@ -61,7 +62,6 @@ class Settings:
     config: str = "projects/PointRend/configs/SemanticSegmentation/pointrend_semantic_R_101_FPN_1x_cityscapes.yaml"
     subdivision_steps: int = 2  # cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS
     subdivision_num_points: int = 8192  # cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS
-    onnxruntime_opset: int = 16  # GridSample needs 16; the ascend target uses the recipe's (the guide's 11)
 
 
 def settings(params: dict[str, Any]) -> Settings:
@@ -188,21 +188,9 @@ def export_path(ctx: ExportContext) -> str:
     return path
 
 
-def sampling_for(target: str) -> str:
-    """How the point head samples: gathers for atc (GridSample needs opset 16, which the guide's
-    CANN cannot take), GridSample, upstream's own op, for ONNX Runtime."""
-    return "gather" if target == "ascend" else "grid_sample"
-
-
-def export_opset(ctx: ExportContext, s: Settings) -> int:
-    return max(ctx.opset, s.onnxruntime_opset) if ctx.target == "onnxruntime" else ctx.opset
-
-
 def export(ctx: ExportContext) -> None:
     s = settings(ctx.params)
     if export_path(ctx) == "upstream":
-        from . import pointrend_upstream
-
         weights = ctx.weights or write_random_pkl(s, ctx.seed, ctx.out.with_suffix(".random-weights.pkl"))
         try:
             pointrend_upstream.export(ctx, weights)  # sampling and opset by target, as below
@@ -212,11 +200,13 @@ def export(ctx: ExportContext) -> None:
         return
     import torch
 
-    model = native_model(s, ctx.weights, ctx.seed, sampling_for(ctx.target))
+    # gathers for atc (GridSample needs opset 16, which the guide's CANN cannot take), GridSample,
+    # upstream's own op, for ONNX Runtime: the upstream path's rule
+    model = native_model(s, ctx.weights, ctx.seed, pointrend_upstream.TARGETS[ctx.target])
     dummy = torch.zeros(ctx.bs, 3, *s.input_size)
     with torch.no_grad():
         torch.onnx.export(model, (dummy,), str(ctx.out), dynamo=False,  # the TorchScript exporter: true opset 11
-                          opset_version=export_opset(ctx, s), input_names=list(ctx.input_names),
+                          opset_version=pointrend_upstream.target_opset(ctx.target, ctx.opset), input_names=list(ctx.input_names),
                           output_names=list(ctx.output_names), do_constant_folding=True)
 
 

@@ -41,6 +41,12 @@ TARGETS = {"ascend": "gather", "onnxruntime": "grid_sample"}
 GRID_SAMPLE_OPSET = 16  # ONNX GridSample
 
 
+def target_opset(target: str, opset: int) -> int:
+    """The opset a target's graph is written at: `opset` (the guide's 11) with gathers, at least
+    16 with GridSample. The native export path uses the same rule."""
+    return opset if TARGETS[target] == "gather" else max(opset, GRID_SAMPLE_OPSET)
+
+
 def point_rend_module(source: Path):
     """Upstream's point_rend package: through detectron2's `detectron2.projects` finder (an
     in-place install of `source`), else imported by path from `<source>/projects/PointRend`."""
@@ -224,7 +230,7 @@ def export_model(model, target: str, bs: int, input_size: tuple[int, int], out: 
     height, width = input_size
     if height % 32 or width % 32:
         raise ValueError(f"input_size {height}x{width}: both must be multiples of 32 (the FPN's size divisibility)")
-    opset = opset if mode == "gather" else max(opset, GRID_SAMPLE_OPSET)
+    opset = target_opset(target, opset)
     dummy = torch.zeros(bs, 3, height, width)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ Tests find upstream through OMPIPE_UPSTREAM_<MODEL> (any clone or mirror) and sk
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import UserError
 from ..recipe import builtin_patch_dirs, find_recipe
@@ -33,21 +35,28 @@ def patched_upstream(model: str, source: str, destination: Path) -> Path:
 USER_CACHE = os.environ.get("OMPIPE_CACHE")
 
 
-def export_env_python(model: str, path: str, checkout: Path, log: Path) -> Path:
-    """The interpreter of the recipe's export environment (export path `path`) as the export
-    stage makes it: built by ensure_env in ompipe's real cache (it takes gigabytes and minutes,
-    so tests share the user's), with `checkout` installed into it (install_source)."""
-    from ..envs import ensure_env, install_source
-
-    env = find_recipe(model).recipe.stages.export.paths[path].env
+@contextmanager
+def user_cache() -> Iterator[None]:
+    """ompipe's real cache instead of a test's own: export environments take gigabytes and
+    minutes to build, so tests share the user's."""
     isolated = os.environ.pop("OMPIPE_CACHE", None)
     if USER_CACHE:
         os.environ["OMPIPE_CACHE"] = USER_CACHE
     try:
-        python = ensure_env(env, log)
-        install_source(python, checkout, log)
+        yield
     finally:
         os.environ.pop("OMPIPE_CACHE", None)
         if isolated is not None:
             os.environ["OMPIPE_CACHE"] = isolated
+
+
+def export_env_python(model: str, path: str, checkout: Path, log: Path) -> Path:
+    """The interpreter of the recipe's export environment (export path `path`) as the export
+    stage makes it, in the user's cache, with `checkout` installed into it (install_source)."""
+    from ..envs import ensure_env, install_source
+
+    env = find_recipe(model).recipe.stages.export.paths[path].env
+    with user_cache():
+        python = ensure_env(env, log)
+        install_source(python, checkout, log)
     return python
