@@ -4,8 +4,10 @@
    loop over the same model and the same input files;
 2. stream vs files mode, end to end (preprocess + infer + eval) on the same model, data and
    backend: wall time, input .bin bytes written, peak resident memory, peak disk of the work dir;
-3. parallel vs serial preprocessing (the stream mode's worker pool vs one process), for a cheap
-   (SuperPoint) and a heavier (CenterNet: JPEG decode + affine) preprocessing.
+3. parallel vs serial preprocessing: ompipe's own code with --workers 2 vs 0, in the files mode
+   (the preprocess stage, which writes the .bin files) and the stream (the ring of batch
+   buffers the workers fill), for a cheap (SuperPoint) and a heavier (CenterNet: JPEG decode +
+   affine) preprocessing.
 
     python benchmarks/bench_pipeline.py --source /path/to/pytorch-superpoint [--sequences 8] [--bs 4]
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -94,38 +95,50 @@ def bare_onnxruntime(work: Path, bs: int) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
-def preprocessing(plugin, data: Path, workers: int, params: dict | None = None) -> float:
-    """Samples per second of the plugin's preprocessing: in this process, or a pool of `workers`."""
-    params = params or {}
-    samples = plugin.list_samples(data, params)
-    started = time.perf_counter()
-    if workers == 1:
-        for sample in samples:
-            plugin.preprocess(sample, params)
-    else:
-        _plugin[:] = [plugin, params]  # inherited by the forked workers
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            pool.map(_preprocess, samples, chunksize=max(1, min(4, len(samples) // (2 * workers))))
-    return len(samples) / (time.perf_counter() - started)
+def preprocessing_rates(model: str, args: list[str], root: Path, repeats: int, recipes: Path | None = None,
+                        workers: tuple[int, ...] = (0, 2)) -> dict[tuple[str, int], float]:
+    """Samples per second of ompipe's own preprocessing with each --workers: the files mode's
+    preprocess stage (its recorded time: preprocessing and writing the .bin files) and the
+    stream's batch filling (stream.preprocessed_batches with no model behind it). Medians of
+    alternating runs, keyed (mode, workers)."""
+    from om_pipeline.commands import make_run
+    from om_pipeline.context import Options
+    from om_pipeline.stages.dataset import load_samples
+    from om_pipeline.stream import preprocessed_batches
+    from om_pipeline.ui import Printer
+
+    recipe_args = ["--recipes", str(recipes)] if recipes else []
+    workdir = root / f"{model}-preprocessing"
+    cli = [sys.executable, "-m", "om_pipeline.cli", "stage", model]
+    subprocess.run([*cli, "dataset", "-q", *recipe_args, *args, "--workdir", str(workdir)], check=True, stdout=subprocess.DEVNULL)
+    measured: dict[tuple[str, int], list[float]] = {}
+    for _ in range(repeats):
+        for count in workers:
+            subprocess.run([*cli, "preprocess", "-q", "--force", "--workers", str(count), *recipe_args, *args,
+                            "--workdir", str(workdir)], check=True, stdout=subprocess.DEVNULL)
+            record = json.loads((workdir / model / ".ompipe/stages/preprocess.json").read_text())
+            measured.setdefault(("files", count), []).append(record["info"]["samples"] / record["seconds"])
+            run = make_run(model, Options(workdir=workdir, quiet=True), [recipes] if recipes else [], Printer(quiet=True))
+            _, samples = load_samples(run.model_dir)
+            started = time.perf_counter()
+            with preprocessed_batches(run, samples, count) as batches:
+                for _ in batches:
+                    pass
+            measured.setdefault(("stream", count), []).append(len(samples) / (time.perf_counter() - started))
+    return {key: statistics.median(values) for key, values in measured.items()}
 
 
-_plugin: list = [None, {}]
+def speedups(rates: dict[tuple[str, int], float], workers: int = 2) -> str:
+    return "; ".join(f"{mode} {rates[(mode, workers)]:.1f} vs {rates[(mode, 0)]:.1f} img/s -> {rates[(mode, workers)] / rates[(mode, 0)]:.2f}x"
+                     for mode in ("files", "stream"))
 
 
-def _preprocess(sample):
-    return _plugin[0].preprocess(sample, _plugin[1])
-
-
-def coco_preprocessing(root: Path, repeats: int) -> tuple[float, float]:
-    """CenterNet's preprocessing (JPEG decode, affine to 512x512, normalise) on 48 VGA images."""
-    from om_pipeline.models import centernet
+def coco_data(root: Path) -> Path:
+    """48 VGA JPEGs in COCO layout: CenterNet's preprocessing (JPEG decode, affine to 512x512, normalise)."""
     from om_pipeline.models.centernet_tinycoco import write_tiny_coco
 
-    data = root / "coco"
-    write_tiny_coco(data, images=48, sizes=((480, 640),))
-    serial = statistics.median(preprocessing(centernet, data, 1) for _ in range(repeats))
-    parallel = statistics.median(preprocessing(centernet, data, 2) for _ in range(repeats))
-    return serial, parallel
+    write_tiny_coco(root / "coco", images=48, sizes=((480, 640),))
+    return root / "coco"
 
 
 def main() -> None:
@@ -161,11 +174,8 @@ def main() -> None:
             rates["bare"].append(bare_onnxruntime(work, options.bs))
         results = {mode: {key: statistics.median(r[key] for r in measured) for key in measured[0]} for mode, measured in runs.items()}
         ompipe_rate, bare_rate = statistics.median(rates["ompipe"]), statistics.median(rates["bare"])
-        from om_pipeline.models import superpoint
-
-        serial = statistics.median(preprocessing(superpoint, data, 1) for _ in range(options.repeats))
-        parallel = statistics.median(preprocessing(superpoint, data, 2) for _ in range(options.repeats))
-        coco_serial, coco_parallel = coco_preprocessing(root, options.repeats)
+        superpoint_rates = preprocessing_rates("superpoint", ["--data", str(data)], root, options.repeats)
+        centernet_rates = preprocessing_rates("centernet", ["--data", str(coco_data(root))], root, options.repeats)
     n_images = options.sequences * 6
     print(f"machine: {os.cpu_count()} CPU cores, {sys.platform}; SuperPoint 240x320, random weights, "
           f"{n_images} images, bs {options.bs}, ONNX Runtime CPU")
@@ -177,10 +187,9 @@ def main() -> None:
           f"input .bin written {s['input_bin_mib']:.1f} vs {f['input_bin_mib']:.1f} MiB; "
           f"peak RSS {s['peak_rss_mib']:.0f} vs {f['peak_rss_mib']:.0f} MiB; peak disk {s['peak_disk_mib']:.1f} vs {f['peak_disk_mib']:.1f} MiB "
           f"(medians of {options.repeats})")
-    print(f"3. preprocessing, 2 workers vs serial (target >= 1.8x on 2 cores): SuperPoint {parallel:.1f} vs {serial:.1f} img/s "
-          f"-> {parallel / serial:.2f}x; CenterNet on 640x480 JPEGs {coco_parallel:.1f} vs {coco_serial:.1f} img/s "
-          f"-> {coco_parallel / coco_serial:.2f}x")
-
+    print("3. preprocessing, 2 workers vs in process (--workers 2 vs 0; target >= 1.8x on 2 cores):")
+    print(f"   SuperPoint (48 PNGs 240x320): {speedups(superpoint_rates)}")
+    print(f"   CenterNet (48 JPEGs 640x480 -> 512x512): {speedups(centernet_rates)}")
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,8 @@
    uint8 maps kept) and --stream (nothing on disk); peak disk of the work directory above what
    the shared stages left, wall time, peak RSS;
 2. parallel vs serial preprocessing of 1024 x 2048 PNGs (single-threaded PNG decoding, 24 MiB
-   float32 out per image): a 2-process pool vs one process.
+   float32 out per image): ompipe's own code with --workers 2 vs 0, in the files mode's
+   preprocess stage and in the stream's batch filling.
 
     python benchmarks/bench_pointrend.py [--images 6] [--chunk 2] [--repeats 2]
 
@@ -25,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import directory_bytes, ompipe, preprocessing  # noqa: E402  (same measuring code)
+from bench_pipeline import directory_bytes, ompipe, preprocessing_rates, speedups  # noqa: E402  (same measuring code)
 
 
 def recipe_with_chunk(directory: Path, chunk: int | None) -> Path:
@@ -45,7 +46,6 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="medians over this many alternating runs")
     options = parser.parse_args()
-    from om_pipeline.models import pointrend
     from om_pipeline.models.pointrend_synth import synthesize
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp")) as tmp:
@@ -71,9 +71,7 @@ def main() -> None:
                 runs[mode].append(measured)
                 shutil.rmtree(workdir)
         results = {mode: {key: statistics.median(r[key] for r in measured) for key in measured[0]} for mode, measured in runs.items()}
-        params = {}
-        serial = statistics.median(preprocessing(pointrend, data, 1, params) for _ in range(options.repeats))
-        parallel = statistics.median(preprocessing(pointrend, data, 2, params) for _ in range(options.repeats))
+        rates = preprocessing_rates("pointrend", ["--data", str(data)], root, options.repeats, recipes=recipes["files"])
     print(f"machine: {os.cpu_count()} CPU cores, {sys.platform}; PointRend R-101 FPN 1024x2048, random weights (native path), "
           f"{options.images} synthetic images, bs 1, ONNX Runtime CPU; medians of {options.repeats}")
     print(f"   load average during the run: {os.getloadavg()[0]:.1f} (other work on the machine skews every figure)")
@@ -88,7 +86,7 @@ def main() -> None:
     print(f"   for Cityscapes val (500 images), by these figures: files mode ~{500 * per_image['files'] / 1024:.0f} GiB, "
           f"chunked ~{(500 * 2 + chunked['peak_disk_mib'] - options.images * 2) / 1024:.1f} GiB (the 2 MiB maps kept plus one chunk of "
           f"{options.chunk}; the recipe's 8 hold ~1.4 GiB at a time)")
-    print(f"2. preprocessing, 2 workers vs serial: {parallel:.2f} vs {serial:.2f} img/s -> {parallel / serial:.2f}x")
+    print(f"2. preprocessing, --workers 2 vs 0: {speedups(rates)}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 w
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
-Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes with --stream: 0 = in process (default: chosen by measuring)")]
+Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 
 
 def _version(value: bool) -> None:

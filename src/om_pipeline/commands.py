@@ -27,6 +27,8 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
         printer.info(f"note: bs {bs} is not among the guide's batch sizes {loaded.recipe.batch_sizes}")
     if options.limit is not None and options.limit < 1:
         raise UserError("--limit must be at least 1")
+    if options.workers is not None and options.workers < 0:
+        raise UserError(f"--workers {options.workers}: give 0 (preprocess in this process) or a number of processes")
     stages = loaded.recipe.stages
     for flag, value, stage in (("--weights", options.weights, stages.weights), ("--data", options.data, stages.dataset),
                                ("--source", options.source, stages.clone)):

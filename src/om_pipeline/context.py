@@ -46,7 +46,7 @@ class Options:
     quiet: bool = False
     seed: int = 0
     stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files
-    workers: int | None = None  # preprocessing processes in stream mode (default: up to 4)
+    workers: int | None = None  # preprocessing processes (None: workers.workers_for decides)
 
 
 def cann_present() -> bool:

@@ -16,12 +16,23 @@ class UserError(Exception):
         self.hint = hint
         self.details = details or []
 
+    def __reduce__(self):
+        # Raised in a preprocessing worker, it reaches the parent with its hint and details.
+        return _restore, (type(self), self.args, self.__dict__)
+
     def render(self) -> str:
         lines = [f"error: {self.message}"]
         lines += [f"  {line}" for line in self.details]
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> UserError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class StageFailed(UserError):

@@ -1,7 +1,7 @@
 """Streaming mode (`--stream`): preprocess in a pool of worker processes -> batches of bs ->
 the model in memory (an ONNX Runtime session, or ais_bench's InferSession for the .om) ->
-the plugin's evaluator. No `.bin` file is written, and memory is bounded: at most a few batches
-are preprocessed ahead of the model.
+the plugin's evaluator. No `.bin` file is written, and memory is bounded: the workers fill a
+ring of RING_SLOTS batch buffers (workers.BatchRing), at most two batches ahead of the model.
 
 The same plugin functions as the files mode, the same batching (the last batch padded with its
 first sample, the padding discarded), so the metric is the same to the last digit.
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import multiprocessing
-import os
 import sys
-import time
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -23,33 +21,9 @@ from .errors import UserError
 from .plugin import Sample, reduced
 from .progress import progress
 from .stages.preprocess import by_view, check_inputs
+from .workers import BatchRing, call_job, forked_pool, workers_for
 
-BATCHES_AHEAD = 3  # preprocessing may run this many batches ahead of the model
-# Below this per-sample cost, shipping arrays between processes costs more than it saves.
-# Measured on 2 cores (benchmarks/bench_pipeline.py): SuperPoint's ~0.7 ms preprocessing ran at
-# 0.42x through a 2-process pool, CenterNet's ~9 ms (JPEG decode + affine, 3 MB out) at 0.62x:
-# OpenCV's own threads already use both cores, and every sample is pickled across.
-IN_PROCESS_BELOW_SECONDS = 0.02
-
-_worker_state: dict[str, Any] = {}  # set before the pool forks: the plugin and its parameters
-
-
-def _preprocess_in_worker(sample: Sample) -> dict:
-    plugin, params, views, specs = (_worker_state[k] for k in ("plugin", "params", "views", "specs"))
-    arrays = by_view(plugin.preprocess(sample, params), views, sample.id)
-    return {view: check_inputs(per_view, specs, sample.id) for view, per_view in arrays.items()}
-
-
-def bounded_imap(pool, function: Callable, items: Iterable, ahead: int) -> Iterator:
-    """Like pool.imap, in order, but with at most `ahead` items submitted and not yet consumed
-    (pool.imap runs ahead without limit: a slow model would let every preprocessed input pile up)."""
-    pending: collections.deque = collections.deque()
-    for item in items:
-        pending.append(pool.apply_async(function, (item,)))
-        if len(pending) >= ahead:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
+RING_SLOTS = 3  # one batch in the model, two being preprocessed
 
 
 class OnnxRuntimeModel:
@@ -86,64 +60,84 @@ class InferSessionModel:
 
 def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None:
     """Every sample through preprocess, the model and the evaluator, in sample order.
-    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by measuring."""
+    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
     model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
              if run.tool == "onnxruntime"
              else InferSessionModel(run.path(run.om_name), run.options.toolchain))
-    _worker_state.update(plugin=run.plugin, params=run.recipe.stage_params("preprocess"), views=run.views,
-                         specs=run.recipe.model.inputs)
-    if workers is None:
-        workers = _choose_workers(samples)
-    with _preprocessed(samples, workers, ahead=BATCHES_AHEAD * run.bs) as preprocessed:
-        for batch in progress(_batches(zip(samples, preprocessed), run.bs), f"stream {run.name}",
-                              quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
-            _evaluate_batch(batch, model, evaluator, run.views, run.bs, run.plugin)
-
-
-def _choose_workers(samples: list[Sample]) -> int:
-    """Time one sample's preprocessing here: cheap preprocessing, or a machine with no core to
-    spare, stays in this process."""
-    if not samples or (os.cpu_count() or 1) <= 2:
-        return 0
-    started = time.perf_counter()
-    _preprocess_in_worker(samples[0])
-    return 0 if time.perf_counter() - started < IN_PROCESS_BELOW_SECONDS else default_workers()
+    with preprocessed_batches(run, samples, workers) as batches:
+        for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
+            _evaluate_batch(batch, inputs, model, evaluator, run.views, run.plugin)
 
 
 @contextlib.contextmanager
-def _preprocessed(samples: list[Sample], workers: int, ahead: int) -> Iterator[Iterator[dict]]:
-    if workers == 0:
-        yield map(_preprocess_in_worker, samples)
+def preprocessed_batches(run, samples: list[Sample], workers: int | None) -> Iterator[Iterator[tuple[list[Sample], dict]]]:
+    """(batch of samples, its model inputs per view: arrays of bs rows, padded), in order. The
+    arrays are ring buffers: valid until the next batch is asked for."""
+    if not samples:
+        yield iter(())
         return
-    context = multiprocessing.get_context("fork")  # workers inherit the loaded plugin (also a file: plugin)
-    with context.Pool(processes=workers) as pool:
-        yield bounded_imap(pool, _preprocess_in_worker, samples, ahead=ahead)
+    batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
+    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(RING_SLOTS, len(batches)))
+    fill = Filler(run, ring)
+    workers = workers_for(workers, lambda: fill(0, 0, samples[0]))  # sample 0 stays filled
+    with _submitter(fill, workers) as submit:
+        yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit))
 
 
-def _batches(pairs: Iterable, bs: int) -> Iterator[list]:
-    batch = []
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == bs:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class Filler:
+    """Preprocesses one sample into one row of a ring slot; runs here or in a forked worker."""
+
+    def __init__(self, run, ring: BatchRing):
+        self.plugin, self.views, self.specs, self.ring = run.plugin, run.views, run.recipe.model.inputs, ring
+        self.params = run.recipe.stage_params("preprocess")
+
+    def __call__(self, slot: int, row: int, sample: Sample) -> None:
+        arrays = by_view(self.plugin.preprocess(sample, self.params), self.views, sample.id)
+        self.ring.put(slot, row, {view: check_inputs(per_view, self.specs, sample.id) for view, per_view in arrays.items()})
 
 
-def _evaluate_batch(batch: list, model, evaluator, views: tuple, bs: int, plugin) -> None:
-    padding = bs - len(batch)
-    outputs_by_view = {}
-    for view in views:
-        per_sample = [arrays[view] for _, arrays in batch] + [batch[0][1][view]] * padding
-        stacked = [np.stack(column) for column in zip(*per_sample)]
-        outputs_by_view[view] = model(stacked)
-    for position, (sample, _) in enumerate(batch):
+@contextlib.contextmanager
+def _submitter(fill: Callable[..., None], workers: int) -> Iterator[Callable[..., Future]]:
+    """submit(slot, row, sample) -> a future: done at once in this process, or in a worker."""
+    if workers == 0:
+        def submit_here(*task) -> Future:
+            future: Future = Future()
+            fill(*task)
+            future.set_result(None)
+            return future
+        yield submit_here
+        return
+    with forked_pool(workers, fill) as pool:  # forked after the ring exists: they share it
+        yield lambda *task: pool.submit(call_job, *task)
+
+
+def _filled_batches(batches: list[list[Sample]], slots: int, submit) -> Iterator[tuple[list[Sample], int]]:
+    """(batch, its ring slot) in order, each once all its rows are filled. A slot is reused only
+    after the caller is done with its batch (the next batch is asked for), so at most `slots`
+    batches are in memory."""
+    pending: collections.deque = collections.deque()
+    for index, batch in enumerate(batches):
+        if len(pending) == slots:
+            yield _wait(pending.popleft())
+        slot = index % slots
+        # Sample 0 was filled while choosing the workers.
+        futures = [submit(slot, row, sample) for row, sample in enumerate(batch) if (index, row) != (0, 0)]
+        pending.append((batch, slot, futures))
+    while pending:
+        yield _wait(pending.popleft())
+
+
+def _wait(entry) -> tuple[list[Sample], int]:
+    batch, slot, futures = entry
+    for future in futures:
+        future.result()  # a worker's error is raised here, as itself
+    return batch, slot
+
+
+def _evaluate_batch(batch: list[Sample], inputs: dict, model, evaluator, views: tuple, plugin) -> None:
+    outputs_by_view = {view: model(inputs[view]) for view in views}
+    for position, sample in enumerate(batch):
         outputs = {view: [np.asarray(o[position]) for o in outs] for view, outs in outputs_by_view.items()}
         evaluator.add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))

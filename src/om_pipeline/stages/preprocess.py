@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import UserError
 from ..progress import progress
 from ..state import Fingerprint
+from ..workers import for_each_sample
 from .base import Stage, StageResult
 from .dataset import load_samples
 
@@ -48,16 +49,22 @@ def preprocessing_params(run) -> dict:
 
 def write_inputs(run, samples, root: Path, label: str | None = None) -> None:
     """Each sample's model inputs as `<root>/<inputs dir of its view>/<input name>/<id>.bin`,
-    the layout `ais_bench --input` reads; `label` shows progress."""
+    the layout `ais_bench --input` reads, by worker processes that write the files themselves
+    when that pays (workers.for_each_sample); `label` shows progress."""
     specs = run.recipe.model.inputs
     directories = {view: [root / run.inputs_dir(view) / spec.name for spec in specs] for view in run.views}
     for directory in (d for per_view in directories.values() for d in per_view):
         directory.mkdir(parents=True, exist_ok=True)
     params = run.recipe.stage_params("preprocess")
-    for sample in progress(samples, label, quiet=run.options.quiet) if label else samples:
+
+    def write(sample) -> None:
         for view, arrays in by_view(run.plugin.preprocess(sample, params), run.views, sample.id).items():
             for directory, array in zip(directories[view], check_inputs(arrays, specs, sample.id)):
                 array.tofile(directory / f"{sample.id}.bin")
+
+    written = for_each_sample(write, samples, run.options.workers)
+    for _ in progress(written, label, quiet=run.options.quiet, total=len(samples)) if label else written:
+        pass
 
 
 def by_view(result, views: tuple[str | None, ...], sample_id: str) -> dict:
