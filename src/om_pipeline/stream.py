@@ -20,7 +20,7 @@ import numpy as np
 from .errors import UserError
 from .plugin import Sample, reduced
 from .progress import progress
-from .stages.preprocess import by_view, check_inputs
+from .stages.preprocess import model_inputs
 from .workers import BatchRing, call_job, forked_pool, workers_for
 
 RING_SLOTS = 3  # one batch in the model, two being preprocessed
@@ -80,22 +80,14 @@ def preprocessed_batches(run, samples: list[Sample], workers: int | None) -> Ite
         return
     batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
     ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(RING_SLOTS, len(batches)))
-    fill = Filler(run, ring)
+    params = run.recipe.stage_params("preprocess")
+
+    def fill(slot: int, row: int, sample: Sample) -> None:  # here, or in a worker forked after the ring
+        ring.put(slot, row, model_inputs(run, params, sample))
+
     workers = workers_for(workers, lambda: fill(0, 0, samples[0]))  # sample 0 stays filled
     with _submitter(fill, workers) as submit:
         yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit))
-
-
-class Filler:
-    """Preprocesses one sample into one row of a ring slot; runs here or in a forked worker."""
-
-    def __init__(self, run, ring: BatchRing):
-        self.plugin, self.views, self.specs, self.ring = run.plugin, run.views, run.recipe.model.inputs, ring
-        self.params = run.recipe.stage_params("preprocess")
-
-    def __call__(self, slot: int, row: int, sample: Sample) -> None:
-        arrays = by_view(self.plugin.preprocess(sample, self.params), self.views, sample.id)
-        self.ring.put(slot, row, {view: check_inputs(per_view, self.specs, sample.id) for view, per_view in arrays.items()})
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from ..errors import StageFailed
 from ..state import Fingerprint, write_json_atomic
 from .base import Stage, StageResult, write_log_header
 from .dataset import load_samples
-from .preprocess import by_view, check_inputs
+from .preprocess import model_inputs
 
 
 def similarity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
@@ -72,9 +72,7 @@ class CompareStage(Stage):
         _, samples = load_samples(self.run.model_dir)
         view = self.run.views[0]
         params = self.run.recipe.stage_params("preprocess")
-        specs = self.run.recipe.model.inputs
-        arrays = [check_inputs(by_view(self.run.plugin.preprocess(s, params), self.run.views, s.id)[view], specs, s.id)
-                  for s in samples[: self.config.samples]]
+        arrays = [model_inputs(self.run, params, s)[view] for s in samples[: self.config.samples]]
         bs = self.run.bs
         batches = []
         for start in range(0, len(arrays), bs):

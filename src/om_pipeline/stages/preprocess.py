@@ -58,13 +58,20 @@ def write_inputs(run, samples, root: Path, label: str | None = None) -> None:
     params = run.recipe.stage_params("preprocess")
 
     def write(sample) -> None:
-        for view, arrays in by_view(run.plugin.preprocess(sample, params), run.views, sample.id).items():
-            for directory, array in zip(directories[view], check_inputs(arrays, specs, sample.id)):
+        for view, arrays in model_inputs(run, params, sample).items():
+            for directory, array in zip(directories[view], arrays):
                 array.tofile(directory / f"{sample.id}.bin")
 
     written = for_each_sample(write, samples, run.options.workers)
     for _ in progress(written, label, quiet=run.options.quiet, total=len(samples)) if label else written:
         pass
+
+
+def model_inputs(run, params: dict, sample) -> dict:
+    """One sample's model inputs per view (None when the plugin has no views), as the plugin
+    made them and checked against the recipe's declared inputs."""
+    arrays = by_view(run.plugin.preprocess(sample, params), run.views, sample.id)
+    return {view: check_inputs(per_view, run.recipe.model.inputs, sample.id) for view, per_view in arrays.items()}
 
 
 def by_view(result, views: tuple[str | None, ...], sample_id: str) -> dict:
