@@ -123,7 +123,6 @@ def test_stream_never_refills_a_slot_whose_batch_is_in_use():
     def fill(slot, row, sample):
         ring.put(slot, row, {None: [np.array([sample], np.float32)]})
 
-    fill(0, 0, samples[0])  # as stream.evaluate fills sample 0 while choosing the workers
     seen = []
     with stream._submitter(fill, 2) as submit:
         for batch, slot in stream._filled_batches(batches, 3, submit):
@@ -132,6 +131,11 @@ def test_stream_never_refills_a_slot_whose_batch_is_in_use():
             assert ring.slots[slot][None][0][:len(batch), 0].tolist() == before == batch
             seen.extend(batch)
     assert seen == samples
+
+
+def test_the_ring_keeps_every_worker_busy():
+    assert stream.ring_slots(0, 8) == 3 and stream.ring_slots(2, 8) == 3  # one in the model, two filling
+    assert stream.ring_slots(8, 1) == 17  # bs 1: two samples queued per worker
 
 
 def test_workers_run_torch_and_opencv_after_the_parent_used_their_thread_pools():

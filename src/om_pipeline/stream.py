@@ -1,7 +1,7 @@
 """Streaming mode (`--stream`): preprocess in a pool of worker processes -> batches of bs ->
 the model in memory (an ONNX Runtime session, or ais_bench's InferSession for the .om) ->
 the plugin's evaluator. No `.bin` file is written, and memory is bounded: the workers fill a
-ring of RING_SLOTS batch buffers (workers.BatchRing), at most two batches ahead of the model.
+ring of batch buffers (workers.BatchRing), a few batches ahead of the model (ring_slots).
 
 The same plugin functions as the files mode, the same batching (the last batch padded with its
 first sample, the padding discarded), so the metric is the same to the last digit.
@@ -22,9 +22,6 @@ from .plugin import Sample, reduced
 from .progress import progress
 from .stages.preprocess import model_inputs
 from .workers import BatchRing, call_job, forked_pool, workers_for
-
-RING_SLOTS = 3  # one batch in the model, two being preprocessed
-
 
 class OnnxRuntimeModel:
     def __init__(self, onnx_path: Path, model_io):
@@ -78,16 +75,22 @@ def preprocessed_batches(run, samples: list[Sample], workers: int | None) -> Ite
     if not samples:
         yield iter(())
         return
-    batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
-    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(RING_SLOTS, len(batches)))
     params = run.recipe.stage_params("preprocess")
+    workers = workers_for(workers, lambda: model_inputs(run, params, samples[0]))
+    batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
+    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs)))
 
     def fill(slot: int, row: int, sample: Sample) -> None:  # here, or in a worker forked after the ring
         ring.put(slot, row, model_inputs(run, params, sample))
 
-    workers = workers_for(workers, lambda: fill(0, 0, samples[0]))  # sample 0 stays filled
     with _submitter(fill, workers) as submit:
         yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit))
+
+
+def ring_slots(workers: int, bs: int) -> int:
+    """One batch in the model, and enough being filled to keep every worker busy: at least two
+    samples queued per worker (at bs 1, three slots would idle all but two of eight workers)."""
+    return 1 + max(2, -(-2 * workers // bs))
 
 
 @contextlib.contextmanager
@@ -114,8 +117,7 @@ def _filled_batches(batches: list[list[Sample]], slots: int, submit) -> Iterator
         if len(pending) == slots:
             yield _wait(pending.popleft())
         slot = index % slots
-        # Sample 0 was filled while choosing the workers.
-        futures = [submit(slot, row, sample) for row, sample in enumerate(batch) if (index, row) != (0, 0)]
+        futures = [submit(slot, row, sample) for row, sample in enumerate(batch)]
         pending.append((batch, slot, futures))
     while pending:
         yield _wait(pending.popleft())
