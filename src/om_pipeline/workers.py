@@ -32,8 +32,9 @@ import numpy as np
 
 from .errors import UserError
 
-# Below this preprocessing time per sample the pool's own cost per task (~0.2 ms), and the
-# pool's start, are not won back (benchmarks/bench_pipeline.py: SuperPoint's ~0.7 ms).
+# Below this preprocessing time per sample a pool is not worth its start and its round trips.
+# Measured with 2 workers on 2 cores (benchmarks/bench_pipeline.py): SuperPoint's ~0.7 ms ran
+# at 0.94-1.04x in files mode and 0.69-0.79x streamed; CenterNet's ~20 ms at 1.4-1.7x.
 IN_PROCESS_BELOW_SECONDS = 0.002
 MAX_DEFAULT_WORKERS = 8
 
