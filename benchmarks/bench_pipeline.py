@@ -191,5 +191,6 @@ def main() -> None:
     print(f"   SuperPoint (48 PNGs 240x320): {speedups(superpoint_rates)}")
     print(f"   CenterNet (48 JPEGs 640x480 -> 512x512): {speedups(centernet_rates)}")
 
+
 if __name__ == "__main__":
     main()
