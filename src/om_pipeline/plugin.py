@@ -132,6 +132,15 @@ def settings_from_params(cls, params: dict[str, Any], model: str):
     return cls(**values)
 
 
+def chosen_export_path(ctx: "ExportContext", known: tuple[str, ...], default: str = "native") -> str:
+    """The export path the recipe chose (the export stage puts its name in params), checked
+    against the paths this plugin implements."""
+    path = ctx.params.get("export_path", default)
+    if path not in known:
+        raise UserError(f"export_path {path!r} is not one of {', '.join(known)}")
+    return path
+
+
 def tuple_outputs(network, pick):
     """Wrap an upstream network whose forward returns a dict or list of heads so the ONNX
     exporter sees a tuple: `pick(forward output) -> tuple`, in the recipe's output order."""

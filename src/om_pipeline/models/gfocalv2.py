@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from ..errors import StageFailed, UserError
-from ..plugin import ExportContext, Sample
+from ..plugin import ExportContext, Sample, chosen_export_path
 from . import gfocalv2_postprocess as post
 
 LAYOUT_HINT = "COCO layout: <data>/annotations/instances_val2017.json and <data>/val2017/<file_name>.jpg"
@@ -173,10 +173,7 @@ def preprocess_image(image: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 def export(ctx: ExportContext) -> None:
-    path = ctx.params.get("export_path", "native")
-    if path not in EXPORT_PATHS:
-        raise UserError(f"export_path {path!r} is not one of {', '.join(EXPORT_PATHS)}")
-    if path == "upstream":
+    if chosen_export_path(ctx, EXPORT_PATHS) == "upstream":
         export_upstream(ctx)
     else:
         export_native(ctx)

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import cityscapes
-from ..plugin import ExportContext, Sample, numpy_forward, settings_from_params
+from ..plugin import ExportContext, Sample, chosen_export_path, numpy_forward, settings_from_params
 from . import pointrend_upstream  # stdlib and NumPy only at import; detectron2 inside its functions
 
 LAYOUT_HINT = ("Cityscapes layout: <data>/leftImg8bit/val/<city>/<id>_leftImg8bit.png and "
@@ -56,10 +56,9 @@ EXPORT_PATHS = ("upstream", "native")
 class Settings:
     images: str = "leftImg8bit/val"  # relative to --data
     labels: str = "gtFine/val"
-    input_size: tuple = (1024, 2048)  # (height, width): Cityscapes frames, no resize
-    mean: tuple = (103.53, 116.28, 123.675)  # BGR, cfg.MODEL.PIXEL_MEAN; PIXEL_STD is 1
-    # projects/PointRend/configs/SemanticSegmentation/pointrend_semantic_R_101_FPN_1x_cityscapes.yaml
-    config: str = "projects/PointRend/configs/SemanticSegmentation/pointrend_semantic_R_101_FPN_1x_cityscapes.yaml"
+    input_size: tuple = pointrend_upstream.DEFAULT_INPUT_SIZE  # (height, width): Cityscapes frames, no resize
+    mean: tuple = pointrend_upstream.PIXEL_MEAN_BGR  # cfg.MODEL.PIXEL_MEAN; PIXEL_STD is 1
+    config: str = pointrend_upstream.DEFAULT_CONFIG
     subdivision_steps: int = 2  # cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS
     subdivision_num_points: int = 8192  # cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS
 
@@ -181,16 +180,9 @@ class CityscapesEvaluator:
 # ---------------------------------------------------------------- export
 
 
-def export_path(ctx: ExportContext) -> str:
-    path = ctx.params.get("export_path", "native")
-    if path not in EXPORT_PATHS:
-        raise UserError(f"export_path {path!r} is not one of {', '.join(EXPORT_PATHS)}")
-    return path
-
-
 def export(ctx: ExportContext) -> None:
     s = settings(ctx.params)
-    if export_path(ctx) == "upstream":
+    if chosen_export_path(ctx, EXPORT_PATHS) == "upstream":
         weights = ctx.weights or write_random_pkl(s, ctx.seed, ctx.out.with_suffix(".random-weights.pkl"))
         try:
             pointrend_upstream.export(ctx, weights)  # sampling and opset by target, as below

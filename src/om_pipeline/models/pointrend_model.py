@@ -53,9 +53,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .pointrend_upstream import PIXEL_MEAN_BGR
 
 NUM_CLASSES = 19
-PIXEL_MEAN = (103.530, 116.280, 123.675)  # BGR, MODEL.PIXEL_MEAN; PIXEL_STD is 1
+PIXEL_MEAN = PIXEL_MEAN_BGR  # MODEL.PIXEL_MEAN; PIXEL_STD is 1
 RES_BLOCKS = (3, 4, 23, 3)  # ResNet-101
 FPN_CHANNELS = 256
 CONVS_DIM = 128
