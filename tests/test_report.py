@@ -20,6 +20,21 @@ def test_report_puts_the_om_result_beside_the_onnxruntime_baseline(ompipe, toy):
     assert all(r["weights"] == "RANDOM" for r in rows)
 
 
+def test_report_tells_stream_results_apart_and_keeps_the_files_baseline(ompipe, toy):
+    common = ("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--toolchain", "fake", "--weights", "random")
+    for extra in ((), ("--backend", "onnxruntime"), ("--backend", "onnxruntime", "--stream")):
+        assert ompipe(*common, *extra).code == 0
+    lines = ompipe("report").out.splitlines()
+    assert any(line.startswith("| toy | onnxruntime --stream | 4 | top1 |") for line in lines)
+    assert any(line.startswith("| toy | onnxruntime | 4 | top1 |") for line in lines)
+    rows = json.loads(ompipe("report", "--json").out)
+    assert {r["mode"] for r in rows} == {"files", "stream"}
+    files_baseline = [r for r in rows if r["tool"] == "onnxruntime"]
+    assert all(r["onnxruntime"] is None for r in files_baseline)  # the baseline is not compared with itself
+    streamed = next(r for r in rows if r["tool"] == "onnxruntime --stream" and r["metric"] == "top1")
+    assert streamed["onnxruntime"] == streamed["value"]  # compared with the files-mode baseline: the same metric
+
+
 def test_report_without_results_says_what_to_do(ompipe):
     result = ompipe("report", "--workdir", "nowhere")
     assert result.code == 1 and "ompipe run MODEL" in result.err
