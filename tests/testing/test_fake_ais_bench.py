@@ -133,7 +133,8 @@ def test_argument_errors_exit_2(run, python, tiny_onnx, tiny_om_bs4, tmp_path):
     open_dir.chmod(0o755)
     too_open = run(python, "-m", "ais_bench", "--model", tiny_om_bs4, "--output", open_dir)
     assert too_open.returncode == 2
-    assert f"[ERROR] The file {open_dir} is group writable, or is others writable." in too_open.output
+    assert (f"[ERROR] The file {open_dir} is group writable, or is others writable, as export file(or directory), "
+            "permission should not be over 0o750(rwxr-x---)") in too_open.output
     dirname_alone = run(python, "-m", "ais_bench", "--model", tiny_om_bs4, "--output_dirname", "x")
     assert dirname_alone.returncode == 1 and "cann't be used alone" in dirname_alone.output
 
