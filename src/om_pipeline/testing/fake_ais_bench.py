@@ -36,8 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from ..batching import (
-    Batch,
     INPUT_SUFFIXES,
+    Batch,
     BatchingError,
     batch_array,
     file_nbytes,
@@ -50,10 +50,10 @@ from ..batching import (
     split_outputs,
 )
 from .fake_ais_bench_args import (
+    DYM_INFO_PATTERN,
     READ,
     PathStat,
     build_parser,
-    DYM_INFO_PATTERN,
     check_dym_hw_list,
     check_dym_str_format,
     check_int_args_max_limit,

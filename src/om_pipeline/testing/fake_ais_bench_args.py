@@ -50,6 +50,10 @@ MAX_SIZE_LIMITED_NORMAL_FILE = 4 * 1024 * 1024 * 1024
 READ_FORBIDDEN_BITS = stat.S_IWGRP | stat.S_IWOTH
 WRITE_FORBIDDEN_BITS = stat.S_IWGRP | stat.S_IWOTH | stat.S_IROTH | stat.S_IXOTH
 READ, WRITE, NONE = "read", "write", "none"  # FilePermChoice
+_PERMISSIONS = {  # perm: forbidden mode bits, os.access mode, role, most and least permission in the messages
+    READ: (READ_FORBIDDEN_BITS, os.R_OK, "import", "0o755(rwxr-xr-x)", "0o400(r--------)"),
+    WRITE: (WRITE_FORBIDDEN_BITS, os.W_OK, "export", "0o750(rwxr-x---)", "0o200(-w-------)"),
+}
 _SOLUTION_BASE = ('"gitee repo: Ascend/tools, path:tools/ais_bench-workload/tool/ais_bench/README.md, '
                   'chapter: FAQ/security_error/')
 _SOLUTION_LEVEL = "\033[1;32mSOLUTION\033[0m"
@@ -133,34 +137,22 @@ class PathStat:
                          "make sure current user belong to file(or directory)'s owner or ownergroup")
             _solution("owner_or_ownergroup_error_log_solution")
             return False
-        if perm == READ:
-            return self._readable()
-        if perm == WRITE and self.exists:
-            return self._writable()
+        if perm == READ or (perm == WRITE and self.exists):
+            return self._permitted(perm)
         return True
 
-    def _readable(self) -> bool:
-        if self.permission & READ_FORBIDDEN_BITS:
-            log("ERROR", f"The file {self.file} is group writable, or is others writable, as import file(or directory), "
-                         "permission should not be over 0o755(rwxr-xr-x)")
+    def _permitted(self, perm: str) -> bool:
+        """Read: no group/other write (<= 0o755), readable. Write: no group write and no
+        "other" bit (<= 0o750), writable."""
+        forbidden, access, role, most, least = _PERMISSIONS[perm]
+        if self.permission & forbidden:
+            log("ERROR", f"The file {self.file} is group writable, or is others writable, as {role} file(or directory), "
+                         f"permission should not be over {most}")
             _solution("path_permission_error_log_solution")
             return False
-        if not os.access(os.path.realpath(self.file), os.R_OK) or not self.permission & stat.S_IRUSR:
-            log("ERROR", f"Current user doesn't have read permission to the file {self.file}, as import file(or directory), "
-                         "permission should be at least 0o400(r--------) ")
-            _solution("path_permission_error_log_solution")
-            return False
-        return True
-
-    def _writable(self) -> bool:
-        if self.permission & WRITE_FORBIDDEN_BITS:
-            log("ERROR", f"The file {self.file} is group writable, or is others writable, as export file(or directory), "
-                         "permission should not be over 0o750(rwxr-x---)")
-            _solution("path_permission_error_log_solution")
-            return False
-        if not os.access(os.path.realpath(self.file), os.W_OK):
-            log("ERROR", f"Current user doesn't have write permission to the file {self.file}, as export file(or directory), "
-                         "permission should be at least 0o200(-w-------) ")
+        if not os.access(os.path.realpath(self.file), access) or (perm == READ and not self.permission & stat.S_IRUSR):
+            log("ERROR", f"Current user doesn't have {perm} permission to the file {self.file}, as {role} file(or directory), "
+                         f"permission should be at least {least} ")
             _solution("path_permission_error_log_solution")
             return False
         return True
