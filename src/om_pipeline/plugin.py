@@ -29,6 +29,11 @@ TransPose's flip test (normal and flipped inputs, two ais_bench runs), sets
 `VIEWS = ("normal", "flip")`. Then `preprocess` returns {view: [arrays]}, the infer stage runs
 once per view (`inputs/<view>/...`, `infer/<backend>_bs<N>/<view>/`), and the evaluator's
 `add` receives {view: [outputs]}.
+
+Shards (`--shard I/N`, `ompipe merge`): every evaluator is mergeable (see `Evaluator`), and
+a plugin whose metric needs several samples together (HPatches scores pairs of images of one
+sequence) exports `shard_key(sample) -> str`, the name samples are partitioned by (default:
+the sample id), so those samples land in one shard.
 """
 from __future__ import annotations
 
@@ -84,9 +89,51 @@ class Evaluator(Protocol):
 
     def result(self) -> dict[str, float]: ...
 
+    # Mergeable, for shards: state() is the partial state of the samples added so far, JSON-ready
+    # (numbers exact through a JSON round trip: `encode_array` for arrays); merge() takes in the
+    # states of shards as if add() had been called for every sample they hold, in `order` (the
+    # dataset's sample ids), so result() then equals one run's over all samples digit for digit.
+    # Order-free partial results (confusion matrices) are summed; order-dependent ones (COCO
+    # result lists, float sums) are kept per sample and replayed in `order`.
+    def state(self) -> dict[str, Any]: ...
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None: ...
+
     # Optional, called after result(): JSON-ready things worth keeping, e.g. {"coco_results": [...]},
     # written to results/eval_<tool>_bs<N>/<name>.json.
     # def artifacts(self) -> dict[str, Any]: ...
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """An array as JSON-ready values that decode to the same array, dtype and bits included
+    (float32 values are exact as Python floats)."""
+    array = np.asarray(array)
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "values": array.ravel().tolist()}
+
+
+def decode_array(encoded: dict[str, Any]) -> np.ndarray:
+    return np.array(encoded["values"], dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"])
+
+
+def per_sample_entries(states: Sequence[dict[str, Any]], key: str, order: Sequence[str]) -> list[tuple[str, Any]]:
+    """The per-sample entries `state[key]` ({sample id: entry}) of several partial states, in
+    `order`. A sample held by two states, or one `order` does not know, is a ValueError."""
+    entries: dict[str, Any] = {}
+    for state in states:
+        for sample_id, entry in state[key].items():
+            if sample_id in entries:
+                raise ValueError(f"sample {sample_id} is in two partial states")
+            entries[sample_id] = entry
+    unknown = set(entries) - set(order)
+    if unknown:
+        raise ValueError(f"partial states hold samples outside the merge order: {', '.join(sorted(unknown)[:5])}")
+    return [(sample_id, entries[sample_id]) for sample_id in order if sample_id in entries]
+
+
+def shard_key(plugin: ModuleType, sample: Sample) -> str:
+    """What `plugin`'s samples are partitioned by: its `shard_key(sample)`, else the sample id."""
+    key = getattr(plugin, "shard_key", None)
+    return str(key(sample)) if key else sample.id
 
 
 @contextmanager

@@ -43,14 +43,15 @@ import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, numpy_forward, settings_from_params, tuple_outputs
+from ..plugin import (SAMPLE_ID, ExportContext, Sample, decode_array, encode_array, imported_from, numpy_forward,
+                      per_sample_entries, settings_from_params, tuple_outputs)
 from . import centernet_postprocess as post
 
 IMAGES_DIR = "val2017"
@@ -350,6 +351,7 @@ class CocoBboxEvaluator:
         self._ground_truth = ground_truth if ground_truth is not None else _read_annotations(data)
         self._pending: list[tuple[Sample, list[np.ndarray]]] = []
         self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # image id, boxes, scores, classes
+        self._sample_ids: list[str] = []  # of self.detections, for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         self._pending.append((sample, [_without_batch_axis(o) for o in outputs]))
@@ -364,6 +366,22 @@ class CocoBboxEvaluator:
         self._pending = []
         for sample, (boxes, scores, classes) in zip(samples, decode_batch(hm, wh, reg, samples, self._settings)):
             self.detections.append((int(sample.meta["image_id"]), boxes, scores, classes))
+            self._sample_ids.append(sample.id)
+
+    def state(self) -> dict[str, Any]:
+        """Each image's decoded detections, dtypes kept (widths are computed in float32)."""
+        self._flush()
+        return {"images": {sample_id: {"image_id": image_id, "boxes": encode_array(boxes), "scores": encode_array(scores),
+                                       "classes": encode_array(classes)}
+                           for sample_id, (image_id, boxes, scores, classes) in zip(self._sample_ids, self.detections)}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Detections in the dataset's order: the COCO results list is then the one run's
+        (pycocotools breaks ties between rounded scores by list order)."""
+        self._flush()
+        for sample_id, entry in per_sample_entries(states, "images", order):
+            self.detections.append((int(entry["image_id"]), *(decode_array(entry[k]) for k in ("boxes", "scores", "classes"))))
+            self._sample_ids.append(sample_id)
 
     @property
     def results(self) -> list[dict[str, Any]]:

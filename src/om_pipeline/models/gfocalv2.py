@@ -33,13 +33,13 @@ import math
 import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import StageFailed, UserError
-from ..plugin import ExportContext, Sample, chosen_export_path
+from ..plugin import ExportContext, Sample, chosen_export_path, decode_array, encode_array, per_sample_entries
 from . import gfocalv2_postprocess as post
 
 LAYOUT_HINT = "COCO layout: <data>/annotations/instances_val2017.json and <data>/val2017/<file_name>.jpg"
@@ -384,6 +384,7 @@ class CocoDetectionEvaluator:
         self._images: dict[int, post.Detections] = {}
         self._scales: dict[int, float] = {}
         self.forms: set[str] = set()
+        self._image_of_sample: dict[str, int] = {}  # for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         s = self._settings
@@ -392,10 +393,25 @@ class CocoDetectionEvaluator:
         except ValueError as exc:
             raise UserError(f"outputs of {sample.id}: {exc}") from exc
         height, width = read_image(sample.path).shape[:2]  # as the guide's .info: cv2's size, EXIF applied
-        image_id = int(sample.meta["image_id"])
+        self._take(sample.id, int(sample.meta["image_id"]), detections, post.resize_scale(width, height, s.input_size))
+
+    def _take(self, sample_id: str, image_id: int, detections: post.Detections, scale: float) -> None:
         self._images[image_id] = detections
-        self._scales[image_id] = post.resize_scale(width, height, s.input_size)
+        self._scales[image_id] = scale
         self.forms.add(detections.form)
+        self._image_of_sample[sample_id] = image_id
+
+    def state(self) -> dict[str, Any]:
+        return {"images": {sample_id: {"image_id": image_id, "dets": encode_array(self._images[image_id].dets),
+                                       "labels": encode_array(self._images[image_id].labels),
+                                       "form": self._images[image_id].form, "scale": self._scales[image_id]}
+                           for sample_id, image_id in self._image_of_sample.items()}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Images in the dataset's order: the COCO records list is then the one run's."""
+        for sample_id, entry in per_sample_entries(states, "images", order):
+            detections = post.Detections(decode_array(entry["dets"]), decode_array(entry["labels"]), entry["form"])
+            self._take(sample_id, int(entry["image_id"]), detections, float(entry["scale"]))
 
     def records(self) -> list[dict[str, Any]]:
         records = []

@@ -36,7 +36,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -163,6 +163,15 @@ class CityscapesEvaluator:
         except ValueError as exc:
             raise UserError(f"{sample.id}: {exc}", hint=LAYOUT_HINT) from exc
         self.images += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"images": self.images, "counts": self.matrix.counts.tolist()}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Integer counts: summed in any order, exactly."""
+        for state in states:
+            self.matrix.counts += np.array(state["counts"], dtype=np.int64)
+            self.images += int(state["images"])
 
     def result(self) -> dict[str, float]:
         if not self.images:

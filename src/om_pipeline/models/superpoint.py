@@ -27,9 +27,9 @@ from __future__ import annotations
 import importlib
 import pickle
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -274,6 +274,24 @@ class HPatchesEvaluator:
             )
         ordered = [self.pair_metrics[key] for key in sorted(self.pair_metrics)]
         return summarize(ordered, self._settings.homography_thresholds)
+
+    def state(self) -> dict[str, Any]:
+        """Each scored pair's figures (result() sorts pairs, so their order is free). Images
+        still waiting for their pair are not kept: `shard_key` puts a sequence in one shard."""
+        return {"pairs": {f"{sequence}/{n}": asdict(metrics) for (sequence, n), metrics in self.pair_metrics.items()}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        for state in states:
+            for key, figures in state["pairs"].items():
+                sequence, n = key.rsplit("/", 1)
+                if (sequence, int(n)) in self.pair_metrics:
+                    raise ValueError(f"pair {key} is in two partial states")
+                self.pair_metrics[(sequence, int(n))] = PairMetrics(**{**figures, "homography_correct": tuple(figures["homography_correct"])})
+
+
+def shard_key(sample: Sample) -> str:
+    """A sequence's six images go to one shard: its pairs (1, k) are scored there."""
+    return str(sample.meta["seq"])
 
 
 def _without_batch_axis(output: np.ndarray) -> np.ndarray:

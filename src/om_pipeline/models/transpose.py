@@ -27,14 +27,15 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_keypoints
-from ..plugin import ExportContext, Sample, imported_from, numpy_forward, settings_from_params
+from ..plugin import (ExportContext, Sample, decode_array, encode_array, imported_from, numpy_forward,
+                      per_sample_entries, settings_from_params)
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
 
 VIEWS = ("normal", "flip")
@@ -322,6 +323,9 @@ def upstream_modules(source: Path):
 
 # ---------------------------------------------------------------- evaluation
 
+INSTANCE_FIELDS = ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")
+
+
 def evaluator(data: Path, params: dict[str, Any]) -> "KeypointEvaluator":
     return KeypointEvaluator(data, Settings.from_params(params))
 
@@ -336,6 +340,7 @@ class KeypointEvaluator:
         self._settings = settings
         self._pending: list[tuple[Sample, np.ndarray]] = []
         self._parts: list[coco_keypoints.Instances] = []
+        self._sample_ids: list[str] = []  # one per instance of self._parts, for state()
         self.summary = ""  # COCOeval's printed table, after result()
         self.detections: list[dict[str, Any]] = []  # the COCO results, after result()
 
@@ -355,6 +360,7 @@ class KeypointEvaluator:
         samples = [sample for sample, _ in self._pending]
         heatmaps = np.stack([h for _, h in self._pending])
         self._pending = []
+        self._sample_ids += [s.id for s in samples]
         centers = np.array([s.meta["center"] for s in samples], dtype=np.float32)
         scales = np.array([s.meta["scale"] for s in samples], dtype=np.float32)
         coords, maxvals = final_preds(heatmaps, centers, scales, self._settings.blur_kernel)
@@ -373,6 +379,25 @@ class KeypointEvaluator:
         if not self._parts:
             raise UserError("no samples to evaluate", hint="the dataset stage found no person boxes")
         return coco_keypoints.Instances.concatenate(self._parts)
+
+    def state(self) -> dict[str, Any]:
+        """Each sample's decoded person (keypoints, box score, area, centre, scale), dtypes kept."""
+        self._decode()
+        if not self._parts:
+            return {"instances": {}}
+        instances = coco_keypoints.Instances.concatenate(self._parts)
+        return {"instances": {sample_id: {name: encode_array(getattr(instances, name)[i]) for name in INSTANCE_FIELDS}
+                              for i, sample_id in enumerate(self._sample_ids)}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Instances in the dataset's order, as one run decodes them: rescoring and OKS-NMS
+        happen in result(), over all of them."""
+        self._decode()
+        entries = per_sample_entries(states, "instances", order)
+        if entries:
+            self._parts.append(coco_keypoints.Instances(**{
+                name: np.stack([decode_array(entry[name]) for _, entry in entries]) for name in INSTANCE_FIELDS}))
+            self._sample_ids += [sample_id for sample_id, _ in entries]
 
     def result(self) -> dict[str, float]:
         instances = self.instances()

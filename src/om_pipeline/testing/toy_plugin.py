@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..plugin import ExportContext, Sample, imported_from, numpy_forward
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward, per_sample_entries
 
 SIZE = 16
 
@@ -65,14 +65,26 @@ class Top1:
         self.correct = 0
         self.count = 0
         self.score = 0.0
+        self._per_sample: dict[str, list] = {}  # id -> [correct, confidence], for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         logits = outputs[0].astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
-        self.correct += int(np.argmax(logits) == sample.meta["label"])
-        self.score += float(probabilities.max())
+        self._take(sample.id, int(np.argmax(logits) == sample.meta["label"]), float(probabilities.max()))
+
+    def _take(self, sample_id: str, correct: int, confidence: float) -> None:
+        self.correct += correct
+        self.score += confidence  # a float sum: merge() replays samples in the dataset's order
         self.count += 1
+        self._per_sample[sample_id] = [correct, confidence]
+
+    def state(self) -> dict:
+        return {"samples": dict(self._per_sample)}
+
+    def merge(self, states, order) -> None:
+        for sample_id, (correct, confidence) in per_sample_entries(states, "samples", order):
+            self._take(sample_id, correct, confidence)
 
     def result(self) -> dict[str, float]:
         return {"top1": self.correct / self.count, "mean_confidence": self.score / self.count}
