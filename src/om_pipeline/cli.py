@@ -45,6 +45,8 @@ Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 w
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
+ShardOption = Annotated[Optional[str], typer.Option("--shard", help="run one shard of the samples: I/N (0-based), auto or auto/N (reads JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID/_COUNT); then ompipe merge")]
+DevicesOption = Annotated[Optional[str], typer.Option("--devices", help="one shard per NPU of this host, concurrently, then merged: e.g. 0,1,2,3")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 
 
@@ -71,13 +73,37 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, shard: ShardOption = None, devices: DevicesOption = None,
+        recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers)
+                       stream=stream, workers=workers, shard=_shard(shard), devices=_devices(devices))
     raise typer.Exit(commands.run(model, options, recipes or []))
+
+
+def _shard(spec: str | None):
+    from .shard import parse_shard
+
+    return parse_shard(spec) if spec else None
+
+
+def _devices(spec: str | None):
+    from .devices import parse_devices
+
+    return parse_devices(spec) if spec else None
+
+
+@app.command()
+def merge(model: Model, shards: Annotated[Optional[int], typer.Option("--shards", help="the N of the --shard I/N runs (default: the one N found)")] = None,
+          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
+          soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
+          workdir: Workdir = Path("work"), quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, recipes: RecipeDirs = None) -> None:
+    """Check that every shard of MODEL is present, finished and up to date, then compute the metric and results JSON once."""
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+                       weights=weights, data=data, limit=limit, workdir=workdir, quiet=quiet, seed=seed, stream=stream)
+    raise typer.Exit(commands.merge(model, shards, options, recipes or []))
 
 
 @app.command()

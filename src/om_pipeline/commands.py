@@ -42,6 +42,10 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
 
 
 def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    if options.devices:
+        return run_on_devices(model, options, recipe_dirs)
+    if options.shard:
+        return run_shard(model, options, recipe_dirs)
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
     mode = "plan" if options.dry_run or options.check else "run"
@@ -55,6 +59,69 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
         return 1
     if report.results:
         print_results(report.results, report.results_path, Printer())  # shown with --quiet too
+    return 0
+
+
+def run_shard(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    """`--shard I/N`: the shared stages in the model's directory (unless the starting process
+    built them), then this shard's sample stages in its own directory."""
+    from .shard import SHARED_KINDS
+
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, options, recipe_dirs, printer)
+    printer.info(f"ompipe {'plan' if options.dry_run or options.check else 'run'} {pipeline.name} shard {pipeline.shard}: "
+                 f"bs {pipeline.bs}, backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    if not options.shared_built:
+        run_pipeline(pipeline.unsharded, printer, kinds=SHARED_KINDS)
+    report = run_pipeline(pipeline, printer)
+    if not options.quiet:
+        printer.table(report.rows)
+    if options.check and report.would_run:
+        printer.error("check: some stages would run")
+        return 1
+    if not (options.dry_run or options.check):
+        printer.info(f"shard {pipeline.shard} done; when every shard is: ompipe merge {model}")
+    return 0
+
+
+def run_on_devices(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    """`--devices 0,1,...`: the shared stages once, one shard per device concurrently, merged."""
+    from dataclasses import replace
+
+    from .devices import device_table, run_devices
+    from .merge import merge_shards
+    from .shard import SHARED_KINDS
+
+    if options.shard:
+        raise UserError("--devices and --shard together: --devices makes one shard per device itself")
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, replace(options, devices=None), recipe_dirs, printer)
+    printer.info(f"ompipe run {pipeline.name} on devices {','.join(map(str, options.devices))}: bs {pipeline.bs}, "
+                 f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    report = run_pipeline(pipeline, printer, kinds=SHARED_KINDS)
+    if options.dry_run or options.check:
+        printer.table(report.rows)
+        return 1 if options.check and report.would_run else 0
+    records = run_devices(model, options, recipe_dirs, pipeline)
+    device_table(records, printer)
+    merged = merge_shards(pipeline, len(options.devices), printer, devices=records)
+    print_results(merged.results, merged.results_path, Printer())
+    return 0
+
+
+def merge(model: str, count: int | None, options: Options, recipe_dirs: list[Path]) -> int:
+    """`ompipe merge`: every shard checked, the metric and results JSON written once."""
+    from .merge import default_data, merge_shards
+
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, options, recipe_dirs, printer)
+    with_data = default_data(pipeline, options)
+    if with_data is not options:
+        pipeline = make_run(model, with_data, recipe_dirs, printer)
+    report = merge_shards(pipeline, count, printer)
+    if not options.quiet:
+        printer.table(report.rows)
+    print_results(report.results, report.results_path, Printer())
     return 0
 
 
@@ -77,6 +144,12 @@ def print_results(results: dict, path: Path, printer: Printer) -> None:
                 for chip, fps in references["fps"].items() if str(results["bs"]) in fps]
         printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps"
                      + (f"   reference: {'; '.join(refs)}" if refs else ""))
+    shards = results.get("shards")
+    if shards:
+        devices = [d for d in shards.get("devices") or [] if d.get("throughput")]
+        summed = (f"; {sum(d['throughput'] for d in devices):.2f} samples/s summed over {len(devices)} devices "
+                  "(infer stage, wall clock: not comparable with a guide's one-device fps)") if devices else ""
+        printer.info(f"merged from {shards['count']} shards ({', '.join(map(str, shards['samples']))} samples){summed}")
     printer.info(f"results: {path}")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from .errors import UserError
 from .plugin import load_plugin, plugin_views
 from .recipe import LoadedRecipe, Recipe
+from .shard import Shard
 from .state import StateStore, digest_of
 from .tools import execute
 
@@ -47,6 +48,12 @@ class Options:
     seed: int = 0
     stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files
     workers: int | None = None  # preprocessing processes (None: workers.workers_for decides)
+    shard: Shard | None = None  # run only this shard's samples, under <model>/shards/<I>-of-<N>/
+    device: int | None = None  # the NPU (ACL device id) ais_bench runs on; None: the recipe's (0)
+    # The shared stages were built by the process that started this one, which holds the model
+    # directory's lock (`--devices`): check that they are up to date, never build them.
+    shared_built: bool = False
+    devices: tuple[int, ...] | None = None  # `--devices`: one shard per device, concurrently, then merged
 
 
 def cann_present() -> bool:
@@ -128,18 +135,40 @@ class Run:
         Ascend-only graph (see AtcStage.fake_twin)."""
         if self.backend == "onnxruntime":
             return self.output_specs("onnxruntime")
-        record = self.state.record(self.stage_key("atc", self.target)) or {}
+        record = self.unsharded.state.record(self.stage_key("atc", self.target)) or {}
         if (record.get("info") or {}).get("runs_twin"):
             return self.output_specs("onnxruntime")
         return self.output_specs("ascend")
 
+    @property
+    def shard(self) -> Shard | None:
+        return self.options.shard
+
+    @functools.cached_property
+    def shared_dir(self) -> Path:
+        """The model's work directory: where the sample-independent stages (clone ... atc) put
+        their outputs, once for every shard."""
+        return (self.workdir / self.name).resolve()
+
     @functools.cached_property
     def model_dir(self) -> Path:
-        return (self.workdir / self.name).resolve()
+        """Where this run's stages write: the shared directory, or a shard's own under it."""
+        return self.shared_dir / "shards" / self.shard.name if self.shard else self.shared_dir
 
     @functools.cached_property
     def state(self) -> StateStore:
         return StateStore(self.model_dir)
+
+    @functools.cached_property
+    def unsharded(self) -> "Run":
+        """This run without the shard: the one that owns the shared stages."""
+        if not self.shard:
+            return self
+        return Run(self.loaded, replace(self.options, shard=None), self.backend, self.bs, self.workdir, self.extra_patch_dirs)
+
+    def shared_path(self, relative: str) -> Path:
+        """An output of a shared stage (the model, the weights record, the checkout)."""
+        return self.shared_dir / relative
 
     @functools.cached_property
     def plugin(self) -> ModuleType:
@@ -237,10 +266,10 @@ class Run:
             "model": self.name,
             "work": str(self.model_dir),
             "recipe_dir": str(self.loaded.directory),
-            "source": str(self.path("src")),
+            "source": str(self.shared_path("src")),
             "data": str(self.options.data or ""),
-            "onnx": str(self.path(self.model_onnx)),
-            "om": str(self.path(self.om_name)),
+            "onnx": str(self.shared_path(self.model_onnx)),
+            "om": str(self.shared_path(self.om_name)),
             "inputs": self.inputs_arg(view),
         }
         values.update(extra)

@@ -25,6 +25,11 @@ SHARD_VARIABLES = {
     "kubernetes": ("JOB_COMPLETION_INDEX", "OMPIPE_SHARD_COUNT"),
     "slurm": ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
 }
+# Stage kinds by what they depend on: the shared ones are built once in <model>/ for every
+# shard; the sample ones run per shard in <model>/shards/<I>-of-<N>/; compare and perf take
+# no part in a sharded run (run them unsharded: they need no partition).
+SHARED_KINDS = ("clone", "patch", "weights", "export", "simplify", "atc")
+SAMPLE_KINDS = ("dataset", "preprocess", "infer", "eval")
 SHARD_SPEC = re.compile(r"^(\d+)/(\d+)$")
 AUTO_SPEC = re.compile(r"^auto(?:/(\d+))?$")
 

@@ -60,9 +60,9 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
     `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
-    model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
+    model = (OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
              if run.tool == "onnxruntime"
-             else InferSessionModel(run.path(run.om_name), run.options.toolchain))
+             else InferSessionModel(run.shared_path(run.om_name), run.options.toolchain))
     with preprocessed_batches(run, samples, workers) as batches:
         for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
             _evaluate_batch(batch, inputs, model, evaluator, run.views, run.plugin)

@@ -89,7 +89,10 @@ class InferStage(Stage):
 
     def argv(self, staging: Path, view: str | None, inputs_root: Path | None = None) -> list[str]:
         variables = self.run.variables(view, output=str(staging / RAW / (view or "")), inputs=self.run.inputs_arg(view, inputs_root))
-        return tool_argv(self.run.tool, [render(arg, variables) for arg in self.config.tool_args(self.run.tool)])
+        args = [render(arg, variables) for arg in self.config.tool_args(self.run.tool)]
+        if self.run.options.device is not None and self.run.tool == "ais_bench":
+            args += ["--device", str(self.run.options.device)]  # --devices: this shard's NPU
+        return tool_argv(self.run.tool, args)
 
     def commands(self) -> list[list[str]]:
         if self.run.tool == "onnxruntime":
@@ -135,7 +138,7 @@ class InferStage(Stage):
     @functools.cached_property
     def ort_session(self):
         """One ONNX Runtime session for every view and chunk (PointRend's graph is 190 MB)."""
-        return ort_backend.session(self.run.path(self.run.model_onnx))
+        return ort_backend.session(self.run.shared_path(self.run.model_onnx))
 
     def execute_chunked(self, staging: Path, samples: list) -> StageResult:
         size = self.config.chunk
