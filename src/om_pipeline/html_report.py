@@ -89,7 +89,7 @@ def badge(label: str) -> str:
 
 
 def badges(labels: list[str]) -> str:
-    return "".join(badge(label) for label in labels) or badge(REAL)
+    return " ".join(badge(label) for label in labels) or badge(REAL)
 
 
 def _model_section(model: str, results: list[dict], rows: list[dict], throughput: dict | None, benches: list[dict]) -> str:
