@@ -72,7 +72,22 @@ def test_report_refuses_two_stdout_formats(ompipe, toy):
 def test_provenance_comes_from_the_results_list_else_from_the_older_fields():
     from om_pipeline.report import provenance_of
 
-    assert provenance_of({"provenance": ["paced emulator"], "toolchain": "fake", "random_weights": True}) == ["paced emulator"]
+    assert provenance_of({"provenance": ["paced emulator"], "toolchain": "real", "random_weights": False}) == ["paced emulator"]
+    # a list that names less (one helper's labels only) never hides what the fields say
+    assert provenance_of({"provenance": ["emulated fp16"], "toolchain": "fake", "tool": "ais_bench", "random_weights": True,
+                          "precision": "fp16-emulated"}) == ["emulated fp16", "fake toolchain", "random weights"]
     assert provenance_of({"toolchain": "fake", "tool": "ais_bench", "random_weights": True}) == ["fake toolchain", "random weights"]
     assert provenance_of({"toolchain": "fake", "tool": "onnxruntime", "random_weights": False}) == []  # ONNX Runtime made it
     assert provenance_of({"toolchain": "real", "tool": "onnxruntime", "precision": "fp16-emulated"}) == ["emulated fp16"]
+
+
+def test_the_baseline_is_the_fp32_onnxruntime_result_when_an_emulated_fp16_one_exists():
+    from om_pipeline.report import rows
+
+    def result(precision, top1):
+        return {"model": "m", "bs": 1, "tool": "onnxruntime", "mode": "files", "precision": precision, "metrics": {"top1": top1},
+                "reference": {"accuracy": [], "fps": {}}}
+
+    for order in ((result("fp32", 0.5), result("fp16-emulated", 0.49)), (result("fp16-emulated", 0.49), result("fp32", 0.5))):
+        table = {row["tool"]: row for row in rows(list(order))}
+        assert table["onnxruntime fp16-emulated"]["onnxruntime"] == 0.5 and table["onnxruntime"]["onnxruntime"] is None
