@@ -76,3 +76,9 @@ def test_a_chart_with_one_point_or_only_references_still_draws(measured):
     figure = plots.throughput("t", "s", measured, {"T4": {1: 5.0}}, [])
     figure.canvas.draw()
     assert len(figure.axes[0].get_lines()) == len(measured) + 1
+
+
+def test_a_point_with_another_just_above_it_is_labelled_below():
+    figure = plots.throughput("t", "s", {"a": {1: 3.95, 4: 2.0}, "b": {1: 2.66, 4: 5.0}}, {"T4": {1: 3.0}}, [])
+    offsets = {annotation.get_text(): annotation.xyann[1] for annotation in figure.axes[0].texts}
+    assert offsets == {"3.95": 7, "2.66": -13, "3": -13, "2": -13, "5": 7}

@@ -68,6 +68,8 @@ class Page(HTMLParser):
             self._cell = []
         elif tag == "img":
             self.images.append(attrs)
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")
         elif tag == "script":
             self.scripts += 1
         elif tag == "span" and "badge" in attrs.get("class", ""):
@@ -106,23 +108,23 @@ def test_the_page_is_valid_html_with_every_chart_inline_and_nothing_to_fetch(pag
 
 
 def test_each_metric_sits_beside_the_guide_and_the_onnxruntime_baseline(page, workdir):
-    accuracy = Page(page.read_text()).tables["toy"][0]
-    header, rows = accuracy[0], {(row[0], row[2]): dict(zip(accuracy[0], row)) for row in accuracy[1:]}
-    assert header[:4] == ["tool", "bs", "metric", "value"]
+    runs, metrics = Page(page.read_text()).tables["toy"][:2]
     results = results_of(workdir)
     om, ort = results["toy_ais_bench_bs4"], results["toy_onnxruntime_bs4"]
-    top1 = rows[("ais_bench", "top1")]
-    assert top1["value"] == f"{om['metrics']['top1']:.4g}" and top1["guide reference"] == "0.25 (chance level of 4 classes)"
-    assert top1["ONNX Runtime baseline"] == f"{ort['metrics']['top1']:.4g}" and top1["vs ONNX Runtime"] == "1"
-    assert top1["precision"] == om["atc"]["precision_mode"] == "force_fp16"
+    assert metrics[0] == ["bs", "metric", "guide reference", "onnxruntime (baseline)", "ais_bench (fake)"]
+    top1 = dict(zip(metrics[0], next(row for row in metrics[1:] if row[:2] == ["4", "top1"])))
+    assert top1["guide reference"] == "0.25 (chance level of 4 classes)"
+    assert top1["onnxruntime (baseline)"] == f"{ort['metrics']['top1']:.4g} ×{ort['metrics']['top1'] / 0.25:.3f} guide"
+    assert top1["ais_bench (fake)"] == f"{om['metrics']['top1']:.4g} ×{om['metrics']['top1'] / 0.25:.3f} guide, ×1.000 ONNX Runtime"
+    assert [row[1] for row in metrics[1:]] == ["mean_confidence", "top1"]
+    assert runs[0] == ["run", "bs", "precision", "golden cosine", "samples", "made by"]
     cosine = min(s["cosine"] for s in om["compare"]["stats"]["om"].values())
-    assert top1["golden cosine"] == f"{cosine:.6g}" and top1["samples"] == str(om["samples"])
-    assert top1["made by"] == "fake toolchain random weights"  # two badges
-    assert rows[("onnxruntime", "top1")]["made by"] == "random weights" and rows[("onnxruntime", "top1")]["precision"] == "fp32"
+    assert runs[1] == ["ais_bench", "4", om["atc"]["precision_mode"], f"{cosine:.6g}", str(om["samples"]), "fake toolchain random weights"]
+    assert runs[2][:3] == ["onnxruntime", "4", "fp32"] and runs[2][-1] == "random weights"
 
 
 def test_the_throughput_table_and_chart_hold_the_bench_and_run_figures(page, workdir):
-    table = Page(page.read_text()).tables["toy"][1]
+    table = Page(page.read_text()).tables["toy"][2]
     bench = json.loads((workdir / "toy/bench/toy_ais_bench.json").read_text())
     results = results_of(workdir)
     assert table[0] == ["bs", "ais_bench fps fake toolchain random weights", "onnxruntime fps random weights", "Ascend310P3 fps (guide)"]
@@ -157,8 +159,9 @@ def test_badges_follow_the_provenance_list_when_results_carry_one(tmp_path):
     assert set(parsed.badges) == {"emulated", "paced", "real"}  # real: the legend's entry
     row = dict(zip(parsed.tables["m"][0][0], parsed.tables["m"][0][1]))
     assert row["precision"] == "fp16-emulated" and row["made by"] == "emulated fp16 paced emulator"
+    assert parsed.tables["m"][1][0][-1] == "onnxruntime fp16-emulated"  # told apart from an fp32 baseline
     caption = report.provenance_caption(report.throughput([result], [])["m"]["provenance"])
-    assert caption[0] == "onnxruntime: emulated fp16, paced emulator" and any("paced NPU emulator" in line for line in caption)
+    assert caption[0] == "onnxruntime fp16-emulated: emulated fp16, paced emulator" and any("paced NPU emulator" in line for line in caption)
 
 
 chromium = headless_chromium.find_chromium()

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import report
+from .commands import natural_key
 from .report import PROVENANCE_NOTES, REAL
 
 BADGE_CLASS = {"fake toolchain": "fake", "random weights": "random", "emulated fp16": "emulated", "paced emulator": "paced"}
@@ -98,35 +99,69 @@ def _model_section(model: str, results: list[dict], rows: list[dict], throughput
     guide = results[0].get("guide") if results else ""
     parts = [f'<section id="{_e(model)}">', f"<h2>{_e(model)} {badges(labels)}</h2>",
              f'<p class="muted">guide: {_e(guide or "unknown")}</p>' if guide else "",
-             "<h3>Accuracy</h3>", _accuracy_table([row for row in rows if row["metric"] is not None], model)]
+             "<h3>Accuracy</h3>", _runs_table([row for row in rows if row["metric"] is not None]),
+             _metrics_table([row for row in rows if row["metric"] is not None], model)]
     if throughput:
         parts += ["<h3>Throughput</h3>", _throughput_table(throughput, benches), _chart(model, throughput, benches)]
     parts.append("</section>")
     return "\n".join(part for part in parts if part)
 
 
-def _accuracy_table(rows: list[dict], model: str) -> str:
+def _runs_table(rows: list[dict]) -> str:
+    """One line per run that produced metrics: how its numbers were made."""
+    if not rows:
+        return ""
+    runs = {(row["tool"], row["bs"]): row for row in rows}
+    header = ["run", "bs", "precision", "golden cosine", "samples", "made by"]
+    lines = ["<table>", _header(header), "<tbody>"]
+    for (tool, bs), row in runs.items():
+        fake = ' class="fake"' if "fake toolchain" in row["provenance"] else ""
+        lines.append(f"<tr{fake}><td>{_e(tool)}</td>{_num_cell(bs)}<td>{_e(row['precision'] or '')}</td>"
+                     f"{_num_cell(row['golden_cosine'], digits=6)}{_num_cell(row['samples'])}<td>{badges(row['provenance'])}</td></tr>")
+    lines += ["</tbody>", "</table>",
+              '<p class="muted">Golden cosine: the worst output cosine of the model the run used (.om or ONNX) '
+              "against PyTorch on the compare stage's inputs.</p>"]
+    return "\n".join(lines)
+
+
+def _metrics_table(rows: list[dict], model: str) -> str:
+    """Each metric once per batch size: the guide's reference, then every run's value with its
+    ratio to the reference and to our ONNX Runtime baseline (same pre- and postprocessing)."""
     if not rows:
         return f"<p>No accuracy run yet (throughput only): <code>ompipe run {_e(model)}</code> adds it.</p>"
-    header = ["tool", "bs", "metric", "value", "guide reference", "vs guide", "ONNX Runtime baseline", "vs ONNX Runtime",
-              "precision", "golden cosine", "samples", "made by"]
-    lines = ["<table>", "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    tools = sorted(dict.fromkeys(row["tool"] for row in rows), key=lambda tool: tool != report.BASELINE_TOOL)
+    by_key = {}
     for row in rows:
-        fake = "fake toolchain" in row["provenance"]
-        reference = (f'{_n(row["reference"])} <span class="muted">({_e(row["reference_source"])})</span>'
-                     if row["reference"] is not None else "")
-        cells = [_e(row["tool"]), _num_cell(row["bs"]), _e(row["metric"]), _num_cell(row["value"]), reference,
-                 _num_cell(_ratio(row["value"], row["reference"])), _num_cell(row["onnxruntime"]),
-                 _num_cell(_ratio(row["value"], row["onnxruntime"])), _e(row["precision"] or ""),
-                 _num_cell(row["golden_cosine"], digits=6), _num_cell(row["samples"]), badges(row["provenance"])]
-        row_class = ' class="fake"' if fake else ""
-        lines.append(f"<tr{row_class}>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
+        by_key.setdefault((row["bs"], row["metric"]), {})[row["tool"]] = row
+    fake = {row["tool"] for row in rows if "fake toolchain" in row["provenance"]}
+    names = [tool + (" (fake)" if tool in fake else "") + (" (baseline)" if tool == report.BASELINE_TOOL else "") for tool in tools]
+    lines = ["<table>", _header(["bs", "metric", "guide reference"] + names),
+             "<tbody>"]
+    for (bs, metric), runs in sorted(by_key.items(), key=lambda item: (item[0][0], natural_key(item[0][1]))):
+        first = next(iter(runs.values()))
+        reference = (f'{_n(first["reference"])} <span class="muted">({_e(first["reference_source"])})</span>'
+                     if first["reference"] is not None else "")
+        cells = [_num_cell(bs), f"<td>{_e(metric)}</td>", f"<td>{reference}</td>"] + [_value_cell(runs.get(tool)) for tool in tools]
+        lines.append("<tr>" + "".join(cells) + "</tr>")
     lines += ["</tbody>", "</table>",
-              '<p class="muted">ONNX Runtime baseline: our own run of the same ONNX model with the same pre- and '
-              "postprocessing, so the guide gap (pipeline) and the ONNX Runtime gap (conversion) are told apart. "
-              "Golden cosine: the worst output cosine of the converted model against PyTorch on the compare "
-              "stage's inputs.</p>"]
+              '<p class="muted">Under each value: its ratio to the guide\'s reference (a gap there is the pipeline\'s: '
+              "preprocessing, postprocessing, data, weights) and to our ONNX Runtime run of the same ONNX model "
+              "(a gap there is the conversion's).</p>"]
     return "\n".join(lines)
+
+
+def _value_cell(row: dict | None) -> str:
+    if row is None or row["value"] is None:
+        return '<td class="num"></td>'
+    ratios = [f"×{ratio:.3f} {name}" for name, ratio in (("guide", _ratio(row["value"], row["reference"])),
+                                                          ("ONNX Runtime", _ratio(row["value"], row["onnxruntime"])))
+              if ratio is not None]
+    extra = f'<br><span class="muted">{_e(", ".join(ratios))}</span>' if ratios else ""
+    return f'<td class="num">{_n(row["value"])}{extra}</td>'
+
+
+def _header(names: list[str]) -> str:
+    return "<thead><tr>" + "".join(f"<th>{_e(name)}</th>" for name in names) + "</tr></thead>"
 
 
 def _throughput_table(entry: dict, benches: list[dict]) -> str:
@@ -139,7 +174,9 @@ def _throughput_table(entry: dict, benches: list[dict]) -> str:
         cells = [_num_cell(bs)] + [_num_cell(entry["measured"][name].get(bs)) for name in measured]
         cells += [_num_cell(entry["references"][chip].get(bs)) for chip in references]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    machines = [f"{_e(b['rows'][0]['tool'] if b['rows'] else '')}: measured on {_e(b['machine'])}" for b in benches]
+    benched = {row["tool"] for b in benches for row in b["rows"]}
+    machines = [f"{_e(b['rows'][0]['tool'] if b['rows'] else '')}: <code>ompipe bench</code> on {_e(b['machine'])}" for b in benches]
+    machines += [f"{_e(name)}: the perf stage of <code>ompipe run</code>" for name in measured if name not in benched]
     sources = sorted({b.get("fps_source") for b in benches if b.get("fps_source")})
     note = "; ".join(machines + [f"guide figures: {_e(source)}" for source in sources])
     return "<table>\n" + header + "\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>" + (f'\n<p class="muted">{note}</p>' if note else "")

@@ -37,12 +37,19 @@ def throughput(title: str, subtitle: str, measured: dict[str, dict[int, float]],
     stay readable on one chart): our measured series as solid lines, the guide's per chip as
     dashed ones, every point labelled with its value."""
     figure, axes = _figure(title, subtitle, caption)
-    for index, (label, points) in enumerate(measured.items()):  # labels below, then above, alternately
+    # A point is labelled above it unless another point at its batch size sits just above (within
+    # 3x: close on the log axis); then below, so two close series keep their labels apart.
+    every = [*measured.values(), *references.values()]
+
+    def offsets(points: dict[int, float]) -> dict[int, int]:
+        return {bs: -13 if any(fps < other[bs] <= fps * 3 for other in every if bs in other) else 7 for bs, fps in points.items()}
+
+    for index, (label, points) in enumerate(measured.items()):
         _series(axes, label, points, color=MEASURED_COLORS[index % len(MEASURED_COLORS)],
-                style={"marker": "o", "linewidth": 2.2}, label_offset=-13 if index % 2 == 0 else 8)
+                style={"marker": "o", "linewidth": 2.2}, offsets=offsets(points))
     for index, (chip, points) in enumerate(references.items()):
         _series(axes, f"{chip} (guide)", points, color=REFERENCE_COLORS[index % len(REFERENCE_COLORS)],
-                style={"marker": "s", "linestyle": "--", "linewidth": 1.2, "markerfacecolor": "white"}, label_offset=7)
+                style={"marker": "s", "linestyle": "--", "linewidth": 1.2, "markerfacecolor": "white"}, offsets=offsets(points))
     sizes = sorted({bs for points in [*measured.values(), *references.values()] for bs in points})
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
@@ -112,16 +119,17 @@ def _figure(title: str, subtitle: str, caption: list[str]) -> tuple[Figure, "obj
     return figure, axes
 
 
-def _series(axes, label: str, points: dict[int, float], color: str, style: dict, label_offset: int) -> None:
+def _series(axes, label: str, points: dict[int, float], color: str, style: dict, offsets: dict[int, int]) -> None:
     xs = sorted(points)
     ys = [points[x] for x in xs]
     axes.plot(xs, ys, color=color, label=label, **style)
-    _label_points(axes, xs, ys, color, label_offset)
+    _label_points(axes, xs, ys, color, [offsets[x] for x in xs])
 
 
-def _label_points(axes, xs, ys, color: str, offset_pt: int) -> None:
-    for x, y in zip(xs, ys):
-        axes.annotate(_short(y), (x, y), textcoords="offset points", xytext=(0, offset_pt), ha="center",
+def _label_points(axes, xs, ys, color: str, offsets_pt: list[int]) -> None:
+    """Each point's value beside it, `offsets_pt` points above (+) or below (-)."""
+    for x, y, offset in zip(xs, ys, offsets_pt):
+        axes.annotate(_short(y), (x, y), textcoords="offset points", xytext=(0, offset), ha="center",
                       fontsize=8, color=color, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .commands import natural_key
 from .errors import UserError
 from .state import read_json
 
@@ -64,7 +65,7 @@ def rows(results: list[dict]) -> list[dict]:
     for result in results:
         baseline = baselines.get((result["model"], result["bs"]))
         perf = result.get("perf") or {}
-        metrics = sorted((result.get("metrics") or {}).items())
+        metrics = sorted((result.get("metrics") or {}).items(), key=lambda item: natural_key(item[0]))
         # A result with throughput only (`ompipe bench`, `--to perf`) still gets its row.
         for metric, value in metrics or ([(None, None)] if perf else []):
             references = [r for r in result["reference"]["accuracy"] if r["metric"] == metric]
