@@ -146,6 +146,15 @@ def test_machine_and_tool_versions_come_from_the_results(page, workdir):
     assert "Ascend310P3 (fake toolchain, ais_bench)" in page.read_text()
 
 
+def test_an_html_path_that_cannot_be_written_is_a_user_error(workdir, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target, message in ((tmp_path, "is a directory"), (blocker / "report.html", "cannot write there")):
+        assert main(["report", "--workdir", str(workdir), "--html", str(target), "--md"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
 def test_badges_follow_the_provenance_list_when_results_carry_one(tmp_path):
     """The provenance contract: results["provenance"] wins over the older fields, and every
     label gets its badge, its legend entry and its line in the chart's caption."""

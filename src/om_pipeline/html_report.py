@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import report
 from .commands import natural_key
+from .errors import UserError
 from .report import PROVENANCE_NOTES, REAL
 
 BADGE_CLASS = {"fake toolchain": "fake", "random weights": "random", "emulated fp16": "emulated", "paced emulator": "paced"}
@@ -42,8 +43,13 @@ code { background: #f1f3f5; padding: 0 3px; border-radius: 3px; }
 def write(workdir: Path, path: Path) -> None:
     """Rendered first, written to a temporary name and renamed: no half-written report."""
     page = render(workdir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise UserError(f"--html {path}: is a directory", hint="give a file name, e.g. --html report.html")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"--html {path}: cannot write there ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(page)
