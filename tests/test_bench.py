@@ -50,5 +50,6 @@ def test_bench_with_onnx_runtime(ompipe, toy, tmp_path):
     assert result.code == 0, result.err
     data = json.loads((tmp_path / "work/toy/bench/toy_onnxruntime.json").read_text())
     assert [row["bs"] for row in data["rows"]] == [1, 4] and data["machine"].startswith("ONNX Runtime")
+    assert data["machine"].endswith("logical CPUs")  # which CPU measured it
     assert data["provenance"] == ["random weights"]  # ONNX Runtime measured it: no fake, but random weights
     assert not (tmp_path / "work/toy/om").exists()  # no atc on this path

@@ -9,6 +9,8 @@ for every chip the recipe names, saying in its own text what made the numbers (p
 """
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +82,17 @@ def markdown(rows: list[dict], machine: str) -> str:
     return "\n".join(lines)
 
 
+def host_cpu() -> str:
+    """The CPU that measured ONNX Runtime's fps: its model name and logical CPU count."""
+    name = platform.processor()
+    try:
+        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or platform.machine()}, {os.cpu_count()} logical CPUs"
+
+
 def bench(loaded, options: Options, batch_sizes: list[int], backend: str, printer: Printer) -> tuple[str, Path]:
     from . import plots, versions
 
@@ -92,7 +105,7 @@ def bench(loaded, options: Options, batch_sizes: list[int], backend: str, printe
     measured, provenance = measure(make_run, batch_sizes, printer)
     rows = table(first, measured, first.soc_version if backend == "ais_bench" else None)
     machine = (f"{first.soc_version} ({options.toolchain} toolchain, {first.tool})" if backend == "ais_bench"
-               else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {versions.report()['platform']}")
+               else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {versions.report()['platform']}, {host_cpu()}")
     out = first.model_dir / "bench" / f"{first.name}_{first.tool}"
     data = {"model": first.name, "machine": machine, "rows": rows, "provenance": provenance,
             "references": first.recipe.reference.model_dump(mode="json")["fps"],
