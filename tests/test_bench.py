@@ -6,7 +6,7 @@ import json
 from om_pipeline import bench, plots
 
 
-def test_bench_writes_the_guides_table_json_and_plot(ompipe, toy, tmp_path):
+def test_bench_writes_the_guides_table_json_and_a_chart_of_that_json(ompipe, toy, tmp_path):
     result = ompipe("bench", "toy", "--bs", "1,4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random", "-q")
     assert result.code == 0, result.err
     assert "| Ascend310P3 | 1 |" in result.out and "| Ascend310P3 | 4 |" in result.out and "**best**" in result.out
@@ -17,11 +17,7 @@ def test_bench_writes_the_guides_table_json_and_plot(ompipe, toy, tmp_path):
     assert data["provenance"] == ["fake toolchain", "random weights"]
     assert (tmp_path / "work/toy/bench/toy_ais_bench.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "work/toy/inputs").exists()  # bench needs no dataset
-
-
-def test_bench_chart_plots_the_json_it_wrote_and_says_what_made_it(ompipe, toy, tmp_path):
-    assert ompipe("bench", "toy", "--bs", "1,4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random", "-q").code == 0
-    data = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())
+    # the chart: the JSON's series, the guide's, and what made them in its own text
     figure = bench.figure(data)
     lines = {line.get_label(): dict(zip(line.get_xdata(), line.get_ydata())) for line in figure.axes[0].get_lines()}
     assert lines == {"ais_bench (fake toolchain, random weights)": {row["bs"]: row["fps"] for row in data["rows"]},

@@ -63,8 +63,11 @@ def test_report_on_the_terminal_is_a_table_that_names_the_fake(ompipe, toy):
     assert "fake" in result.out and "top1" in result.out and "provenance" in result.out
 
 
-def test_report_refuses_two_stdout_formats(ompipe, toy):
-    assert ompipe("bench", "toy", "--bs", "1", "--recipes", toy.recipes, "--backend", "onnxruntime", "--weights", "random", "-q").code == 0
+def test_report_refuses_two_stdout_formats(ompipe, tmp_path):
+    (tmp_path / "work/m/results").mkdir(parents=True)
+    (tmp_path / "work/m/results/m_onnxruntime_bs1.json").write_text(json.dumps(
+        {"model": "m", "bs": 1, "tool": "onnxruntime", "metrics": {"top1": 0.5}, "reference": {"accuracy": [], "fps": {}}}))
+    assert ompipe("report", "--md").code == 0
     result = ompipe("report", "--json", "--md")
     assert result.code == 1 and "--json and --md" in result.err
 
@@ -91,3 +94,17 @@ def test_the_baseline_is_the_fp32_onnxruntime_result_when_an_emulated_fp16_one_e
     for order in ((result("fp32", 0.5), result("fp16-emulated", 0.49)), (result("fp16-emulated", 0.49), result("fp32", 0.5))):
         table = {row["tool"]: row for row in rows(list(order))}
         assert table["onnxruntime fp16-emulated"]["onnxruntime"] == 0.5 and table["onnxruntime"]["onnxruntime"] is None
+
+
+def test_throughput_takes_the_bench_figure_over_a_runs_own_for_the_same_batch_size():
+    """bench corrects fps for the compiled batch size; a run's perf record does not."""
+    from om_pipeline.report import throughput
+
+    result = {"model": "m", "bs": 4, "tool": "ais_bench", "toolchain": "fake", "perf": {"fps": 10.0},
+              "reference": {"accuracy": [], "fps": {"T4": {"4": 400.0}}}}
+    table = {"model": "m", "machine": "Ascend310P3 (fake toolchain, ais_bench)", "rows": [{"bs": 1, "fps": 5.0, "tool": "ais_bench"},
+                                                                                       {"bs": 4, "fps": 40.0, "tool": "ais_bench"}]}
+    for benches in ([table], [dict(table, provenance=["fake toolchain"], references={"Ascend310P3": {"1": 100.0}})]):
+        entry = throughput([result], benches)["m"]
+        assert entry["measured"] == {"ais_bench": {1: 5.0, 4: 40.0}} and entry["provenance"] == {"ais_bench": ["fake toolchain"]}
+    assert entry["references"] == {"T4": {4: 400.0}, "Ascend310P3": {1: 100.0}}
