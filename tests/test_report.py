@@ -60,7 +60,8 @@ def test_report_on_the_terminal_is_a_table_that_names_the_fake(ompipe, toy):
     result = ompipe("report")
     assert result.code == 0, result.err
     assert "|---" not in result.out and "━" in result.out  # rich's table, not Markdown
-    assert "fake" in result.out and "top1" in result.out and "provenance" in result.out
+    assert "ais_bench (fake)" in result.out and "mean_confidence" in result.out  # not wrapped, not cut
+    assert "fake: made by ompipe's fake atc / ais_bench" in result.out  # the short label spelled out
 
 
 def test_report_refuses_two_stdout_formats(ompipe, tmp_path):

@@ -176,29 +176,42 @@ def series_label(name: str, labels: list[str]) -> str:
 
 
 def markdown(table: list[dict]) -> str:
-    header = ("| model | tool | bs | metric | value | guide ref | vs ref | ONNX Runtime | fps | guide fps | precision "
-              "| golden cosine | weights | samples | provenance |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    lines = ["| " + " | ".join(MARKDOWN_COLUMNS) + " |", "|" + "---|" * len(MARKDOWN_COLUMNS)]
     for row in table:
         lines.append("| " + " | ".join(_cells(row)) + " |")
     return "\n".join(lines)
 
 
 def rich_table(table: list[dict]):
-    """The terminal's table: the Markdown one's columns, provenance in colour."""
+    """The terminal's view: one table per model (its name as the title), the Markdown columns
+    a terminal has room for (weights and samples are in --md and --json), provenance in colour
+    and short, its words spelled out below."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    out = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for column in ("model", "tool", "bs", "metric", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "guide fps",
-                   "precision", "golden cosine", "weights", "samples", "provenance"):
-        out.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
-    for row in table:
-        cells = _cells(row)
-        out.add_row(*cells[:-1], _rich_provenance(row["provenance"]))
-    return out
+    tables = []
+    for model in dict.fromkeys(row["model"] for row in table):
+        out = Table(title=model, title_justify="left", title_style="bold", show_edge=False, pad_edge=False, header_style="bold")
+        for column in TERMINAL_COLUMNS:
+            out.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left",
+                           no_wrap=column in ("tool", "metric", "precision", "provenance"))
+        for row in (row for row in table if row["model"] == model):
+            cells = dict(zip(MARKDOWN_COLUMNS, _cells(row)))
+            cells["guide fps"] = ", ".join(f"{fps:g} @{chip.removeprefix('Ascend')}" for chip, fps in row["reference_fps"].items())
+            out.add_row(*[cells[column] for column in TERMINAL_COLUMNS[:-1]], _rich_provenance(row["provenance"]))
+        tables += [out, Text("")]
+    used = dict.fromkeys(label for row in table for label in row["provenance"])
+    notes = [f"{SHORT.get(label, label)}: {PROVENANCE_NOTES.get(label, label)}" for label in used]
+    return Group(*tables, *(Text(note, style="dim") for note in notes))
 
 
+MARKDOWN_COLUMNS = ("model", "tool", "bs", "metric", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "guide fps",
+                    "precision", "golden cosine", "weights", "samples", "provenance")
+TERMINAL_COLUMNS = ("tool", "bs", "metric", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "guide fps", "precision",
+                    "golden cosine", "provenance")
 NUMERIC_COLUMNS = {"bs", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "golden cosine", "samples"}
+SHORT = {"fake toolchain": "fake", "random weights": "random weights", "emulated fp16": "emulated fp16", "paced emulator": "paced"}
 
 
 def _cells(row: dict) -> list[str]:
@@ -206,7 +219,7 @@ def _cells(row: dict) -> list[str]:
     return [
         row["model"], row["tool"] + (" (fake)" if fake else ""), str(row["bs"]), row["metric"] or "(throughput only)",
         _num(row["value"]), _num(row["reference"]), _ratio(row["value"], row["reference"]), _num(row["onnxruntime"]),
-        _num(row["fps"]), ", ".join(f"{v:g} ({chip})" for chip, v in row["reference_fps"].items()) or "",
+        _fps(row["fps"]), ", ".join(f"{v:g} ({chip})" for chip, v in row["reference_fps"].items()) or "",
         row["precision"] or "", _num(row["golden_cosine"]), row["weights"] or "", str(row["samples"] or ""),
         ", ".join(row["provenance"]) or REAL,
     ]
@@ -217,11 +230,16 @@ def _rich_provenance(labels: list[str]) -> str:
 
     if not labels:
         return f"[green]{REAL}[/]"
-    return ", ".join(f"[{'bold red' if 'fake' in label else 'yellow'}]{escape(label)}[/]" for label in labels)
+    return ", ".join(f"[{'bold red' if 'fake' in label else 'yellow'}]{escape(SHORT.get(label, label))}[/]" for label in labels)
 
 
 def _num(value) -> str:
     return "" if value is None else f"{value:.4g}"
+
+
+def _fps(value) -> str:
+    """1,234 rather than 1.234e+03: throughput reads as a count."""
+    return "" if value is None else f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
 
 
 def _ratio(value, reference) -> str:
