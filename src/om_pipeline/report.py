@@ -11,8 +11,7 @@ from .errors import UserError
 from .state import read_json
 
 BASELINE_TOOL = "onnxruntime"
-
-
+# The provenance labels results carry (results["provenance"]) and what each tells a reader.
 PROVENANCE_NOTES = {
     "fake toolchain": "made by ompipe's fake atc / ais_bench (no CANN, no NPU): the .om's outputs, "
                       "golden cosine and fps are not an Ascend chip's",
@@ -59,7 +58,7 @@ def rows(results: list[dict]) -> list[dict]:
     # The baseline is ONNX Runtime's fp32 files-mode result where there is one (a stream result
     # gives the same metrics, and a run of both modes must not make the choice depend on file
     # order; an emulated-fp16 run is what the baseline is compared with, not the baseline).
-    candidates = sorted(results, key=lambda r: (_is_files_mode(r), r.get("precision", "fp32") == "fp32"))
+    candidates = sorted(results, key=lambda r: (r.get("precision", "fp32") == "fp32", _is_files_mode(r)))
     baselines = {(r["model"], r["bs"]): r for r in candidates if r.get("tool") == BASELINE_TOOL}
     table = []
     for result in results:
