@@ -108,4 +108,5 @@ def test_throughput_takes_the_bench_figure_over_a_runs_own_for_the_same_batch_si
     for benches in ([table], [dict(table, provenance=["fake toolchain"], references={"Ascend310P3": {"1": 100.0}})]):
         entry = throughput([result], benches)["m"]
         assert entry["measured"] == {"ais_bench": {1: 5.0, 4: 40.0}} and entry["provenance"] == {"ais_bench": ["fake toolchain"]}
+        assert entry["reference_sources"] == []
     assert entry["references"] == {"T4": {4: 400.0}, "Ascend310P3": {1: 100.0}}

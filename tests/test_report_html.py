@@ -132,6 +132,7 @@ def test_the_throughput_table_and_chart_hold_the_bench_and_run_figures(page, wor
     assert shown["1"][0] == f"{bench['rows'][0]['fps']:,.0f}" and shown["4"][0] == f"{bench['rows'][1]['fps']:,.0f}"
     assert shown["4"][1] == f"{results['toy_onnxruntime_bs4']['perf']['fps']:,.0f}" and shown["1"][1] == ""
     assert [shown[bs][2] for bs in ("1", "4", "8")] == ["1,000", "3,000", "4,000"]
+    assert "guide figures: made up for the fixture" in page.read_text()  # where the recipe took them from
     entry = report.throughput(report.collect(workdir), report.collect_bench(workdir))["toy"]
     figure = report.throughput_figure("toy", entry, "subtitle")
     plotted = {line.get_label(): dict(zip(line.get_xdata(), line.get_ydata())) for line in figure.axes[0].get_lines()}

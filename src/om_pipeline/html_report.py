@@ -183,8 +183,7 @@ def _throughput_table(entry: dict, benches: list[dict]) -> str:
     benched = {row["tool"] for b in benches for row in b["rows"]}
     machines = [f"{_e(b['rows'][0]['tool'] if b['rows'] else '')}: <code>ompipe bench</code> on {_e(b['machine'])}" for b in benches]
     machines += [f"{_e(name)}: the perf stage of <code>ompipe run</code>" for name in measured if name not in benched]
-    sources = sorted({b.get("fps_source") for b in benches if b.get("fps_source")})
-    note = "; ".join(machines + [f"guide figures: {_e(source)}" for source in sources])
+    note = "; ".join(machines + [f"guide figures: {_e(source)}" for source in entry["reference_sources"]])
     return "<table>\n" + header + "\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>" + (f'\n<p class="muted">{note}</p>' if note else "")
 
 

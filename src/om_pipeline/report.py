@@ -128,12 +128,14 @@ def _reference_fps(result: dict) -> dict[str, float]:
 
 def throughput(results: list[dict], benches: list[dict]) -> dict[str, dict]:
     """Per model: measured fps per series (tool and mode) and batch size, what made each series
-    (provenance labels), and the guide's fps per chip. `ompipe bench` tables win over a run's
+    (provenance labels), and the guide's fps per chip with where the recipe took them from. `ompipe bench` tables win over a run's
     own perf figure for the same batch size: bench corrects fps for the compiled batch."""
     models: dict[str, dict] = {}
 
-    def add(model: str, name: str, points: dict[int, float], labels: list[str], references: dict) -> None:
-        entry = models.setdefault(model, {"measured": {}, "provenance": {}, "references": {}})
+    def add(model: str, name: str, points: dict[int, float], labels: list[str], references: dict, source: str | None) -> None:
+        entry = models.setdefault(model, {"measured": {}, "provenance": {}, "references": {}, "reference_sources": []})
+        if source and source not in entry["reference_sources"]:
+            entry["reference_sources"].append(source)
         entry["measured"].setdefault(name, {}).update(points)
         known = entry["provenance"].setdefault(name, [])
         known.extend(label for label in labels if label not in known)
@@ -143,11 +145,12 @@ def throughput(results: list[dict], benches: list[dict]) -> dict[str, dict]:
     for result in results:
         fps = (result.get("perf") or {}).get("fps")
         if fps is not None:
-            add(result["model"], tool_label(result), {result["bs"]: fps}, provenance_of(result), result["reference"]["fps"])
+            add(result["model"], tool_label(result), {result["bs"]: fps}, provenance_of(result), result["reference"]["fps"],
+                result["reference"].get("fps_source"))
     for bench in benches:
         for tool in dict.fromkeys(row["tool"] for row in bench["rows"]):
             add(bench["model"], tool, {row["bs"]: row["fps"] for row in bench["rows"] if row["tool"] == tool},
-                _bench_provenance(bench), bench.get("references", {}))
+                _bench_provenance(bench), bench.get("references", {}), bench.get("fps_source"))
     for entry in models.values():
         entry["measured"] = {name: dict(sorted(points.items())) for name, points in entry["measured"].items()}
     return models
