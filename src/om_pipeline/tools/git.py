@@ -99,3 +99,26 @@ def apply_patch(repo: Path, patch: Path, strip: int, fuzz: int, log: Path) -> Pa
 def _conflicts(output: str) -> list[str]:
     lines = [line for line in output.splitlines() if line.startswith("error:")]
     return lines or output.strip().splitlines()[-5:]
+
+
+def patch_paths(repo: Path, patch: Path, strip: int) -> list[str]:
+    """The files a patch touches (created ones included), without applying it."""
+    outcome = git(["apply", f"-p{strip}", "--numstat", "-z", str(patch.resolve())], repo, None, check=False)
+    return [entry.split("\t", 2)[2] for entry in outcome.output.split("\0") if entry.count("\t") >= 2]
+
+
+def checkout_tree(repo: Path, paths: list[str], index: Path) -> str | None:
+    """The tree id of the checkout's tracked files as they are now, plus `paths` (files our
+    patches create), built in a private index (`index`, kept between calls so unchanged files
+    are not rehashed); the checkout's own index is untouched. Untracked files such as
+    __pycache__ or an editable install's build do not count. None when it is no checkout."""
+    env = {"GIT_INDEX_FILE": str(index.resolve())}
+    steps = [["read-tree", "--reset", "HEAD"], ["add", "-u"]]
+    present = [p for p in paths if (repo / p).exists()]
+    if present:
+        steps.append(["add", "-A", "--", *present])
+    for step in steps:
+        if not execute(["git", "-C", str(repo), *step], env=env).ok:
+            return None
+    outcome = execute(["git", "-C", str(repo), "write-tree"], env=env)
+    return outcome.output.strip() if outcome.ok else None
