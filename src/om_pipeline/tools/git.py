@@ -116,7 +116,7 @@ def checkout_tree(repo: Path, paths: list[str], index: Path) -> str | None:
     steps = [["read-tree", "--reset", "HEAD"], ["add", "-u"]]
     present = [p for p in paths if (repo / p).exists()]
     if present:
-        steps.append(["add", "-A", "--", *present])
+        steps.append(["add", "-A", "-f", "--", *present])  # -f: a file a patch creates may match .gitignore
     for step in steps:
         if not execute(["git", "-C", str(repo), *step], env=env).ok:
             return None
