@@ -233,3 +233,23 @@ def test_records_of_the_wrong_shape_are_treated_as_absent(ompipe, toy, tmp_path,
     assert rerun.code == 0, rerun.err
     if where.startswith("stages/"):
         assert "atc-bs4-ascend" in ran(rerun)
+
+
+def test_the_real_toolchain_identity_is_the_tools_version_and_path(tmp_path, monkeypatch):
+    from om_pipeline import versions
+
+    identities = []
+    for release in ("8.0.RC1", "8.0.RC2"):
+        home = tmp_path / release
+        (home / "bin").mkdir(parents=True)
+        (home / "bin" / "atc").write_text("#!/bin/sh\n")
+        (home / "bin" / "atc").chmod(0o755)
+        (home / "version.cfg").write_text(f"[version]\nversion={release}\n")
+        monkeypatch.setenv("PATH", f"{home / 'bin'}:/usr/bin:/bin")
+        monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
+        identities.append(versions.toolchain_identity("real", "atc"))
+    assert identities[0]["atc"] == str(tmp_path / "8.0.RC1/bin/atc") and identities[0]["toolchain"] == "real"
+    assert identities[0] != identities[1]
+    fake = versions.toolchain_identity("fake", "atc")
+    assert fake["toolchain"] == "fake" and fake["atc"].startswith("fake ")
+    assert versions.cann("fake") == fake["atc"]  # a sourced set_env.sh does not make the fake look real

@@ -48,9 +48,11 @@ def cann(toolchain: str = "real") -> str:
 @functools.lru_cache(maxsize=None)
 def fake_version() -> str:
     """The fake toolchain's identity: ompipe's version and a digest of the fakes' sources
-    (om_pipeline.testing), so editing a fake reruns what it made."""
+    (om_pipeline.testing's fake_* modules, the fake ais_bench package and the wrappers), so
+    editing a fake reruns what it made."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in FAKE_SOURCES.rglob("*.py") if "__pycache__" not in p.parts):
+    sources = [*FAKE_SOURCES.glob("fake_*.py"), *FAKE_SOURCES.glob("fake_python/**/*.py"), FAKE_SOURCES / "toolchain.py"]
+    for path in sorted(sources):
         digest.update(path.relative_to(FAKE_SOURCES).as_posix().encode() + b"\0" + path.read_bytes())
     return f"fake {package('om-pipeline')} ({digest.hexdigest()[:12]})"
 
