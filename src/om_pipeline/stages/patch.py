@@ -62,7 +62,6 @@ class PatchStage(Stage):
                 details=[f"{o.patch}: {line}" for o in conflicts for line in o.detail],
                 hint=f"was the patch made against another commit? full log: {self.log}",
             )
-        self.run.state.root.mkdir(parents=True, exist_ok=True)
         return StageResult(info={**{o.patch: o.status for o in outcomes}, TREE: self.checkout_tree()})
 
     def checkout_tree(self) -> str | None:
