@@ -127,3 +127,10 @@ def test_bad_shard_and_devices_options_are_user_errors(ompipe, toy):
     assert "index must be 0..1" in ompipe("run", "toy", *toy_args(toy), "--shard", "2/2").err
     bad = ompipe("run", "toy", *toy_args(toy), "--devices", "0,0")
     assert bad.code == 1 and "each device id once" in bad.err
+
+
+def test_doctor_shows_the_shard_variables_it_sees(ompipe, monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    result = ompipe("doctor", *FAKE)
+    assert "SLURM_ARRAY_TASK_ID=1, SLURM_ARRAY_TASK_COUNT=3 -> --shard auto is shard 1/3" in result.out

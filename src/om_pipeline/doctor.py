@@ -106,6 +106,21 @@ def check_disk(loaded: LoadedRecipe, options: Options) -> Check:
     return Check("disk", True, f"{_gib(per_sample)} per sample, {_gib(free)} free at {probe}", required=False)
 
 
+def check_shard_variables() -> Check:
+    """What `--shard auto` would read here (information, never a failure)."""
+    from .shard import parse_shard, visible_shard_variables
+
+    seen = visible_shard_variables()
+    if not seen:
+        return Check("shard variables", True, "none set (no job array): --shard auto needs JOB_COMPLETION_INDEX or "
+                     "SLURM_ARRAY_TASK_ID/_COUNT", required=False)
+    shown = ", ".join(f"{name}={value}" for name, value in seen.items())
+    try:
+        return Check("shard variables", True, f"{shown} -> --shard auto is shard {parse_shard('auto')}", required=False)
+    except UserError as exc:
+        return Check("shard variables", False, f"{shown}: {exc.message}", exc.hint or "", required=False)
+
+
 def _count_samples(loaded: LoadedRecipe, options: Options) -> int | None:
     if not options.data:
         return None
@@ -122,7 +137,7 @@ def _gib(value: float) -> str:
 def run_checks(loaded: LoadedRecipe | None, options: Options, printer: Printer) -> int:
     checks = [check_cann_env(), check_atc(), check_ais_bench(),
               check_program("npu-smi", "install the Ascend driver; npu-smi ships with it"), check_soc(options),
-              check_packages(), check_workdir_path(options)]
+              check_packages(), check_workdir_path(options), check_shard_variables()]
     if loaded:
         checks.append(check_disk(loaded, options))
     for check in checks:
