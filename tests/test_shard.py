@@ -6,32 +6,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-from om_pipeline.shard import SHARED_KINDS, Shard, parse_shard, shard_of
+from om_pipeline.shard import Shard, parse_shard, shard_of
 from om_pipeline.testing.dry_run import closing_table
+from om_pipeline.testing.shards import metrics_json, run_shards
 
 FAKE = ("--toolchain", "fake")
 
 
 def toy_args(toy, workdir="work"):
     return ("--recipes", toy.recipes, "--data", toy.data, "--workdir", workdir, *FAKE)
-
-
-def metrics_json(path: Path) -> str:
-    return json.dumps(json.loads(path.read_text())["metrics"], sort_keys=True)
-
-
-def shared_records(model_dir: Path) -> dict[str, str]:
-    """The shared stages' records as written (fingerprint and time: a rerun would change them)."""
-    records = {}
-    for path in sorted((model_dir / ".ompipe/stages").glob("*.json")):
-        record = json.loads(path.read_text())
-        if record["kind"] in SHARED_KINDS:
-            records[path.name] = f"{record['fingerprint']} {record['finished']}"
-    return records
 
 
 @pytest.fixture
@@ -41,15 +27,7 @@ def sharded(ompipe, toy, tmp_path):
     assert one.code == 0, one.err + one.out
     model_dir = tmp_path / "work/toy"
     expected = metrics_json(model_dir / "results/toy_ais_bench_bs4.json")
-    before = shared_records(model_dir)
-    for index in (2, 0, 1):
-        shard = ompipe("run", "toy", *toy_args(toy), "--shard", f"{index}/3")
-        assert shard.code == 0, shard.err + shard.out
-        table = closing_table(shard.out)
-        assert {key: status for key, status in table.items() if key.split("-")[0] in SHARED_KINDS} == \
-            {key: "CACHED" for key in table if key.split("-")[0] in SHARED_KINDS}
-        assert table["eval-bs4-ais_bench"] == "RUN" and "perf-bs4-ais_bench" not in [k for k, v in table.items() if v == "RUN"]
-    assert shared_records(model_dir) == before  # sharding built nothing shared again, changed no fingerprint
+    run_shards(ompipe, "toy", toy_args(toy), model_dir, order=(2, 0, 1))
     (model_dir / "results/toy_ais_bench_bs4.json").unlink()  # the merge must write it itself
     return model_dir, expected
 

@@ -17,6 +17,7 @@ from om_pipeline.models import pointrend as plugin
 from om_pipeline.models.pointrend_synth import synthesize
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table
+from om_pipeline.testing.shards import merged_metrics, metrics_json, run_shards
 from om_pipeline.testing.upstream import upstream_source, user_cache
 
 SMALL = (128, 256)
@@ -94,6 +95,12 @@ def test_native_path_runs_in_chunks_with_the_fake_toolchain_and_onnx_runtime(omp
     again = ompipe("run", "pointrend", "--recipes", recipes, "--data", cityscapes, *COMMON)
     assert again.code == 0 and set(closing_table(again.out).values()) <= {"CACHED", "SKIPPED"}, again.out
 
+    # 3 shards (chunked infer in each) + merge: the unsharded mIoU, digit for digit, on the same model
+    args = ("--recipes", recipes, "--data", cityscapes, *COMMON)
+    expected = metrics_json(tmp_path / "work/pointrend/results/pointrend_ais_bench_bs1.json")
+    run_shards(ompipe, "pointrend", args, tmp_path / "work/pointrend", order=(1, 2, 0))
+    assert merged_metrics(ompipe, "pointrend", args, tmp_path / "work/pointrend/results/pointrend_ais_bench_bs1.json") == expected
+
 
 @pytest.mark.upstream
 @pytest.mark.skipif(not upstream_source("pointrend"), reason="OMPIPE_UPSTREAM_POINTREND is not set (a detectron2 clone or mirror)")
@@ -115,3 +122,4 @@ def test_upstream_path_runs_with_the_fake_toolchain_and_onnx_runtime(ompipe, cit
     assert result["compare"]["stats"]["om"]["results"]["cosine"] > 0.9999
     assert ort.code == 0, ort.err + ort.out
     assert results(tmp_path, "onnxruntime")["metrics"]["miou"] == pytest.approx(result["metrics"]["miou"], abs=2e-3)
+

@@ -107,6 +107,10 @@ class InferStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
+        if not samples:  # a shard can hold none (more shards than samples): nothing to run the tool on
+            for view in self.run.views:
+                self.staged(staging, f"{self.output_dir(view)}/x").parent.mkdir(exist_ok=True)
+            return StageResult(info={"samples": 0})
         if self.run.chunked:
             return self.execute_chunked(staging, samples)
         ids = [s.id for s in samples]
