@@ -25,6 +25,7 @@ from om_pipeline.models.gfocalv2_model import candidate_count
 from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
 from om_pipeline.recipe import ExportStage, ModelIO, find_recipe
 from om_pipeline.stages.eval import read_outputs
+from om_pipeline.testing.shards import merged_metrics, run_shards
 
 CORE_READY = "target_outputs" in ModelIO.model_fields and "paths" in ExportStage.model_fields
 pytestmark = pytest.mark.skipif(not CORE_READY, reason="needs the core's per-target outputs and export paths")
@@ -87,6 +88,11 @@ def test_native_path_runs_with_msame_ais_bench_and_onnxruntime(ompipe, tmp_path)
         assert metrics["images_all"] == 8 and metrics["images_annotated"] == 6  # 2 of the first 8 have no annotation
         assert metrics["nms_in_graph"] == 0.0 and 0 <= metrics["ap"] <= 1  # the fake .om runs the pre-NMS twin
     assert "SKIPPED" in next(line for line in result.out.splitlines() if line.startswith("clone"))
+    # 3 shards + merge (ais_bench): the unsharded AP (COCO results concatenated in dataset order), digit for digit
+    expected = json.dumps(results(tmp_path, "ais_bench")["metrics"], sort_keys=True)
+    shard_args = (*common, *TOOLS["ais_bench"])
+    run_shards(ompipe, "gfocalv2", shard_args, tmp_path / "work/gfocalv2", order=(0, 2, 1))
+    assert merged_metrics(ompipe, "gfocalv2", shard_args, tmp_path / "work/gfocalv2/results/gfocalv2_ais_bench_bs1.json") == expected
     msame_outputs = sorted(p.name for p in (tmp_path / "work/gfocalv2/infer/msame_bs1").iterdir())
     assert msame_outputs[:2] == ["000000001000_0.txt", "000000001000_1.txt"] and len(msame_outputs) == 16
     # same random model, same inputs: msame's and ais_bench's TXT (6 digits) and ONNX Runtime's

@@ -18,6 +18,7 @@ import pytest
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table
+from om_pipeline.testing.shards import merged_metrics, run_shards
 
 STAND_IN_MODEL = '''\
 import torch
@@ -159,3 +160,9 @@ def test_run_reaches_an_ap_with_both_views_then_is_cached(ompipe, stand_in, coco
     streamed = ompipe(*args, "--stream", "--to", "eval")  # in memory, no .bin files: the same metric
     assert streamed.code == 0, streamed.err
     assert json.loads((work / "results" / f"transpose_{tool}_bs4_stream.json").read_text())["metrics"] == metrics
+
+    # 3 shards (both views each) + merge: the unsharded keypoint AP, digit for digit, on the same model
+    shard_args = args[2:]
+    run_shards(ompipe, "transpose", shard_args, work, order=(2, 1, 0))
+    assert merged_metrics(ompipe, "transpose", shard_args, work / "results" / f"transpose_{tool}_bs4.json") == \
+        json.dumps(metrics, sort_keys=True)
