@@ -6,11 +6,8 @@ from __future__ import annotations
 import pytest
 
 from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
-from om_pipeline.recipe import ExportStage, ModelIO, find_recipe
+from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table, flags, planned_commands
-
-CORE_READY = "target_outputs" in ModelIO.model_fields and "paths" in ExportStage.model_fields
-pytestmark = pytest.mark.skipif(not CORE_READY, reason="needs the core's per-target outputs and export paths")
 
 SWEEP = [1, 4, 8, 16, 32, 64]
 
