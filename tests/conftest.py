@@ -1,8 +1,10 @@
 """Shared fixtures: the toy upstream/recipe/dataset, an isolated cache, and a CLI runner."""
 from __future__ import annotations
 
+import http.server
 import shutil
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -68,3 +70,45 @@ def pointrend_upstream(tmp_path_factory):
     root = tmp_path_factory.mktemp("pointrend-upstream")
     checkout = patched_upstream("pointrend", source, root / "detectron2")
     return checkout, export_env_python("pointrend", "upstream", checkout, root / "env.log")
+
+
+@dataclass
+class Loopback:
+    """A local HTTP server on 127.0.0.1 standing in for the internet: serves `files` (path ->
+    bytes) with Range support and records each request's (path, Range header)."""
+    root: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+
+@pytest.fixture
+def loopback():
+    state = Loopback("")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            path, ranged = self.path.lstrip("/"), self.headers.get("Range")
+            state.requests.append((path, ranged))
+            if path not in state.files:
+                self.send_error(404)
+                return
+            start = int(ranged.split("=")[1].rstrip("-")) if ranged else 0
+            body = state.files[path][start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.root = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()

@@ -51,7 +51,7 @@ def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
     assert results["perf"]["fps"] > 0 and results["perf"]["batchsize"] == 4
     assert results["compare"]["rungs"] == ["pytorch", "onnx", "simplified onnx", "om"]
     assert results["compare"]["stats"]["om"]["logits"]["cosine"] == pytest.approx(1, abs=1e-6)
-    assert results["weights"]["verified_by"] in ("sha256", "git_blob") and not results["random_weights"]
+    assert results["weights"]["verified_by"] == "sha256" and not results["random_weights"]  # the toy pins both; sha256 is checked first
     assert (tmp_path / "work/toy/om/toy_bs4.om").is_file()
     assert not (tmp_path / "work/toy/.staging").exists() or not any((tmp_path / "work/toy/.staging").iterdir())
     assert "$ atc --framework=5" in (tmp_path / "work/toy/logs/atc-bs4-ascend.log").read_text().splitlines()[0]
