@@ -5,12 +5,27 @@ import http.server
 import shutil
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from om_pipeline.cli import main
 from om_pipeline.testing.toy import Toy, make_toy
 from om_pipeline.tools import execute
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TOOL_LITTER = {".pytest_cache", "__pycache__", ".coverage"}  # pytest's and coverage's own
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_root_stays_clean():
+    """No test, and no tool a test runs, writes into the repository root (a fake atc once left
+    fusion_result.json there): the session fails at teardown naming what appeared."""
+    before = {p.name for p in REPOSITORY.iterdir()}
+    yield
+    appeared = {p.name for p in REPOSITORY.iterdir()} - before - TOOL_LITTER
+    assert not appeared, f"tests wrote into the repository root: {sorted(appeared)}"
 
 
 @pytest.fixture(autouse=True)

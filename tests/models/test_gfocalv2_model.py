@@ -117,8 +117,12 @@ def test_checkpoint_maps_one_to_one_and_loads_strictly(mmdet_state):
         assert torch.equal(loaded[gm.mmdet_to_native(key)], value), key
 
 
-@pytest.mark.parametrize("change", ["extra", "missing", "project"])
-def test_checkpoint_mismatch_is_an_error(mmdet_state, change):
+@pytest.mark.parametrize("change, error, message", [
+    ("extra", KeyError, "checkpoint key 'bbox_head.loss_dfl.weight' has no counterpart"),
+    ("missing", RuntimeError, 'Missing key\\(s\\) in state_dict: "head.cls_logits.bias"'),
+    ("project", ValueError, "bbox_head.integral.project is not linspace"),
+])
+def test_checkpoint_mismatch_is_an_error(mmdet_state, change, error, message):
     state = dict(mmdet_state)
     if change == "extra":
         state["bbox_head.loss_dfl.weight"] = torch.zeros(1)
@@ -126,7 +130,7 @@ def test_checkpoint_mismatch_is_an_error(mmdet_state, change):
         del state["bbox_head.gfl_cls.bias"]
     else:
         state["bbox_head.integral.project"] = torch.linspace(0, 8, 17)
-    with pytest.raises((KeyError, RuntimeError, ValueError)):
+    with pytest.raises(error, match=message):
         gm.load_mmdet_checkpoint(gm.GFocalV2(), {"state_dict": state})
 
 

@@ -217,7 +217,7 @@ def convert(flags: Mapping[str, str], argv: list[str], env: Mapping[str, str]) -
     dynamic = any(-1 in i["shape"] for i in meta["inputs"])
     path = om_path(flags, dynamic or env.get("OMPIPE_FAKE_ATC_ARCH_SUFFIX") == "1")
     write_fake_om(path, onnx_bytes, meta)
-    write_fusion_result(env)
+    write_fusion_result(env, path.parent)
 
 
 def check_mode_and_framework(flags: Mapping[str, str]) -> None:
@@ -347,9 +347,12 @@ def om_path(flags: Mapping[str, str], arch_suffix: bool) -> Path:
     return path
 
 
-def write_fusion_result(env: Mapping[str, str]) -> None:
-    """atc leaves fusion_result.json in the working directory (or under $ASCEND_WORK_PATH)."""
-    directory = Path(env["ASCEND_WORK_PATH"]) / "FE" / str(os.getpid()) if env.get("ASCEND_WORK_PATH") else Path.cwd()
+def write_fusion_result(env: Mapping[str, str], om_directory: Path) -> None:
+    """atc leaves fusion_result.json in its working directory (or under $ASCEND_WORK_PATH). The
+    fake writes it beside the .om instead: the same place when ompipe runs it (the atc stage's
+    cwd is its staging directory, where --output points), and never the caller's directory on
+    a direct call (one left a stray fusion_result.json in the repository root)."""
+    directory = Path(env["ASCEND_WORK_PATH"]) / "FE" / str(os.getpid()) if env.get("ASCEND_WORK_PATH") else om_directory
     directory.mkdir(parents=True, exist_ok=True)
     record = [{"graph_fusion": {}, "session_and_graph_id": "0_0", "ub_fusion": {}}]
     (directory / "fusion_result.json").write_text(json.dumps(record, indent=4), encoding="utf-8")
