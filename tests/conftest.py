@@ -15,6 +15,17 @@ from om_pipeline.tools import execute
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+UPSTREAM_FIXTURES = {"pointrend_upstream"}  # fixtures that skip without an OMPIPE_UPSTREAM_<MODEL> checkout
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test gated on an upstream checkout carries the `upstream` marker (tests/README.md
+    lists them; `-m upstream` selects them): a gate without it is a collection error."""
+    unmarked = [item.nodeid for item in items if item.get_closest_marker("upstream") is None and (
+        any("OMPIPE_UPSTREAM" in str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skipif"))
+        or UPSTREAM_FIXTURES & set(getattr(item, "fixturenames", ())))]
+    if unmarked:
+        raise pytest.UsageError("gated on OMPIPE_UPSTREAM_* without the `upstream` marker: " + ", ".join(unmarked))
 TOOL_LITTER = {".pytest_cache", "__pycache__", ".coverage"}  # pytest's and coverage's own
 
 

@@ -154,16 +154,21 @@ def test_failed_atc_shows_the_tool_error_and_keeps_no_om(ompipe, toy, tmp_path):
     assert not (tmp_path / "work/toy/om").exists()
 
 
+def wait_until_atc_is_under_way(process: subprocess.Popen, log: Path) -> None:
+    """Poll the condition (atc's start line in its log), not a fixed sleep; give up after 120 s
+    or when ompipe ends first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and "ATC start working" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+
+
 def test_sigkill_halfway_is_rerun_not_taken_as_done(toy, tmp_path):
     """Kill the whole ompipe process while atc runs; the next run must redo atc."""
     env = {**os.environ, "OMPIPE_FAKE_DELAY": "30", "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "om_pipeline.cli", "run", "toy", "--recipes", str(toy.recipes), "--data", str(toy.data),
             "--workdir", str(tmp_path / "work"), *FAKE]
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    log = tmp_path / "work/toy/logs/atc-bs4-ascend.log"
-    while time.monotonic() < deadline and process.poll() is None and "ATC start working" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.2)
+    wait_until_atc_is_under_way(process, tmp_path / "work/toy/logs/atc-bs4-ascend.log")
     assert process.poll() is None, "ompipe ended before atc was under way"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -277,10 +282,7 @@ def test_ctrl_c_discards_the_stage_in_progress(toy, tmp_path):
     argv = [sys.executable, "-m", "om_pipeline.cli", "run", "toy", "--recipes", str(toy.recipes), "--data", str(toy.data),
             "--workdir", str(tmp_path / "work"), *FAKE]
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    log = tmp_path / "work/toy/logs/atc-bs4-ascend.log"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and "ATC start working" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.2)
+    wait_until_atc_is_under_way(process, tmp_path / "work/toy/logs/atc-bs4-ascend.log")
     os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
