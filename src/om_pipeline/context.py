@@ -49,6 +49,11 @@ class Options:
     workers: int | None = None  # preprocessing processes (None: workers.workers_for decides)
     cann: str | None = None  # ATC op table generation ("8", "5"); None: the installed CANN's, else 8
 
+    @property
+    def plans_only(self) -> bool:
+        """--dry-run / --check: execute nothing, fetch nothing."""
+        return self.dry_run or self.check
+
 
 def cann_present() -> bool:
     """As ascend-tools.md section 5 suggests: the toolkit variables are set and atc resolves."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..download import cache_dir, fetch
 from ..errors import UserError
 from ..state import Fingerprint, git_blob_id, sha256_file, write_json_atomic
-from .base import Stage, StageResult
+from .base import Stage, StageResult, would_download
 
 
 class WeightsStage(Stage):
@@ -36,6 +36,20 @@ class WeightsStage(Stage):
             path = self.user_path()
             return Fingerprint(params=params, inputs={str(path): self.run.state.file_digest(path)})
         return Fingerprint(params=params)  # in the checkout or cache: pinned by git_blob / sha256
+
+    def absent_input(self) -> str | None:
+        if self.choice:
+            return None  # random, or a --weights PATH its fingerprint checks
+        if self.config.in_source:
+            checkout = self.run.path("src")
+            if checkout.is_dir() and not (checkout / self.config.in_source).is_file():
+                return f"needs --weights PATH ({self.config.in_source} is absent from the checkout)"
+            return None  # the checkout the clone stage makes holds it
+        if (cache_dir() / "weights" / self.config.file).is_file():
+            return None
+        if self.config.urls:
+            return would_download([(self.config.urls[0], self.config.size)])
+        return f"needs --weights PATH ({self.config.file} is not in {cache_dir() / 'weights'})"
 
     def user_path(self) -> Path:
         path = Path(self.choice).expanduser().resolve()
