@@ -331,3 +331,41 @@ def test_lint_rows_for_the_patterns_atc_handles_badly():
     fixed = model_of([nodes[0], *cast], [tensor("x", [2, 6])], [tensor("s", None)],
                      initializers=[inits[0], helper.make_tensor("o32", TensorProto.INT32, [], [4])])
     assert atc_lint.lint(fixed) == []  # msit's TopK fix: a Cast before the arithmetic
+
+
+# ---------------------------------------------------------------- ompipe doctor MODEL
+
+
+def toy_graph(tmp_path, nodes, opset=11, initializers=()) -> None:
+    """The toy recipe's Ascend graph at bs 4, where `ompipe doctor toy --bs 4` looks for it."""
+    path = tmp_path / "work/toy/onnx/toy_bs4.ascend.sim.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model_of(nodes, [tensor("image", [4, 3, 16, 16])], [tensor("logits", None)], opset, initializers), str(path))
+
+
+def doctor(ompipe, toy):
+    return ompipe("doctor", "toy", "--bs", "4", "--recipes", toy.recipes, "--toolchain", "fake", "--workdir", "work")
+
+
+def test_doctor_shows_the_lint_rows_of_the_exported_graph(ompipe, toy, tmp_path):
+    assert "no Ascend graph exported yet (toy_bs4.ascend.sim.onnx)" in doctor(ompipe, toy).out
+    two = helper.make_tensor("two", TensorProto.INT64, [], [2])
+    toy_graph(tmp_path, [helper.make_node("Cast", ["image"], ["i"], to=TensorProto.INT64),
+                         helper.make_node("Mod", ["i", "two"], ["m"], name="Mod_7"),
+                         helper.make_node("NonZero", ["m"], ["logits"], name="NonZero_8")], initializers=[two])
+    result = doctor(ompipe, toy)
+    lines = result.out.splitlines()
+    assert any(line.startswith("ok    atc graph        toy_bs4.ascend.sim.onnx passes ATC's parse gate (CANN 8 op table); "
+                               "2 lint warning(s)") for line in lines), result.out
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["ori_op_name", "ori_op_type"])
+    assert lines[header + 1].split()[:5] == ["Mod_7", "Mod", "Mod", "AI", "CPU?"] and "int64 Mod" in lines[header + 1]
+    assert lines[header + 2].split()[:4] == ["NonZero_8", "NonZero", "PartitionedCall", "AI"]
+
+
+def test_doctor_fails_on_a_graph_atc_would_refuse(ompipe, toy, tmp_path):
+    toy_graph(tmp_path, [helper.make_node("Relu", ["image"], ["logits"], name="relu")], opset=19)
+    result = doctor(ompipe, toy)
+    assert result.code == 1
+    assert "FAIL  atc graph        toy_bs4.ascend.sim.onnx: atc would refuse it (CANN 8 op table): E16002 node relu" in result.out
+    assert "CANN 5 op table" in ompipe("doctor", "toy", "--bs", "4", "--cann", "5", "--recipes", toy.recipes,
+                                      "--toolchain", "fake", "--workdir", "work").out

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import versions
+from ..context import Run
 from ..errors import StageFailed
 from ..recipe import render, template_names
 from ..state import Fingerprint
@@ -103,6 +104,14 @@ class AtcStage(Stage):
         for line in lines:
             write_log_header(self.log, f"  {line}")
         return [f"{row.ori_op_name} ({row.ori_op_type}): {row.details}" for row in rows]
+
+
+def planned_flags(run: Run) -> dict[str, str]:
+    """The recipe's atc flags for this run as atc will parse them, without asking npu-smi for
+    the soc_version (no check here depends on it): for `ompipe doctor` and tests."""
+    variables = run.variables(om_stem=str(run.model_dir / ".staging" / "atc" / STAGING_STEM))
+    variables["soc_version"] = run.options.soc_version if run.options.soc_version != "auto" else "Ascend310P3"
+    return atc_tool.parse_flags([render(arg, variables) for arg in run.recipe.stages.atc.args])
 
 
 def nonstandard_ops(model: Path) -> list[str]:

@@ -2,24 +2,22 @@
 recipe's own atc flags at every batch size it lists, under every CANN generation's op table."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atc_ops import CANN_GENERATIONS, atc_problems, parse_problems
-from ..recipe import find_recipe, render
-from ..tools.atc import parse_flags
+from ..context import Options, Run
+from ..recipe import find_recipe
+from ..stages.atc import planned_flags
 
 if TYPE_CHECKING:
     import onnx
 
 
 def recipe_atc_flags(name: str, bs: int) -> dict[str, str]:
-    """The recipe's atc flags at this batch size (file locations are placeholders: the gate
-    checks names, shapes and ops, not paths)."""
-    loaded = find_recipe(name)
-    variables = {"bs": bs, "model": name, "onnx": "model.onnx", "om_stem": "om/model", "soc_version": "Ascend310P3",
-                 "recipe_dir": str(loaded.directory), "work": "work", "source": "src", "data": "", "om": "model.om",
-                 "inputs": ""}
-    return parse_flags([render(arg, variables) for arg in loaded.recipe.stages.atc.args])
+    """The recipe's atc flags at this batch size (paths under ./work: the gate checks names,
+    shapes and ops, not paths)."""
+    return planned_flags(Run(find_recipe(name), Options(bs=bs), "ais_bench", bs, Path("work")))
 
 
 def gate_failures(model: "onnx.ModelProto", name: str, with_flags: bool = True) -> list[str]:
