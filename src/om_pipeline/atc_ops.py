@@ -320,17 +320,35 @@ def tensor_types(model: "onnx.ModelProto") -> dict[str, int]:
     import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        graph = onnx.shape_inference.infer_shapes(_without_weights(model)).graph
     except Exception:  # an odd graph: keep what it declares
-        inferred = model
-    graph = inferred.graph
+        graph = model.graph
     types = {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.input, *graph.value_info, *graph.output]}
-    types.update({init.name: init.data_type for init in graph.initializer})
+    types.update({init.name: init.data_type for init in model.graph.initializer})
     for item in walk(graph):
         if item.node.op_type == "Cast":
             to = next((a.i for a in item.node.attribute if a.name == "to"), 0)
             types.setdefault(item.node.output[0], to)
     return {name: elem for name, elem in types.items() if elem}
+
+
+LARGE_INITIALIZER = 4096  # elements: weights, never the small shape / index constants inference reads
+
+
+def _without_weights(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """The model with its large initializers turned into typed graph inputs: shape inference
+    needs their types and shapes only, and serialising 200 MB of weights for it took seconds."""
+    import numpy as np
+    from onnx import helper
+
+    graph = model.graph
+    large = [init for init in graph.initializer if int(np.prod(init.dims)) > LARGE_INITIALIZER]
+    names = {init.name for init in large}
+    inputs = [*(vi for vi in graph.input if vi.name not in names),
+              *(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in large)]
+    light = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output),
+                              [init for init in graph.initializer if init.name not in names], value_info=list(graph.value_info))
+    return helper.make_model(light, opset_imports=list(model.opset_import), ir_version=model.ir_version)
 
 
 # ---------------------------------------------------------------------------------------------
