@@ -146,6 +146,9 @@ def test_dynamic_input_without_input_shape_is_e10001(atc, tmp_path):
     assert refused(atc, tmp_path, relu(shape=("batch", 3, 4, 4))) == [
         "E10001: Value NULL for parameter --input_shape is invalid. Reason: The shapes of inputs contain -1 in the "
         "model. You may need to set input shape to specify its shape."]
+    assert refused(atc, tmp_path, relu(shape=("batch", 3, 4, 4)), cann="5") == [
+        "E10001: Value [-1] for parameter [Inputs] is invalid. Reason: maybe you should set input_shape to specify its "
+        "shape", "        Solution: Try again with a valid argument."]
     code, lines = atc(relu(shape=("batch", 3, 4, 4)), "--input_shape=x:-1,3,4,4")  # asked for: a dynamic model
     assert code == 0, lines
 

@@ -251,9 +251,10 @@ def _deformable_conv_problems(item: GraphNode) -> list[Problem]:
 # Gate 2: inputs atc can give a static shape (omg.cc CheckInputShapeNode)
 
 
-def dynamic_input_problems(model: "onnx.ModelProto", flags: Mapping[str, str]) -> list[Problem]:
+def dynamic_input_problems(model: "onnx.ModelProto", flags: Mapping[str, str], cann: str = DEFAULT_CANN) -> list[Problem]:
     """A graph input with a dim that is not a positive number, not fixed by --input_shape: atc
-    stops with E10001. A -1 written in --input_shape asks for a dynamic model (allowed)."""
+    stops with E10001 (GE omg.cc CheckInputShapeNode; the older wording as ascend-tools.md §1.4
+    quotes it). A -1 written in --input_shape asks for a dynamic model (allowed)."""
     given = {}
     if flags.get("input_shape"):
         try:
@@ -272,6 +273,8 @@ def dynamic_input_problems(model: "onnx.ModelProto", flags: Mapping[str, str]) -
             shown = ",".join(str(d) if d > 0 else "-1" for d in dims) if dims != [-2] else "unknown rank"
             problems.append(Problem(
                 "E10001", "--input_shape",
+                "Value [-1] for parameter [Inputs] is invalid. Reason: maybe you should set input_shape to specify "
+                "its shape" if cann == "5" else
                 "Value NULL for parameter --input_shape is invalid. Reason: The shapes of inputs contain -1 in the "
                 "model. You may need to set input shape to specify its shape.",
                 f"graph input {name} has a dynamic shape ({shown}) and --input_shape does not fix it",
@@ -364,5 +367,5 @@ def atc_problems(model: "onnx.ModelProto", flags: Mapping[str, str], cann: str =
     flag_problems = graph_problems(model, flags)
     problems += flag_problems
     if not any(p.flag == "--input_shape" for p in flag_problems):
-        problems += dynamic_input_problems(model, flags)
+        problems += dynamic_input_problems(model, flags, cann)
     return problems + kernel_problems(model, flags)

@@ -310,6 +310,8 @@ def failure_for(problems: list[Problem], graph: str, cann: str) -> AtcFailure:
     first = problems[0]
     if first.code not in PARSER_CODES:
         solution = SOLUTION_OLD if first.code == "EZ3003" else None
+        if first.code == "E10001" and cann == "5" and first.flag == "--input_shape":
+            solution = "Try again with a valid argument."  # the older release's E10001 (ascend-tools.md §1.4)
         return AtcFailure(first.code, first.atc_text, internal_log(first), solution=solution)
     parse_failed = [line.format(graph=graph) for line in PARSE_FAILED[cann]]
     if first.code == "E19010":
