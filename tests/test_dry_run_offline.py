@@ -83,3 +83,17 @@ def test_a_real_run_still_downloads_what_the_dry_run_named(ompipe, offline):
     """Outside a dry run the dataset stage fetches as before (here: refused by the guard)."""
     result = ompipe("stage", "superpoint", "dataset", "--toolchain", "fake", "--workdir", "work")
     assert result.code == 1 and "cannot download http://icvl.ee.ic.ac.uk/" in result.err
+
+
+def test_download_sizes_are_shown_not_fingerprinted(tmp_path):
+    """A size added to a recipe reruns nothing: it only feeds the dry run's line."""
+    from om_pipeline.context import Options, Run
+    from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+    from om_pipeline.recipe import find_recipe
+    from om_pipeline.stages.dataset import DatasetStage
+
+    loaded = find_recipe("centernet")
+    assert [d.size for d in loaded.recipe.stages.dataset.downloads] == [815585330, 252907541]
+    run = Run(loaded, Options(data=write_tiny_coco(tmp_path / "coco", images=1)), "onnxruntime", 1, tmp_path / "work")
+    downloads = DatasetStage(run).fingerprint().params["downloads"]
+    assert [sorted(item) for item in downloads] == [["sha256", "url"], ["sha256", "url"]]

@@ -82,6 +82,8 @@ class DatasetStage(Stage):
         # every run would cost more than the runs it saves.
         manifest = [[s.id, str(s.path), *_stat(s.path)] for s in samples]
         params = {**self.params(), "limit": self.run.options.limit, "data": str(self.root)}
+        for item in params.get("downloads", []):
+            item.pop("size", None)  # informative (the dry run's line), not what is downloaded
         return Fingerprint(params=params, inputs={"dataset manifest": digest_of(manifest), "plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:

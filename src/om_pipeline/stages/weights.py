@@ -29,6 +29,7 @@ class WeightsStage(Stage):
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "choice": "random" if self.choice == "random" else ("path" if self.choice else "recipe")}
+        params.pop("size", None)  # informative (the dry run's line), not what is downloaded
         if self.choice == "random":
             params["seed"] = self.run.options.seed
             return Fingerprint(params=params)
