@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import versions
 from ..context import Run
 from ..errors import StageFailed
 from ..recipe import render, template_names
@@ -41,7 +40,10 @@ class AtcStage(Stage):
         params = {**self.params(), "bs": self.run.bs}
         if self.uses_soc_version():
             params["soc_version"] = self.run.soc_version
-        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args), tools={"cann": versions.cann()})
+        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args))
+
+    def tools_used(self) -> list[str]:
+        return ["atc"]
 
     def argv(self, staging: Path) -> list[str]:
         variables = self.run.variables(om_stem=str(staging / STAGING_STEM))
