@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from om_pipeline.models import centernet_dcn as dcn
+from om_pipeline.testing.atc_gate import gate_failures
 
 
 def reference(x, offset, mask, weight, bias, stride, padding, dilation, deformable_groups):
@@ -185,6 +186,7 @@ def test_ascend_target_is_the_guides_deformableconv2d(layer, tmp_path):
     producers = {out: node for node in model.graph.node for out in node.output}
     (node,) = [n for n in model.graph.node if n.op_type == "DeformableConv2D"]
     assert node.domain == ""  # the guide's g.op("DeformableConv2D"): the default domain, as atc's parser looks it up
+    assert gate_failures(model, "centernet", with_flags=False) == []  # its plugin parses it (2-int pads, 4 inputs)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     stride = LAYERS[layer].get("stride", 1)
     dg = LAYERS[layer].get("deformable_groups", 1)

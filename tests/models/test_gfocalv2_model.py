@@ -23,6 +23,7 @@ import torch
 from om_pipeline.models import gfocalv2 as plugin
 from om_pipeline.models import gfocalv2_model as gm
 from om_pipeline.plugin import ExportContext
+from om_pipeline.testing.atc_gate import gate_failures
 
 # sha256 of the sorted "key shape" lines of upstream's GFL detector built from
 # configs/gfocal/gfocal_r50_fpn_1x.py at b7b3556 (mmdet 2.6 fork, mmcv 1.2.4; measured once,
@@ -242,6 +243,7 @@ def test_ascend_graph_ends_in_one_batchmulticlassnms_as_the_guide(tmp_path):
     assert [i.name for i in graph.input] == ["input.1"] and [o.name for o in graph.output] == ["dets", "labels"]
     nms = [n for n in graph.node if n.op_type == "BatchMultiClassNMS"]
     assert len(nms) == 1 and nms[0].domain == ""
+    assert gate_failures(model, "gfocalv2") == []  # ATC's parse gate (and NMS kernel), the recipe's flags at every bs
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nms[0].attribute}
     assert attributes == {"score_threshold": pytest.approx(0.05), "iou_threshold": pytest.approx(0.6),
                           "max_size_per_class": 100, "max_total_size": 100}

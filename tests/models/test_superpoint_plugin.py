@@ -17,6 +17,7 @@ import torch
 from om_pipeline.errors import UserError
 from om_pipeline.models import superpoint
 from om_pipeline.plugin import ExportContext, Sample
+from om_pipeline.testing.atc_gate import gate_failures
 
 TRANSLATION_32PX = np.array([[1.0, 0, 32.0], [0, 1.0, 0], [0, 0, 1.0]])
 
@@ -177,6 +178,7 @@ def test_export_writes_a_static_opset_11_graph_with_the_recipe_names(stand_in_ch
     assert model.opset_import[0].version == 11
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*model.graph.input, *model.graph.output]}
     assert shapes == {"image": [2, 1, 240, 320], "semi": [2, 65, 30, 40], "desc": [2, 256, 30, 40]}
+    assert gate_failures(model, "superpoint") == []  # ATC's parse gate, the recipe's flags at every bs
 
     image = np.random.default_rng(0).random((2, 1, 240, 320), dtype=np.float32)
     with torch.no_grad():

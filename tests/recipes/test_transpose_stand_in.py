@@ -17,6 +17,7 @@ import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.recipe import find_recipe
+from om_pipeline.testing.atc_gate import gate_failures
 from om_pipeline.testing.dry_run import closing_table
 
 STAND_IN_MODEL = '''\
@@ -101,6 +102,7 @@ def test_stage_atc_runs_only_what_atc_needs(ompipe, stand_in, tmp_path):
     assert exported.opset_import[0].version == 11
     assert [i.name for i in exported.graph.input] == ["input"] and [o.name for o in exported.graph.output] == ["output"]
     assert [d.dim_value for d in exported.graph.input[0].type.tensor_type.shape.dim] == [4, 3, 256, 192]
+    assert gate_failures(onnx.load(work / "onnx" / "transpose_bs4.ascend.sim.onnx"), "transpose") == []  # every bs's flags
     log = (work / "logs" / "atc-bs4-ascend.log").read_text()
     assert f"--fusion_switch_file={recipes / 'transpose' / 'fusion_switch.cfg'}" in log and "--log=error" in log
 

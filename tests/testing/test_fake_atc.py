@@ -98,7 +98,7 @@ def test_required_flags_in_atc_order(run, tiny_onnx, tmp_path):
 
 
 def test_dynamic_graph_gets_the_arch_suffix(run, tiny_onnx, tmp_path):
-    assert run("atc", f"--model={tiny_onnx}", *ATC_FLAGS, "--output=dyn").ok  # batch left symbolic
+    assert run("atc", f"--model={tiny_onnx}", *ATC_FLAGS, "--output=dyn", "--input_shape=x:-1,3,4,4").ok
     om = atc.find_om(tmp_path / "dyn")
     assert om.name == f"dyn_linux_{platform.machine()}.om"
     assert read_fake_om(om)[0]["inputs"][0]["shape"] == [-1, 3, 4, 4]
