@@ -53,8 +53,9 @@ def rerun_hint(shard_run: Run) -> str:
     return f"rerun it: ompipe run {shard_run.name} --shard {shard_run.shard}"
 
 
-def check_shard(shard_run: Run) -> dict:
-    """The shard's eval state record, after checking that the shard is complete and up to date."""
+def check_shard(shard_run: Run, stage_records: dict[str, dict]) -> dict:
+    """The shard's eval state record, after checking that the shard is complete and up to date;
+    its stages' records go into `stage_records`."""
     label = f"shard {shard_run.shard} ({shard_run.model_dir})"
     if not shard_run.model_dir.is_dir():
         raise UserError(f"{label} is missing", hint=rerun_hint(shard_run))
@@ -70,6 +71,8 @@ def check_shard(shard_run: Run) -> dict:
                                 hint=f"build it: ompipe run {shard_run.name} --to atc, then rerun every shard")
             raise UserError(f"{label} {what}: stage {stage.key}", hint=rerun_hint(shard_run))
         fingerprints[stage.kind] = decision.fingerprint.value
+        if stage.kind in SAMPLE_KINDS:
+            stage_records[f"{shard_run.shard.name} {stage.key}"] = shard_run.state.record(stage.key)
     record = read_json(shard_run.path(shard_run.result_name(STATE)))
     if record is None:
         raise UserError(f"{label} has no readable evaluator state", hint=rerun_hint(shard_run))
@@ -100,7 +103,8 @@ def merge_shards(run: Run, count: int | None, printer: Printer, devices: list[di
     """Check every shard, merge their states, write the metric and the results JSON once."""
     count = shard_count(run, count)
     runs = shard_runs(run, count)
-    records = [check_shard(shard_run) for shard_run in runs]
+    stage_records: dict[str, dict] = {}
+    records = [check_shard(shard_run, stage_records) for shard_run in runs]
     dataset = DatasetStage(run)
     samples = dataset.samples
     check_partition(run.plugin, samples, records, runs)
@@ -121,7 +125,7 @@ def merge_shards(run: Run, count: int | None, printer: Printer, devices: list[di
                 "directories": [str(r.model_dir) for r in runs], "devices": devices}
     write_json_atomic(run.path(f"{name}.json"), {"metrics": metrics, "samples": len(samples), "shards": sharding})
     report.results_path, report.results = write_results(run, build_stages(run), report, merged={
-        "metrics": metrics, "samples": len(samples), "shards": sharding})
+        "metrics": metrics, "samples": len(samples), "shards": sharding, "stage_records": stage_records})
     printer.info(f"merged {count} shards of {run.name}: {len(samples)} samples")
     return report
 

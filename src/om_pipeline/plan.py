@@ -15,6 +15,7 @@ from . import versions
 from .context import Run
 from .errors import UserError
 from .stages import KINDS, Stage
+from .stages.base import InputAbsent
 from .state import Fingerprint
 
 Action = Literal["RUN", "CACHED", "SKIPPED"]
@@ -73,10 +74,22 @@ def upstream_of(stage: Stage, fingerprints: dict[str, str | None], stages: dict[
 
 
 def decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decision:
+    decision = _decide(stage, upstream, force)
+    if decision.action == "RUN" and stage.run.options.plans_only:
+        absent = stage.absent_input()  # a dry run names what the stage would fetch, and fetches nothing
+        if absent and absent not in decision.reason:
+            decision.reason = f"{decision.reason}; {absent}"
+    return decision
+
+
+def _decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decision:
     waiting = [key for key, value in upstream.items() if value is WILL_RUN]
     if waiting:
         return Decision(stage, "RUN", f"upstream {', '.join(waiting)} will run")
-    fingerprint = stage.fingerprint()
+    try:
+        fingerprint = stage.fingerprint()
+    except InputAbsent as absent:  # dry run only: the fingerprint needs what is not here
+        return Decision(stage, "RUN", absent.message)
     for tool in stage.tools_used():
         fingerprint.tools.update(versions.toolchain_identity(stage.run.options.toolchain, tool))
     fingerprint.upstream = dict(upstream)

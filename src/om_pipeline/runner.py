@@ -250,9 +250,12 @@ def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict
     tool versions and the weights used, built from the stage records (cached stages included).
     `merged`: the metrics, sample count and shards of `ompipe merge`, in place of an eval record."""
     records = {s.kind: run.state.record(s.key) for s in stages}
+    shard_records = {}
     if merged:
+        merged = dict(merged)
+        shard_records = merged.pop("stage_records")  # the shards' own: what made their numbers
         records["eval"] = {"info": merged}
-        records.pop("infer", None)  # the shards' own, in merged["shards"]
+        records.pop("infer", None)
     if not (records.get("eval") or records.get("perf")):
         return None, None
     weights = read_json(run.path("weights.json")) or {"mode": "none"}
@@ -278,7 +281,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict
         "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
         "stages": [asdict(row) for row in report.rows],
         "versions": versions.report(run.options.toolchain),
-        "provenance": provenance_labels(records, weights),
+        "provenance": provenance_labels({**records, **shard_records}, weights),
     }
     if merged:
         results["shards"] = merged["shards"]

@@ -170,7 +170,12 @@ def test_upstream_commands_are_the_guides(checkout, tmp_path):
     ]
 
 
-def test_upstream_export_runs_the_guides_script_in_its_environment(checkout, tmp_path):
+def test_upstream_export_drives_the_guides_commands_with_the_stack_stubbed(checkout, tmp_path):
+    """Through the execute seam with every command stubbed (venv, pip, setup.py develop and
+    pytorch2onnx.py, whose graph our native exporter stands in for): the argv, the environment
+    built once and reused, the random weights handed over as an mmdet checkpoint and removed.
+    The real python3.7 / torch 1.8 / mmcv-full environment is built only by the gated
+    test_gfocalv2_upstream.py::test_upstream_export_path_builds_the_guides_environment."""
     calls, checkpoints = [], []
 
     def guide_stack(request):

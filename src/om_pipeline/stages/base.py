@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..context import Run
+from ..errors import UserError
 from ..state import Fingerprint
+
+
+class InputAbsent(UserError):
+    """Raised by a stage's fingerprint in a dry run (--dry-run / --check) when it needs an input
+    that is not here, instead of fetching it: the plan shows the stage RUN with this message."""
 
 
 @dataclass
@@ -80,6 +86,11 @@ class Stage:
         """The exact argv of each tool run (shown by --dry-run); none for in-process stages."""
         return []
 
+    def absent_input(self) -> str | None:
+        """What this stage would download, or needs given, that is not here ("would download URL
+        (X MB)", "needs --data"); a dry run shows it in the stage's row instead of fetching it."""
+        return None
+
     # -- running
     def execute(self, staging: Path) -> StageResult:
         raise NotImplementedError
@@ -101,6 +112,12 @@ class Stage:
     @property
     def log(self) -> Path:
         return self.run.log_path(self.key)
+
+
+def would_download(urls_and_sizes: list[tuple[str, int | None]]) -> str:
+    """"would download URL (X MB), URL2 (size not stated)"."""
+    shown = [f"{url} ({f'{size / 1e6:.0f} MB' if size else 'size not stated'})" for url, size in urls_and_sizes]
+    return f"would download {', '.join(shown)}"
 
 
 def write_log_header(log: Path, text: str) -> None:

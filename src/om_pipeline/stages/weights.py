@@ -17,7 +17,7 @@ from pathlib import Path
 from ..download import cache_dir, fetch
 from ..errors import UserError
 from ..state import Fingerprint, git_blob_id, write_json_atomic
-from .base import Stage, StageResult
+from .base import Stage, StageResult, would_download
 
 
 class WeightsStage(Stage):
@@ -35,6 +35,7 @@ class WeightsStage(Stage):
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "choice": "random" if self.choice == "random" else ("path" if self.choice else "recipe")}
+        params.pop("size", None)  # informative (the dry run's line), not what is downloaded
         if self.choice == "random":
             params["seed"] = self.run.options.seed
             return Fingerprint(params=params)
@@ -51,6 +52,20 @@ class WeightsStage(Stage):
         if path.is_file():
             return self.run.state.file_digest(path)
         return self.config.sha256 or "absent"
+
+    def absent_input(self) -> str | None:
+        if self.choice:
+            return None  # random, or a --weights PATH its fingerprint checks
+        if self.config.in_source:
+            checkout = self.run.path("src")
+            if checkout.is_dir() and not (checkout / self.config.in_source).is_file():
+                return f"needs --weights PATH ({self.config.in_source} is absent from the checkout)"
+            return None  # the checkout the clone stage makes holds it
+        if (cache_dir() / "weights" / self.config.file).is_file():
+            return None
+        if self.config.urls:
+            return would_download([(self.config.urls[0], self.config.size)])
+        return f"needs --weights PATH ({self.config.file} is not in {cache_dir() / 'weights'})"
 
     def user_path(self) -> Path:
         path = Path(self.choice).expanduser().resolve()
