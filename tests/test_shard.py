@@ -43,6 +43,7 @@ def test_three_shards_merged_equal_one_run_digit_for_digit(sharded, ompipe, toy)
     results = json.loads((model_dir / "results/toy_ais_bench_bs4.json").read_text())
     assert json.dumps(results["metrics"], sort_keys=True) == expected
     assert results["samples"] == 12 and results["shards"]["count"] == 3
+    assert "fake toolchain" in results["provenance"]  # a merged number says what made it, as one run's does
     assert "merged from 3 shards" in merged.out
 
 

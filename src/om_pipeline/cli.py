@@ -47,6 +47,9 @@ Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
 ShardOption = Annotated[Optional[str], typer.Option("--shard", help="run one shard of the samples: I/N (0-based), auto or auto/N (reads JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID/_COUNT); then ompipe merge")]
 DevicesOption = Annotated[Optional[str], typer.Option("--devices", help="one shard per NPU of this host, concurrently, then merged: e.g. 0,1,2,3")]
+ExecutorOption = Annotated[Optional[str], typer.Option("--executor", help="ray: the shards as Ray tasks ({'NPU': 1} each, or CPUs for onnxruntime), then merged (pip install 'om-pipeline[ray]')")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local one)")]
+ShardsOption = Annotated[Optional[int], typer.Option("--shards", help="--executor ray: number of shards (default: the cluster's NPUs, or CPUs for onnxruntime)")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 
@@ -75,12 +78,14 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
         stream: Stream = False, workers: Workers = None, cann: Cann = None, shard: ShardOption = None,
-        devices: DevicesOption = None, recipes: RecipeDirs = None) -> None:
+        devices: DevicesOption = None, executor: ExecutorOption = None, ray_address: RayAddress = None,
+        shards: ShardsOption = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers, cann=cann, shard=_shard(shard), devices=_devices(devices))
+                       stream=stream, workers=workers, cann=cann, shard=_shard(shard), devices=_devices(devices),
+                       executor=executor, ray_address=ray_address, shards=shards)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 

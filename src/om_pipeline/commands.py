@@ -43,8 +43,12 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
 
 
 def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
-    if options.devices:
-        return run_on_devices(model, options, recipe_dirs)
+    if options.executor not in (None, "local", "ray"):
+        raise UserError(f"--executor {options.executor}: choose local (this host; with --devices) or ray")
+    if options.shards is not None and options.executor != "ray":
+        raise UserError("--shards is for --executor ray", hint="on one host: --devices 0,1,...; one shard: --shard I/N")
+    if options.devices or options.executor == "ray":
+        return run_distributed(model, options, recipe_dirs)
     if options.shard:
         return run_shard(model, options, recipe_dirs)
     printer = Printer(options.quiet)
@@ -85,8 +89,9 @@ def run_shard(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     return 0
 
 
-def run_on_devices(model: str, options: Options, recipe_dirs: list[Path]) -> int:
-    """`--devices 0,1,...`: the shared stages once, one shard per device concurrently, merged."""
+def run_distributed(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    """`--devices 0,1,...` (one shard per device of this host, concurrently) or `--executor ray`
+    (one shard per Ray task): the shared stages once, here, then the shards, then the merge."""
     from dataclasses import replace
 
     from .devices import device_table, run_devices
@@ -94,18 +99,27 @@ def run_on_devices(model: str, options: Options, recipe_dirs: list[Path]) -> int
     from .shard import SHARED_KINDS
 
     if options.shard:
-        raise UserError("--devices and --shard together: --devices makes one shard per device itself")
+        raise UserError("--shard with --devices or --executor: those make the shards themselves")
+    ray = options.executor == "ray"
+    if ray and options.devices:
+        raise UserError("--devices with --executor ray: Ray assigns the NPUs", hint="leave out --devices (--shards N sets the count)")
     printer = Printer(options.quiet)
-    pipeline = make_run(model, replace(options, devices=None), recipe_dirs, printer)
-    printer.info(f"ompipe run {pipeline.name} on devices {','.join(map(str, options.devices))}: bs {pipeline.bs}, "
+    pipeline = make_run(model, replace(options, devices=None, executor=None), recipe_dirs, printer)
+    where = "Ray" if ray else f"devices {','.join(map(str, options.devices))}"
+    printer.info(f"ompipe run {pipeline.name} on {where}: bs {pipeline.bs}, "
                  f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
     report = run_pipeline(pipeline, printer, kinds=SHARED_KINDS)
     if options.dry_run or options.check:
         printer.table(report.rows)
         return 1 if options.check and report.would_run else 0
-    records = run_devices(model, options, recipe_dirs, pipeline)
+    if ray:
+        from .ray_executor import run_on_ray
+
+        records = run_on_ray(model, options, recipe_dirs, pipeline.backend, options.shards, options.ray_address)
+    else:
+        records = run_devices(model, options, recipe_dirs, pipeline)
     device_table(records, printer)
-    merged = merge_shards(pipeline, len(options.devices), printer, devices=records)
+    merged = merge_shards(pipeline, len(records), printer, devices=records)
     print_results(merged.results, merged.results_path, Printer())
     return 0
 

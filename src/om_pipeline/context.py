@@ -54,6 +54,9 @@ class Options:
     # directory's lock (`--devices`): check that they are up to date, never build them.
     shared_built: bool = False
     devices: tuple[int, ...] | None = None  # `--devices`: one shard per device, concurrently, then merged
+    executor: str | None = None  # "ray": the shards as Ray tasks (ray_executor), then merged
+    ray_address: str | None = None  # the cluster to join; None: a local one (or RAY_ADDRESS)
+    shards: int | None = None  # --executor ray: how many shards (default: the cluster's NPUs or CPUs)
     cann: str | None = None  # ATC op table generation ("8", "5"); None: the installed CANN's, else 8
 
     @property

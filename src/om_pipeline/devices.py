@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -38,7 +39,7 @@ def parse_devices(spec: str) -> tuple[int, ...]:
 
 
 def device_options(options: Options, index: int, devices: tuple[int, ...]) -> Options:
-    return replace(options, shard=Shard(index, len(devices)), device=devices[index], shared_built=True, devices=None)
+    return replace(options, shard=Shard(index, len(devices)), device=devices[index], shared_built=True, devices=None, executor=None)
 
 
 def run_devices(model: str, options: Options, recipe_dirs: list[Path], run: Run) -> list[dict]:
@@ -67,9 +68,15 @@ def run_devices(model: str, options: Options, recipe_dirs: list[Path], run: Run)
 
 def device_main(model: str, options: Options, recipe_dirs: list[Path], log: str) -> None:
     """A device process: the shard's run, its output in its log file."""
+    sys.exit(run_shard_logged(model, options, recipe_dirs, Path(log)))
+
+
+def run_shard_logged(model: str, options: Options, recipe_dirs: list[Path], log: Path) -> int:
+    """The shard's run in this process with its output (and its tools') in `log`, then its
+    device record; the exit code. For a process of its own (a device process, a Ray task)."""
     from . import commands
 
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as handle:
         os.dup2(handle.fileno(), 1)
         os.dup2(handle.fileno(), 2)
@@ -83,7 +90,7 @@ def device_main(model: str, options: Options, recipe_dirs: list[Path], log: str)
         handle.flush()
         if code == 0:
             record_device(model, options, recipe_dirs, started)
-    sys.exit(code)
+    return code
 
 
 def record_device(model: str, options: Options, recipe_dirs: list[Path], started: float) -> None:
@@ -94,7 +101,8 @@ def record_device(model: str, options: Options, recipe_dirs: list[Path], started
     samples = (run.state.record(run.stage_key("eval", run.tool + run.mode_suffix.replace("_", "-"))) or {}).get("info", {}).get("samples")
     seconds = infer.get("seconds")
     write_json_atomic(run.path(DEVICE_RECORD), {
-        "device": options.device, "shard": str(options.shard), "pid": os.getpid(), "started": started, "finished": time.time(),
+        "device": options.device, "shard": str(options.shard), "pid": os.getpid(), "host": socket.gethostname(),
+        "visible_devices": os.environ.get("ASCEND_RT_VISIBLE_DEVICES"), "started": started, "finished": time.time(),
         "samples": samples, "infer_seconds": seconds,
         "throughput": round(samples / seconds, 3) if samples and seconds else None,  # samples/s of the infer stage (wall)
     })
