@@ -14,6 +14,7 @@ from .errors import UserError
 from .plan import build_stages, decide, upstream_of
 from .recipe import LoadedRecipe, discover, find_recipe, load_recipe_file
 from .runner import ensure_toolchain, run_pipeline
+from .shard import SHARED_KINDS
 from .ui import Printer
 
 
@@ -49,13 +50,13 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
         raise UserError("--shards is for --executor ray", hint="on one host: --devices 0,1,...; one shard: --shard I/N")
     if options.devices or options.executor == "ray":
         return run_distributed(model, options, recipe_dirs)
-    if options.shard:
-        return run_shard(model, options, recipe_dirs)
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
     mode = "plan" if options.dry_run or options.check else "run"
-    printer.info(f"ompipe {mode} {pipeline.name}: bs {pipeline.bs}, backend {pipeline.backend}, "
-                 f"toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    printer.info(f"ompipe {mode} {pipeline.name}{f' shard {pipeline.shard}' if pipeline.shard else ''}: bs {pipeline.bs}, "
+                 f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    if pipeline.shard and not options.shared_built:  # the shared stages in the model's directory, once for all shards
+        run_pipeline(pipeline.unsharded, printer, kinds=SHARED_KINDS)
     report = run_pipeline(pipeline, printer)
     if not options.quiet:
         printer.table(report.rows)
@@ -64,27 +65,7 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
         return 1
     if report.results:
         print_results(report.results, report.results_path, Printer())  # shown with --quiet too
-    return 0
-
-
-def run_shard(model: str, options: Options, recipe_dirs: list[Path]) -> int:
-    """`--shard I/N`: the shared stages in the model's directory (unless the starting process
-    built them), then this shard's sample stages in its own directory."""
-    from .shard import SHARED_KINDS
-
-    printer = Printer(options.quiet)
-    pipeline = make_run(model, options, recipe_dirs, printer)
-    printer.info(f"ompipe {'plan' if options.dry_run or options.check else 'run'} {pipeline.name} shard {pipeline.shard}: "
-                 f"bs {pipeline.bs}, backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
-    if not options.shared_built:
-        run_pipeline(pipeline.unsharded, printer, kinds=SHARED_KINDS)
-    report = run_pipeline(pipeline, printer)
-    if not options.quiet:
-        printer.table(report.rows)
-    if options.check and report.would_run:
-        printer.error("check: some stages would run")
-        return 1
-    if not (options.dry_run or options.check):
+    elif pipeline.shard and mode == "run":
         printer.info(f"shard {pipeline.shard} done; when every shard is: ompipe merge {model}")
     return 0
 
@@ -96,7 +77,6 @@ def run_distributed(model: str, options: Options, recipe_dirs: list[Path]) -> in
 
     from .devices import device_table, run_devices
     from .merge import merge_shards
-    from .shard import SHARED_KINDS
 
     if options.shard:
         raise UserError("--shard with --devices or --executor: those make the shards themselves")

@@ -83,7 +83,7 @@ def run_shard_logged(model: str, options: Options, recipe_dirs: list[Path], log:
         sys.stdout = sys.stderr = handle
         started = time.time()
         try:
-            code = commands.run_shard(model, options, recipe_dirs)
+            code = commands.run(model, options, recipe_dirs)
         except UserError as exc:
             print(exc.render(), flush=True)
             code = exc.exit_code
