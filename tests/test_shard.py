@@ -113,3 +113,13 @@ def test_doctor_shows_the_shard_variables_it_sees(ompipe, monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
     result = ompipe("doctor", *FAKE)
     assert "SLURM_ARRAY_TASK_ID=1, SLURM_ARRAY_TASK_COUNT=3 -> --shard auto is shard 1/3" in result.out
+
+
+def test_a_failed_device_is_named_with_its_log_and_nothing_is_merged(ompipe, toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMPIPE_FAKE_NPU_COUNT", "1")  # device 1 does not exist on this host
+    result = ompipe("run", "toy", *toy_args(toy), "--devices", "0,1")
+    assert result.code == 1 and "1 of 2 device runs failed" in result.err
+    assert "device 1 (shard 1/2)" in result.err and "device1.log" in result.err
+    log = (tmp_path / "work/toy/shards/1-of-2/logs/device1.log").read_text()
+    assert "open device 1 failed, runtime result = 507033" in log
+    assert not (tmp_path / "work/toy/results/toy_ais_bench_bs4.json").exists()

@@ -15,6 +15,10 @@ Environment knob:
                                    `batchsize(`, H2D/D2H lines always printed, result dir made
                                    with os.mkdir (its parent must exist, it must not). Arguments
                                    are still checked by AB-2025's rules.
+    OMPIPE_FAKE_NPU_COUNT=<n>      the host has n devices (as the fake npu-smi lists them):
+                                   `--device` n or above fails to open, as ACL's
+                                   `open device <id> failed, runtime result = 507033.`
+                                   Unset: every device id opens.
 Not emulated (they fail with a RuntimeError saying so): several devices, the auto dym modes,
 --dymShape_range without --dymShape, --pipeline, --perf/--backend. --profiler/--dump/
 --acl_json_path/--energy_consumption/--outputSize/--aipp_config pass the same checks as in the
@@ -141,7 +145,7 @@ def infer_process(args: argparse.Namespace, argv: list[str]) -> None:
     refuse_what_is_not_emulated(args)
     device = args.device
     log("INFO", "acl init success")
-    log("INFO", f"open device {device} success")
+    open_device(device)
     log("INFO", "create new context")
     model = FakeOmModel(args.model)
     log("INFO", f"load model {args.model} success")
@@ -160,6 +164,14 @@ def infer_process(args: argparse.Namespace, argv: list[str]) -> None:
     log("INFO", "end to destroy context")
     log("INFO", f"end to reset device {device}")
     log("INFO", "end to finalize acl")
+
+
+def open_device(device: int) -> None:
+    count = os.environ.get("OMPIPE_FAKE_NPU_COUNT")
+    if count and device >= int(count):
+        log("ERROR", f"open device {device} failed, runtime result = 507033.")
+        raise RuntimeError(f"open device {device} failed, runtime result = 507033")
+    log("INFO", f"open device {device} success")
 
 
 def args_rules(args: argparse.Namespace) -> None:
