@@ -101,7 +101,8 @@ def _shared_row(decision: Decision) -> Row:
         raise UserError(f"shared stage {stage.key} in {stage.run.model_dir} is not up to date ({decision.reason})",
                         hint=f"build it first: ompipe run {stage.run.name} --to atc (a --shard run does that itself, "
                              "unless started by --devices or an executor that built it)")
-    return Row(stage.key, decision.action, 0.0 if decision.action == "CACHED" else None, note="shared")
+    note = "shared" if decision.action == "CACHED" else f"shared: {decision.reason}"
+    return Row(stage.key, decision.action, 0.0 if decision.action == "CACHED" else None, note=note)
 
 
 def _recorded_fingerprint(stage: Stage, required: bool) -> str | None:
