@@ -189,3 +189,25 @@ def test_run_reaches_the_directly_computed_ap_with_both_tools_then_is_cached(omp
     normal = np.fromfile(next((work / "inputs/normal/input").glob("*.bin")), dtype=np.float32).reshape(3, 256, 192)
     flipped = np.fromfile(next((work / "inputs/flip/input").glob("*.bin")), dtype=np.float32).reshape(3, 256, 192)
     assert np.array_equal(flipped, normal[:, :, ::-1])
+
+
+@pytest.mark.ray
+def test_ray_executor_on_cpus_gives_the_serial_ap(ompipe, stand_in, coco, tmp_path):
+    """--executor ray with ONNX Runtime: one CPU task per shard on a local cluster, merged."""
+    from om_pipeline.testing.shards import metrics_json
+
+    ray = pytest.importorskip("ray")
+    repo, recipes = stand_in
+    args = ("run", "transpose", "--bs", "4", "--source", repo, "--weights", "random", "--toolchain", "fake", "--data", coco,
+            "--limit", "8", "--backend", "onnxruntime", "--recipes", recipes, "--to", "eval")
+    serial = ompipe(*args, "--workdir", "serial")
+    assert serial.code == 0, serial.err
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        distributed = ompipe(*args, "--workdir", "work", "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert distributed.code == 0, distributed.err + distributed.out
+    assert json.loads((tmp_path / "work/transpose/results/transpose_onnxruntime_bs4.json").read_text())["shards"]["count"] == 2
+    assert metrics_json(tmp_path / "work/transpose/results/transpose_onnxruntime_bs4.json") == \
+        metrics_json(tmp_path / "serial/transpose/results/transpose_onnxruntime_bs4.json")
