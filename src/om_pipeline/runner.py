@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import versions
 from .context import Run
-from .errors import StageFailed, UserError
+from .errors import StageFailed, UserError, disk_full_error
 from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
 from .stages import Stage, StageResult
 from .state import read_json, write_json_atomic
@@ -111,7 +111,10 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
         result = stage.execute(staging)
         outputs = _commit_outputs(stage, staging)
         finished = True
+        seconds = time.monotonic() - started
+        run.state.save_record(stage.key, _record(stage, decision, result, outputs, seconds))
     except BaseException as exc:
+        exc = disk_full_error(exc, writing_under=staging) or exc  # the disk, not our bug: a failed stage
         seconds = time.monotonic() - started
         report.rows.append(Row(stage.key, "FAILED", seconds, _failure_note(exc)))
         printer.table(report.rows)
@@ -119,8 +122,6 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     finally:
         if finished or not stage.resumable:
             shutil.rmtree(staging, ignore_errors=True)
-    seconds = time.monotonic() - started
-    run.state.save_record(stage.key, _record(stage, decision, result, outputs, seconds))
     return Row(stage.key, "RUN", seconds)
 
 

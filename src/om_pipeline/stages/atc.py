@@ -71,7 +71,7 @@ class AtcStage(Stage):
         flags = atc_tool.parse_flags(argv[1:])
         atc_tool.preflight(Path(flags["model"]), flags)
         env = self.fake_twin(Path(flags["model"]), staging)
-        outcome = execute(argv, cwd=staging, log=self.log, env=env)  # cwd: fusion_result.json stays out of the user's way
+        outcome = execute(argv, cwd=staging, log=self.log, env=env, timeout=self.config.timeout)  # cwd: fusion_result.json stays out of the user's way
         result = atc_tool.parse_output(outcome.output)
         if outcome.returncode != 0 or not result.ok:
             raise StageFailed(
