@@ -169,9 +169,10 @@ def test_sigterm_and_sighup_stop_the_tool_and_leave_nothing_complete(toy, tmp_pa
 
 
 def test_disk_full_in_a_stage_record_or_a_staged_output_is_a_failed_stage(ompipe, toy, tmp_path, monkeypatch):
+    from om_pipeline import state
     from om_pipeline.state import StateStore
 
-    original = StateStore.save_record
+    original, original_write = StateStore.save_record, state.write_json_atomic
 
     def full_disk_for_atc(self, key, record):
         if key.startswith("atc"):
@@ -198,6 +199,16 @@ def test_disk_full_in_a_stage_record_or_a_staged_output_is_a_failed_stage(ompipe
     assert failed.code == 1 and "Traceback" not in failed.err
     assert "quota" in failed.err.lower() and ".staging/simplify-bs4-ascend" in failed.err and "free" in failed.err
     monkeypatch.setattr(onnx, "save", save)
+
+    def full_disk_for_the_digest_cache(path, value):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(state, "write_json_atomic", full_disk_for_the_digest_cache)
+    os.utime(tmp_path / "work/toy/onnx/toy_bs4.ascend.onnx")  # rehashed while planning: the cache is written
+    failed = run_toy(ompipe, toy)
+    assert failed.code == 1 and "Traceback" not in failed.err
+    assert f"no space left on device writing {tmp_path / 'work/toy'} (" in failed.err
+    monkeypatch.setattr(state, "write_json_atomic", original_write)
 
     rerun = run_toy(ompipe, toy)
     assert rerun.code == 0, rerun.err

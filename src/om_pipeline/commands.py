@@ -2,16 +2,18 @@
 the CLI minus argument parsing)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import yaml
 
 from . import lock, versions
 from .context import Options, Run, resolve_backend
-from .errors import UsageError, UserError
+from .errors import UsageError, UserError, disk_full_error
 from .plan import build_stages, decide, in_scope, upstream_of
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
 from .runner import ensure_toolchain, run_pipeline
@@ -94,8 +96,21 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     check_workdir_for_ais_bench(pipeline)
     if options.dry_run or options.check:  # reads only: no lock, never waits
         return _run_locked(pipeline, printer)
-    with lock.holding(pipeline.model_dir, options.wait, on_wait=waiting_note(printer)):
+    with naming_a_full_disk(pipeline.model_dir), lock.holding(pipeline.model_dir, options.wait, on_wait=waiting_note(printer)):
         return _run_locked(pipeline, printer)
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(model_dir: Path) -> Iterator[None]:
+    """A full disk outside any stage (the digest cache while planning, the results JSON): the
+    same one line as a stage's, naming the model's work directory when the error names no file."""
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(exc, writing_under=model_dir)
+        if full is None:
+            raise
+        raise full from None
 
 
 def waiting_note(printer: Printer):
@@ -234,7 +249,7 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
     first = Run(loaded, options, backend, sizes[0], options.workdir)
     if backend == "ais_bench" and first.tool == "ais_bench":
         check_path_for_ais_bench(first.model_dir)
-    with lock.holding(first.model_dir, options.wait, on_wait=waiting_note(printer)):
+    with naming_a_full_disk(first.model_dir), lock.holding(first.model_dir, options.wait, on_wait=waiting_note(printer)):
         text, out = measure(loaded, options, sizes, backend, printer)
     print(text)
     print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")

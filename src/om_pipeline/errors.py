@@ -57,7 +57,7 @@ def disk_full_error(exc: BaseException, writing_under: Path | None = None) -> St
     """A StageFailed naming the path and the free space when `exc` (or what it was raised from)
     is a full disk or quota, else None. `writing_under` names where the write went when the
     error does not (a failed write() carries no file name)."""
-    cause = _disk_full_cause(exc)
+    cause = None if isinstance(exc, UserError) else _disk_full_cause(exc)  # a UserError already says what happened
     if cause is None:
         return None
     path = Path(cause.filename) if getattr(cause, "filename", None) else writing_under
@@ -88,4 +88,4 @@ def _free_space(path: Path | None) -> str | None:
         free = shutil.disk_usage(existing or os.getcwd()).free
     except OSError:
         return None
-    return f"{free / 2**20:.1f} MiB"
+    return f"{free / 2**20:.1f} MiB" if free >= 2**20 else f"{free // 1024} KiB"
