@@ -3,17 +3,15 @@
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP)."""
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
-import threading
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from . import commands, lock
+from . import commands, interrupts, lock
 from .context import Options
 from .errors import UserError, disk_full_error
 
@@ -163,15 +161,11 @@ def synth_hpatches(out: Annotated[Path, typer.Argument(help="directory to write 
 
 
 INTERRUPTED = "interrupted: the stage in progress was discarded; rerun to continue"
-# Signals that stop ompipe as Ctrl-C does (what `timeout`, CI cancel, `docker stop`, `kill` and a
-# closed terminal send), with the shell's exit status for each: 128 + the signal number.
-STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-_stopped_by: list[int] = []  # the signal being handled, if any
 
 
 def main(argv: list[str] | None = None) -> int:
     lock.set_command_line(list(sys.argv[1:] if argv is None else argv))
-    with _signals_as_interrupts():
+    with interrupts.handled():  # SIGTERM and SIGHUP stop ompipe as Ctrl-C does
         try:
             code = app(args=argv, standalone_mode=False, prog_name="ompipe")
             if code == 130:  # Typer turns KeyboardInterrupt into exit code 130; no command of ours returns it
@@ -202,35 +196,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interrupted() -> int:
-    if _stopped_by:
-        print(f"{INTERRUPTED} ({signal.Signals(_stopped_by[0]).name})", file=sys.stderr)
-        return 128 + _stopped_by[0]
-    print(INTERRUPTED, file=sys.stderr)
-    return 130
-
-
-def _stop(signum: int, frame) -> None:
-    """SIGTERM / SIGHUP: unwind as Ctrl-C does (the tool's process group is killed, the stage's
-    staging discarded, no record written). A repeat while unwinding is ignored, so the cleanup
-    itself is not cut short; SIGKILL remains for the impatient."""
-    if _stopped_by:
-        return
-    _stopped_by.append(signum)
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _signals_as_interrupts():
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    _stopped_by.clear()
-    previous = {signum: signal.signal(signum, _stop) for signum in STOPPING_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    """The shell's status for the signal: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP)."""
+    signum = interrupts.received() or signal.SIGINT
+    print(INTERRUPTED + ("" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"), file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

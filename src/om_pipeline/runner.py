@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import versions
+from . import interrupts, versions
 from .context import Run
 from .errors import StageFailed, UserError, disk_full_error
 from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
@@ -94,6 +94,7 @@ def _show_plan(decision: Decision, printer: Printer) -> Row:
 def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     stage = decision.stage
     run = stage.run
+    interrupts.raise_if_stopping()  # a Ctrl-C / SIGTERM that Python dropped where it landed
     run.state.forget(stage.key)
     staging = run.model_dir / ".staging" / stage.key
     resuming = stage.resumable and not run.options.force and _staging_fingerprint(staging) == decision.fingerprint.value

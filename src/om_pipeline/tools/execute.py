@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from .. import interrupts
 from ..errors import UserError
 
 
@@ -82,6 +83,7 @@ def format_argv(argv: Sequence[str]) -> str:
 
 
 def run_subprocess(request: Request) -> Outcome:
+    interrupts.raise_if_stopping()  # no new tool once ompipe is stopping
     started = time.monotonic()
     log = open(request.log, "a", encoding="utf-8") if request.log else None
     if log:
@@ -114,6 +116,8 @@ def run_subprocess(request: Request) -> Outcome:
         timed_out = threading.Event()
         timer = threading.Timer(request.timeout, _stop_on_timeout, (proc, timed_out)) if request.timeout else None
         try:
+            # A signal that came while the tool started may have been dropped (an at-fork hook).
+            interrupts.raise_if_stopping()
             if timer:
                 timer.start()
             for line in proc.stdout:
@@ -122,6 +126,7 @@ def run_subprocess(request: Request) -> Outcome:
                     log.write(line)
                     log.flush()
             returncode = proc.wait()
+            interrupts.raise_if_stopping()
         except BaseException:
             _kill_group(proc)
             raise
