@@ -3,18 +3,30 @@ from __future__ import annotations
 
 import json
 
-import cv2
+from om_pipeline import bench, plots
 
 
-def test_bench_writes_the_guides_table_json_and_plot(ompipe, toy, tmp_path):
+def test_bench_writes_the_guides_table_json_and_a_chart_of_that_json(ompipe, toy, tmp_path):
     result = ompipe("bench", "toy", "--bs", "1,4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random", "-q")
     assert result.code == 0, result.err
     assert "| Ascend310P3 | 1 |" in result.out and "| Ascend310P3 | 4 |" in result.out and "**best**" in result.out
+    assert "- ais_bench: fake toolchain, random weights" in result.out  # the table says what made it
     data = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())
     assert [row["bs"] for row in data["rows"]] == [1, 4]
     assert data["rows"][1]["reference_fps"] == 3000 and data["rows"][1]["ratio"] == data["rows"][1]["fps"] / 3000
-    assert cv2.imread(str(tmp_path / "work/toy/bench/toy_ais_bench.png")).shape == (440, 720, 3)
+    assert data["provenance"] == ["fake toolchain", "random weights"]
+    assert (tmp_path / "work/toy/bench/toy_ais_bench.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "work/toy/inputs").exists()  # bench needs no dataset
+    # the chart: the JSON's series, the guide's, and what made them in its own text
+    figure = bench.figure(data)
+    lines = {line.get_label(): dict(zip(line.get_xdata(), line.get_ydata())) for line in figure.axes[0].get_lines()}
+    assert lines == {"ais_bench (fake toolchain, random weights)": {row["bs"]: row["fps"] for row in data["rows"]},
+                     "Ascend310P3 (guide)": {1: 1000, 4: 3000, 8: 4000}}  # every chip of the recipe's reference
+    texts = "\n".join(plots.texts(figure))
+    assert "made by ompipe's fake atc / ais_bench" in texts and "the checkpoint was random" in texts
+    svg = (tmp_path / "work/toy/bench/toy_ais_bench.svg").read_text()
+    for text in ("made by ompipe's fake atc / ais_bench", "ais_bench (fake toolchain, random weights)", "3,000", "made up for the fixture"):
+        assert text in svg  # the written file is this figure, its provenance in its own text
 
 
 def test_bench_takes_the_batch_size_from_the_compiled_model_not_the_flag(ompipe, toy, tmp_path):
@@ -34,4 +46,6 @@ def test_bench_with_onnx_runtime(ompipe, toy, tmp_path):
     assert result.code == 0, result.err
     data = json.loads((tmp_path / "work/toy/bench/toy_onnxruntime.json").read_text())
     assert [row["bs"] for row in data["rows"]] == [1, 4] and data["machine"].startswith("ONNX Runtime")
+    assert data["machine"].endswith("logical CPUs")  # which CPU measured it
+    assert data["provenance"] == ["random weights"]  # ONNX Runtime measured it: no fake, but random weights
     assert not (tmp_path / "work/toy/om").exists()  # no atc on this path

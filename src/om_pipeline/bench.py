@@ -4,16 +4,17 @@ For each batch size, builds what is missing (export, atc) and runs the perf stag
 `--loop 20` as the guide, msame's average, or the same statistics for ONNX Runtime). The batch
 size is taken from the compiled model's real input shape, never from a flag: ais_bench's
 formula multiplies by whatever `--batchsize` says (winml-cli#930 was 8x too high that way).
-Writes Markdown, JSON and a PNG plot of fps against bs with the guide's reference points.
+Writes Markdown, JSON and a chart (PNG and SVG) of fps against bs beside the guide's figures
+for every chip the recipe names, saying in its own text what made the numbers (plots.py).
 """
 from __future__ import annotations
 
-import math
+import os
+import platform
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
+from . import report
 from .context import Options, Run
 from .errors import UserError
 from .runner import run_pipeline
@@ -46,19 +47,21 @@ def compiled_batch(run: Run) -> int:
     return shape[0] if isinstance(shape[0], int) else run.bs
 
 
-def measure(make_run, batch_sizes: list[int], printer: Printer) -> list[dict]:
-    rows = []
+def measure(make_run, batch_sizes: list[int], printer: Printer) -> tuple[list[dict], list[str]]:
+    """fps per batch size, and what made them (the provenance labels of every run's results)."""
+    rows, provenance = [], []
     for bs in batch_sizes:
         run = make_run(bs)
         printer.info(f"--- bs {bs}")
-        run_pipeline(run, printer)
+        results = run_pipeline(run, printer).results or {}
+        provenance += [label for label in report.provenance_of(results) if label not in provenance]
         perf = run.state.record(run.stage_key("perf", run.tool))["info"]
         real_bs = compiled_batch(run)
         fps = perf["fps"] * real_bs / perf["batchsize"] if perf.get("batchsize") else perf["fps"]
         if perf.get("batchsize") and perf["batchsize"] != real_bs:
             printer.info(f"note: the tool reported batch size {perf['batchsize']}, the compiled model has {real_bs}: fps corrected")
         rows.append({"bs": real_bs, "fps": fps, "mean_ms": perf.get("mean_ms"), "tool": run.tool})
-    return rows
+    return rows, provenance
 
 
 def table(run: Run, rows: list[dict], chip: str | None) -> list[dict]:
@@ -79,41 +82,19 @@ def markdown(rows: list[dict], machine: str) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], references: dict[int, float], title: str, path: Path) -> None:
-    """fps against bs (log2 axis), ours as a line, the guide's as dots. OpenCV draws it, so the
-    plot needs no extra dependency."""
-    import cv2
-
-    width, height, margin = 720, 440, 60
-    image = np.full((height, width, 3), 255, np.uint8)
-    sizes = sorted({r["bs"] for r in rows} | set(references))
-    top = max([r["fps"] for r in rows] + list(references.values()) + [1.0]) * 1.1
-    span = max(math.log2(max(sizes)) - math.log2(min(sizes)), 1)
-
-    def point(bs: float, fps: float) -> tuple[int, int]:
-        x = margin + (math.log2(bs) - math.log2(min(sizes))) / span * (width - 2 * margin)
-        return int(x), int(height - margin - fps / top * (height - 2 * margin))
-
-    cv2.line(image, (margin, height - margin), (width - margin, height - margin), (0, 0, 0), 1)
-    cv2.line(image, (margin, margin), (margin, height - margin), (0, 0, 0), 1)
-    for bs in sizes:
-        x, _ = point(bs, 0)
-        cv2.putText(image, str(bs), (x - 8, height - margin + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(image, f"{top:.0f} fps", (5, margin - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(image, title, (margin, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-    ours = [point(r["bs"], r["fps"]) for r in sorted(rows, key=lambda r: r["bs"])]
-    cv2.polylines(image, [np.array(ours, np.int32)], False, (200, 80, 0), 2)
-    for x, y in ours:
-        cv2.circle(image, (x, y), 4, (200, 80, 0), -1)
-    for bs, fps in references.items():
-        cv2.circle(image, point(bs, fps), 5, (0, 0, 220), 2)
-    cv2.putText(image, "blue: measured   red circles: the guide's reference", (margin, 50), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), image)
+def host_cpu() -> str:
+    """The CPU that measured ONNX Runtime's fps: its model name and logical CPU count."""
+    name = platform.processor()
+    try:
+        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
 def bench(loaded, options: Options, batch_sizes: list[int], backend: str, printer: Printer) -> tuple[str, Path]:
-    from . import versions
+    from . import plots, versions
 
     def make_run(bs: int) -> Run:
         return Run(loaded, replace(options, bs=bs, only="perf"), backend, bs, options.workdir)
@@ -121,13 +102,24 @@ def bench(loaded, options: Options, batch_sizes: list[int], backend: str, printe
     first = make_run(batch_sizes[0])
     if first.recipe.stages.perf is None:
         raise UserError(f"recipe {loaded.recipe.name} has no perf stage to benchmark")
-    rows = table(first, measure(make_run, batch_sizes, printer), first.soc_version if backend == "ais_bench" else None)
+    measured, provenance = measure(make_run, batch_sizes, printer)
+    rows = table(first, measured, first.soc_version if backend == "ais_bench" else None)
     machine = (f"{first.soc_version} ({options.toolchain} toolchain, {first.tool})" if backend == "ais_bench"
-               else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {versions.report()['platform']}")
+               else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {versions.report()['platform']}, {host_cpu()}")
     out = first.model_dir / "bench" / f"{first.name}_{first.tool}"
-    write_json_atomic(out.with_suffix(".json"), {"model": first.name, "machine": machine, "rows": rows})
+    data = {"model": first.name, "machine": machine, "rows": rows, "provenance": provenance,
+            "references": first.recipe.reference.model_dump(mode="json")["fps"],
+            "fps_source": first.recipe.reference.fps_source, "versions": versions.report()}
+    write_json_atomic(out.with_suffix(".json"), data)
     text = markdown(rows, machine)
+    if provenance:
+        text += "\n\n" + "\n".join(f"- {line}" for line in report.provenance_caption({first.tool: provenance}))
     out.with_suffix(".md").write_text(text + "\n")
-    chip = rows[0]["chip"] if rows else None
-    plot(rows, first.recipe.reference.fps.get(chip, {}), f"{first.name}: fps vs batch size ({machine})", out.with_suffix(".png"))
+    plots.save(figure(data), out)
     return text, out
+
+
+def figure(data: dict):
+    """The chart of one bench table (its JSON as written), the guide's fps for every chip beside it."""
+    entry = report.throughput([], [data])[data["model"]]
+    return report.throughput_figure(data["model"], entry, f"measured on {data['machine']}; guide: {data.get('fps_source') or 'recipe reference'}")

@@ -102,7 +102,7 @@ def bench(model: Model, bs: Annotated[Optional[str], typer.Option("--bs", help="
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, quiet: Quiet = False, seed: Seed = 0,
           wait: Wait = False, recipes: RecipeDirs = None) -> None:
-    """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG)."""
+    """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG and SVG chart)."""
     options = _options(backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed, wait=wait)
     raise typer.Exit(commands.bench(model, bs, options, recipes or []))
@@ -147,9 +147,11 @@ def doctor(model: Annotated[Optional[str], typer.Argument(help="also check disk 
 
 
 @app.command()
-def report(workdir: Workdir = Path("work"), json_: Annotated[bool, typer.Option("--json", help="JSON instead of Markdown")] = False) -> None:
-    """One table for all models: metrics vs the guides' references and our ONNX Runtime baseline, fps, weights."""
-    raise typer.Exit(commands.report(workdir, json_))
+def report(workdir: Workdir = Path("work"), json_: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False,
+           md: Annotated[bool, typer.Option("--md", help="print Markdown instead of the table")] = False,
+           html: Annotated[Optional[Path], typer.Option("--html", help="also write one self-contained HTML report (plots inline) to this file")] = None) -> None:
+    """One table for all models: metrics vs the guides' references and our ONNX Runtime baseline, fps, provenance."""
+    raise typer.Exit(commands.report(workdir, json_, md, html))
 
 
 @data_app.command("synth-hpatches")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -252,14 +253,29 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
     with naming_a_full_disk(first.model_dir), lock.holding(first.model_dir, options.wait, on_wait=waiting_note(printer)):
         text, out = measure(loaded, options, sizes, backend, printer)
     print(text)
-    print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+    print(f"written: {', '.join(str(out.with_suffix(suffix)) for suffix in ('.md', '.json', '.png', '.svg'))}")
     return 0
 
 
-def report(workdir: Path, as_json: bool) -> int:
-    from .report import report as render
+def report(workdir: Path, as_json: bool, as_markdown: bool = False, html: Path | None = None) -> int:
+    """The table on the terminal (rich), or as Markdown / JSON on stdout; `html` also writes the
+    self-contained HTML report (its path goes to stderr, so stdout stays one format)."""
+    from . import report as results
 
-    print(render(workdir, as_json))
+    if as_json and as_markdown:
+        raise UserError("--json and --md both given", hint="choose one output format for stdout")
+    table = results.rows(results.collect(workdir))
+    if html is not None:
+        from .html_report import write
+
+        write(workdir, html)
+        print(f"written: {html}", file=sys.stderr)
+    if as_json:
+        print(results.as_json(table))
+    elif as_markdown:
+        print(results.markdown(table))
+    else:
+        Printer().console.print(results.rich_table(table))
     return 0
 
 

@@ -6,10 +6,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .commands import natural_key
 from .errors import UserError
 from .state import read_json
 
 BASELINE_TOOL = "onnxruntime"
+# The provenance labels results carry (results["provenance"]) and what each tells a reader.
+PROVENANCE_NOTES = {
+    "fake toolchain": "made by ompipe's fake atc / ais_bench (no CANN, no NPU): the .om's outputs, "
+                      "golden cosine and fps are not an Ascend chip's",
+    "random weights": "the checkpoint was random: metrics say nothing about the guide's accuracy (fps are unaffected)",
+    "emulated fp16": "fp16 emulated on the CPU (ONNX Runtime tensors rounded to fp16), not ATC's fp16 kernels",
+    "paced emulator": "a paced NPU emulator: its fps is the pace it was given, not a measurement",
+}
+REAL = "real"
+
+
+def provenance_of(result: dict) -> list[str]:
+    """What made the numbers of one results (or bench) JSON that a reader must know about:
+    `results["provenance"]` where the run wrote it, plus what the older fields say (a fake tool,
+    random weights, emulated precision), so a list that names less never hides a fact."""
+    labels = list(result.get("provenance") or [])
+    facts = {"fake toolchain": result.get("toolchain") == "fake" and result.get("tool", result.get("backend")) != BASELINE_TOOL,
+             "random weights": bool(result.get("random_weights")),
+             "emulated fp16": result.get("precision") == "fp16-emulated"}
+    return labels + [label for label, holds in facts.items() if holds and label not in labels]
+
+
+def provenance_caption(series: dict[str, list[str]]) -> list[str]:
+    """One line per series naming what made its numbers, then what each label means."""
+    lines = [f"{name}: {', '.join(labels) or REAL + ' (no fake tool, random weights or emulation)'}" for name, labels in series.items()]
+    used = dict.fromkeys(label for labels in series.values() for label in labels)
+    return lines + [f"{label}: {PROVENANCE_NOTES[label]}" for label in used if label in PROVENANCE_NOTES]
 
 
 def collect(workdir: Path) -> list[dict]:
@@ -20,35 +48,65 @@ def collect(workdir: Path) -> list[dict]:
     return results
 
 
+def collect_bench(workdir: Path) -> list[dict]:
+    """The tables `ompipe bench` wrote (<workdir>/<model>/bench/<model>_<tool>.json)."""
+    tables = (read_json(path) for path in sorted(workdir.glob("*/bench/*.json")))
+    return [table for table in tables if table and "model" in table and "rows" in table]
+
+
 def rows(results: list[dict]) -> list[dict]:
-    # The baseline is ONNX Runtime's files-mode result where there is one (a stream result gives
-    # the same metrics, and a run of both modes must not make the choice depend on file order).
-    baselines = {(r["model"], r["bs"]): r for r in sorted(results, key=_is_files_mode) if r.get("tool") == BASELINE_TOOL}
+    # The baseline is ONNX Runtime's fp32 files-mode result where there is one (a stream result
+    # gives the same metrics, and a run of both modes must not make the choice depend on file
+    # order; an emulated-fp16 run is what the baseline is compared with, not the baseline).
+    candidates = sorted(results, key=lambda r: (r.get("precision", "fp32") == "fp32", _is_files_mode(r)))
+    baselines = {(r["model"], r["bs"]): r for r in candidates if r.get("tool") == BASELINE_TOOL}
     table = []
     for result in results:
         baseline = baselines.get((result["model"], result["bs"]))
         perf = result.get("perf") or {}
-        for metric, value in sorted((result.get("metrics") or {}).items()):
+        metrics = sorted((result.get("metrics") or {}).items(), key=lambda item: natural_key(item[0]))
+        # A result with throughput only (`ompipe bench`, `--to perf`) still gets its row.
+        for metric, value in metrics or ([(None, None)] if perf else []):
             references = [r for r in result["reference"]["accuracy"] if r["metric"] == metric]
             table.append({
                 "model": result["model"],
-                "tool": result.get("tool", result.get("backend")) + (" --stream" if not _is_files_mode(result) else ""),
+                "tool": tool_label(result),
                 "mode": result.get("mode", "files"),
                 "bs": result["bs"],
                 "metric": metric,
                 "value": value,
                 "reference": references[0]["value"] if references else None,
                 "reference_source": references[0]["source"] if references else None,
-                "onnxruntime": (baseline or {}).get("metrics", {}).get(metric) if baseline is not result else None,
+                "onnxruntime": (baseline or {}).get("metrics", {}).get(metric) if baseline is not result and metric else None,
                 "fps": perf.get("fps"),
                 "reference_fps": _reference_fps(result),
                 "precision_mode": (result.get("atc") or {}).get("precision_mode"),
+                "precision": precision(result),
                 "golden_cosine": _golden_cosine(result.get("compare")),
                 "weights": "RANDOM" if result.get("random_weights") else (result.get("weights") or {}).get("mode"),
                 "samples": result.get("samples"),
                 "cann": result.get("versions", {}).get("cann"),
+                "provenance": provenance_of(result),
             })
     return table
+
+
+def tool_label(result: dict) -> str:
+    """The tool, and what sets this run apart from others of the same tool: --stream, or ONNX
+    Runtime emulating fp16 (the fake .om always emulates; its badge says so)."""
+    tool = result.get("tool", result.get("backend"))
+    emulated = tool == BASELINE_TOOL and result.get("precision") == "fp16-emulated"
+    return tool + (" --stream" if not _is_files_mode(result) else "") + (" fp16-emulated" if emulated else "")
+
+
+def precision(result: dict) -> str | None:
+    """What the numbers were computed in: the run's own statement (e.g. fp16-emulated), else
+    ATC's precision mode for an .om, else fp32 for ONNX Runtime."""
+    if result.get("precision"):
+        return result["precision"]
+    if (result.get("atc") or {}).get("precision_mode"):
+        return result["atc"]["precision_mode"]
+    return "fp32" if result.get("tool", result.get("backend")) == BASELINE_TOOL else None
 
 
 def _is_files_mode(result: dict) -> bool:
@@ -68,28 +126,127 @@ def _reference_fps(result: dict) -> dict[str, float]:
     return {chip: fps[bs] for chip, fps in result["reference"]["fps"].items() if bs in fps}
 
 
+def throughput(results: list[dict], benches: list[dict]) -> dict[str, dict]:
+    """Per model: measured fps per series (tool and mode) and batch size, what made each series
+    (provenance labels), and the guide's fps per chip with where the recipe took them from. `ompipe bench` tables win over a run's
+    own perf figure for the same batch size: bench corrects fps for the compiled batch."""
+    models: dict[str, dict] = {}
+
+    def add(model: str, name: str, points: dict[int, float], labels: list[str], references: dict, source: str | None) -> None:
+        entry = models.setdefault(model, {"measured": {}, "provenance": {}, "references": {}, "reference_sources": []})
+        if source and source not in entry["reference_sources"]:
+            entry["reference_sources"].append(source)
+        entry["measured"].setdefault(name, {}).update(points)
+        known = entry["provenance"].setdefault(name, [])
+        known.extend(label for label in labels if label not in known)
+        for chip, fps in references.items():
+            entry["references"].setdefault(chip, {}).update({int(bs): value for bs, value in fps.items()})
+
+    for result in results:
+        fps = (result.get("perf") or {}).get("fps")
+        if fps is not None:
+            add(result["model"], tool_label(result), {result["bs"]: fps}, provenance_of(result), result["reference"]["fps"],
+                result["reference"].get("fps_source"))
+    for bench in benches:
+        for tool in dict.fromkeys(row["tool"] for row in bench["rows"]):
+            add(bench["model"], tool, {row["bs"]: row["fps"] for row in bench["rows"] if row["tool"] == tool},
+                _bench_provenance(bench), bench.get("references", {}), bench.get("fps_source"))
+    for entry in models.values():
+        entry["measured"] = {name: dict(sorted(points.items())) for name, points in entry["measured"].items()}
+    return models
+
+
+def _bench_provenance(bench: dict) -> list[str]:
+    """Bench tables written before they carried provenance name the fake in their machine line."""
+    if isinstance(bench.get("provenance"), list):
+        return bench["provenance"]
+    return ["fake toolchain"] if "fake toolchain" in bench.get("machine", "") else []
+
+
+def throughput_figure(model: str, entry: dict, subtitle: str):
+    """The fps-vs-batch-size chart of one model's `throughput` entry, provenance in its caption
+    and in each measured series' legend label."""
+    from . import plots
+
+    measured = {series_label(name, entry["provenance"][name]): points for name, points in entry["measured"].items()}
+    return plots.throughput(f"{model}: throughput vs batch size", subtitle, measured, entry["references"],
+                            provenance_caption(entry["provenance"]))
+
+
+def series_label(name: str, labels: list[str]) -> str:
+    return f"{name} ({', '.join(labels)})" if labels else name
+
+
 def markdown(table: list[dict]) -> str:
-    header = ("| model | tool | bs | metric | value | guide ref | vs ref | ONNX Runtime | fps | guide fps | precision "
-              "| golden cosine | weights | samples |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    lines = ["| " + " | ".join(MARKDOWN_COLUMNS) + " |", "|" + "---|" * len(MARKDOWN_COLUMNS)]
     for row in table:
-        lines.append("| " + " | ".join([
-            row["model"], row["tool"], str(row["bs"]), row["metric"], _num(row["value"]),
-            _num(row["reference"]), _ratio(row["value"], row["reference"]), _num(row["onnxruntime"]),
-            _num(row["fps"]), ", ".join(f"{v:g} ({chip})" for chip, v in row["reference_fps"].items()) or "",
-            row["precision_mode"] or "", _num(row["golden_cosine"]), row["weights"] or "", str(row["samples"] or ""),
-        ]) + " |")
+        lines.append("| " + " | ".join(_cells(row)) + " |")
     return "\n".join(lines)
+
+
+def rich_table(table: list[dict]):
+    """The terminal's view: one table per model (its name as the title), the Markdown columns
+    a terminal has room for (weights and samples are in --md and --json), provenance in colour
+    and short, its words spelled out below."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    tables = []
+    for model in dict.fromkeys(row["model"] for row in table):
+        out = Table(title=model, title_justify="left", title_style="bold", show_edge=False, pad_edge=False, header_style="bold")
+        for column in TERMINAL_COLUMNS:
+            out.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left",
+                           no_wrap=column in ("tool", "metric", "precision", "provenance"))
+        for row in (row for row in table if row["model"] == model):
+            cells = dict(zip(MARKDOWN_COLUMNS, _cells(row)))
+            cells["guide fps"] = ", ".join(f"{fps:g} @{chip.removeprefix('Ascend')}" for chip, fps in row["reference_fps"].items())
+            out.add_row(*[cells[column] for column in TERMINAL_COLUMNS[:-1]], _rich_provenance(row["provenance"]))
+        tables += [out, Text("")]
+    used = dict.fromkeys(label for row in table for label in row["provenance"])
+    notes = [f"{SHORT.get(label, label)}: {PROVENANCE_NOTES.get(label, label)}" for label in used]
+    return Group(*tables, *(Text(note, style="dim") for note in notes))
+
+
+MARKDOWN_COLUMNS = ("model", "tool", "bs", "metric", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "guide fps",
+                    "precision", "golden cosine", "weights", "samples", "provenance")
+TERMINAL_COLUMNS = ("tool", "bs", "metric", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "guide fps", "precision",
+                    "golden cosine", "provenance")
+NUMERIC_COLUMNS = {"bs", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "golden cosine", "samples"}
+SHORT = {"fake toolchain": "fake", "random weights": "random weights", "emulated fp16": "emulated fp16", "paced emulator": "paced"}
+
+
+def _cells(row: dict) -> list[str]:
+    fake = "fake toolchain" in row["provenance"]
+    return [
+        row["model"], row["tool"] + (" (fake)" if fake else ""), str(row["bs"]), row["metric"] or "(throughput only)",
+        _num(row["value"]), _num(row["reference"]), _ratio(row["value"], row["reference"]), _num(row["onnxruntime"]),
+        _fps(row["fps"]), ", ".join(f"{v:g} ({chip})" for chip, v in row["reference_fps"].items()) or "",
+        row["precision"] or "", _num(row["golden_cosine"]), row["weights"] or "", str(row["samples"] or ""),
+        ", ".join(row["provenance"]) or REAL,
+    ]
+
+
+def _rich_provenance(labels: list[str]) -> str:
+    from rich.markup import escape
+
+    if not labels:
+        return f"[green]{REAL}[/]"
+    return ", ".join(f"[{'bold red' if 'fake' in label else 'yellow'}]{escape(SHORT.get(label, label))}[/]" for label in labels)
 
 
 def _num(value) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
+def _fps(value) -> str:
+    """1,234 rather than 1.234e+03: throughput reads as a count."""
+    return "" if value is None else f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
+
+
 def _ratio(value, reference) -> str:
     return "" if value is None or not reference else f"{value / reference:.3f}"
 
 
-def report(workdir: Path, as_json: bool) -> str:
-    table = rows(collect(workdir))
-    return json.dumps(table, indent=2) if as_json else markdown(table)
+def as_json(table: list[dict]) -> str:
+    return json.dumps(table, indent=2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import versions
 from ..errors import StageFailed
 from ..recipe import render, template_names
 from ..state import Fingerprint
@@ -39,7 +38,10 @@ class AtcStage(Stage):
         params = {**self.params(), "bs": self.run.bs}
         if self.uses_soc_version():
             params["soc_version"] = self.run.soc_version
-        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args), tools={"cann": versions.cann()})
+        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args))
+
+    def tools_used(self) -> list[str]:
+        return ["atc"]
 
     def argv(self, staging: Path) -> list[str]:
         variables = self.run.variables(om_stem=str(staging / STAGING_STEM))

@@ -30,6 +30,9 @@ class Stage:
     # Keeps its staging directory when interrupted or failed, and is given it back by the next run
     # with the same fingerprint, to carry on where it stopped (chunked infer).
     resumable: ClassVar[bool] = False
+    # Directory outputs are recorded file by file (a manifest) and verified; not the checkout,
+    # which the patch stage changes in place (its own check covers it).
+    manifest_outputs: ClassVar[bool] = True
 
     def __init__(self, run: Run):
         self.run = run
@@ -62,6 +65,11 @@ class Stage:
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(params=self.params())
 
+    def tools_used(self) -> list[str]:
+        """The Ascend tools (atc, ais_bench, msame) this stage runs or whose outputs it uses: the
+        planner adds their identity (fake or real toolchain, version, path) to its fingerprint."""
+        return []
+
     def params(self) -> dict[str, Any]:
         config = self.config
         # Defaults left out: a field a newer ompipe adds (with its default) must not rerun every
@@ -76,6 +84,11 @@ class Stage:
     # -- running
     def execute(self, staging: Path) -> StageResult:
         raise NotImplementedError
+
+    def changed_in_place(self, record: dict) -> str | None:
+        """Why a stage that changes an existing output in place (patch) must rerun although its
+        fingerprint matches, or None: the planner cannot see such a change in its outputs."""
+        return None
 
     def verify_cached(self) -> None:
         """Cheap sanity checks on a CACHED stage's outputs (e.g. the checkout's HEAD)."""

@@ -6,7 +6,9 @@ ascend-tools.md to the letter, over a fake `.om` that carries the ONNX model.
     execute.set_toolchain_env(fake_toolchain_env(root))
 
 Modules: fake_atc, fake_ais_bench, fake_npu_smi (each `main(argv) -> int`), fake_om (the
-format), fake_runtime (ONNX Runtime under both), toolchain (the PATH/PYTHONPATH overlay).
+format), fake_runtime (ONNX Runtime under both), toolchain (the PATH/PYTHONPATH overlay),
+fake_ais_bench_args (the real ais_bench's argument rules), ais_bench_parity (the fake against the
+real ais_bench parser).
 """
 from .fake_om import MAGIC, NotAFakeOm, read_fake_om, write_fake_om
 from .toolchain import fake_toolchain_env

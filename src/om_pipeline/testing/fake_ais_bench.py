@@ -3,17 +3,22 @@
 same exit codes. It runs the ONNX inside a fake `.om` (fake_atc) with ONNX Runtime, so its
 outputs are real numbers and its times real (CPU) times.
 
+Its arguments follow the real tool's rules option by option (fake_ais_bench_args,
+docs/ais_bench-args.md): what the real parser and its checks before the device refuse, this
+refuses, with the same messages and exit status.
+
 With `om_pipeline/testing/fake_python` on PYTHONPATH, `python -m ais_bench ...` runs this.
 
 Environment knob:
-    OMPIPE_FAKE_AIS_LAYOUT=2022a   the first generation (`ais_infer.py`, AB-2022a): summary
-                                   `sumary.json` INSIDE the result dir, throughput line
+    OMPIPE_FAKE_AIS_LAYOUT=2022a   the first generation's output (`ais_infer.py`, AB-2022a):
+                                   summary `sumary.json` INSIDE the result dir, throughput line
                                    `batchsize(`, H2D/D2H lines always printed, result dir made
-                                   with os.mkdir (its parent must exist, it must not); no path
-                                   security checks.
+                                   with os.mkdir (its parent must exist, it must not). Arguments
+                                   are still checked by AB-2025's rules.
 Not emulated (they fail with a RuntimeError saying so): several devices, the auto dym modes,
---dymShape_range, --pipeline, --perf/--backend. --profiler/--dump/--acl_json_path/
---energy_consumption are accepted and produce nothing.
+--dymShape_range without --dymShape, --pipeline, --perf/--backend. --profiler/--dump/
+--acl_json_path/--energy_consumption/--outputSize/--aipp_config pass the same checks as in the
+real tool and then produce nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import stat
 import sys
 import time
 import traceback
@@ -32,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ..batching import (
+    INPUT_SUFFIXES,
     Batch,
     BatchingError,
     batch_array,
@@ -44,25 +49,30 @@ from ..batching import (
     split_file_list,
     split_outputs,
 )
+from .fake_ais_bench_args import (
+    DYM_INFO_PATTERN,
+    READ,
+    PathStat,
+    build_parser,
+    check_dym_hw_list,
+    check_dym_str_format,
+    check_int_args_max_limit,
+    check_path_legality,
+    log,
+    makedirs_safe,
+)
 from .fake_runtime import FakeOmModel, TensorSpec
 
 PURE_INFER_FAKE_FILE = "pure_infer_data"
 PERCENTILE = 99
-OM_MAX_SIZE = 10 * 1024 ** 3
-LEGAL_PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_/.-")
-# An existing --output must not be group-writable nor have any "other" bit (args_check.py).
-OUTPUT_FORBIDDEN_BITS = stat.S_IWGRP | stat.S_IWOTH | stat.S_IROTH | stat.S_IXOTH
-INPUT_FORBIDDEN_BITS = stat.S_IWGRP | stat.S_IWOTH
+MAX_FILE_LOAD_COUNT = 100000  # files in one --input directory (common/utils.py)
+RESULT_DIR_MODE = 0o750  # infer_process.py PERMISSION_DIR
 RUN_MODE_DESC = {
     "array": "Inference array Processing",
     "files": "Inference files Processing",
     "tensor": "Inference tensor Processing",
     "full": "Inference Processing full",
 }
-
-
-def log(level: str, message: str) -> None:
-    print(f"[{level}] {message}", flush=True)  # logging.basicConfig(stream=sys.stdout, format='[%(levelname)s] %(message)s')
 
 
 def fatal(message: str) -> RuntimeError:
@@ -75,154 +85,40 @@ def legacy_layout() -> bool:
     return os.environ.get("OMPIPE_FAKE_AIS_LAYOUT") == "2022a"
 
 
-# ---------------------------------------------------------------------------------------------
-# Arguments (AB-2025 ais_bench/infer/args_check.py + __main__.py get_args)
-
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if value.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError("Boolean value expected true, 1, false, 0 with case insensitive.")
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is an invalid positive int value")
-    return number
-
-
-def nonnegative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value} is an invalid nonnegative int value")
-    return number
-
-
-def device_ids(value: str) -> int | list[int]:
-    try:
-        ids = [int(v) for v in value.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"Argument npu-id invalid input value: {value}. "
-            "Please provide a valid integer or a comma-separated list of integers."
-        ) from None
-    for device in ids:
-        if not 0 <= device <= 255:
-            raise argparse.ArgumentTypeError(f"device:{device} is invalid. valid value range is [0, 255]")
-    return ids if "," in value else ids[0]
-
-
-def _path_is_legal(path: str, perm: str) -> bool:
-    """FileStat.is_basically_legal (path_security_check.py), as far as it applies here."""
-    if legacy_layout():
-        return True
-    if not set(path) <= LEGAL_PATH_CHARS:
-        log("ERROR", f"path:{path} contains illegal char")
-        return False
-    if not os.path.exists(path):
-        if perm == "write":
-            return True
-        log("ERROR", f"path: {path} not exist")
-        return False
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    forbidden = OUTPUT_FORBIDDEN_BITS if perm == "write" else INPUT_FORBIDDEN_BITS
-    if mode & forbidden:
-        log("ERROR", f"The file {path} is group writable, or is others writable.")
-        return False
-    return True
-
-
-def om_path(value: str) -> str:
-    legal = _path_is_legal(value, "read") and os.path.isfile(value)
-    if legal and os.path.splitext(value)[1] != ".om":
-        log("ERROR", f"path:{value}, file type not in ['om']")
-        legal = False
-    if not legal or os.path.getsize(value) > OM_MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"om path:{value} is illegal. Please check.")
-    return value
-
-
-def input_paths(value: str) -> str:
-    for path in value.split(","):
-        if not _path_is_legal(path, "read"):
-            raise argparse.ArgumentTypeError(f"input path:{path} is illegal. Please check.")
-    return value
-
-
-def output_path(value: str) -> str:
-    if not _path_is_legal(value, "write"):
-        raise argparse.ArgumentTypeError(f"output path:{value} is illegal. Please check.")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    add = parser.add_argument
-    add("--model", "-m", type=om_path, required=True, help="The path of the om model")
-    add("--input", "-i", type=input_paths, default=None, help="Input file or dir")
-    add("--output", "-o", type=output_path, default=None, help="Inference data output path")
-    add("--output_dirname", type=output_path, default=None, help="Actual output directory name")
-    add("--outfmt", default="BIN", choices=["NPY", "BIN", "TXT"], help="Output file format (NPY or BIN or TXT)")
-    add("--loop", "-l", type=positive_int, default=1, help="The round of the PureInfer.")
-    add("--debug", type=str2bool, default=False, help="Debug switch,print model information")
-    add("--device", "-d", type=device_ids, default=0, help="The NPU device ID to use")
-    add("--dymBatch", dest="dym_batch", type=positive_int, default=0, help="Dynamic batch size param")
-    add("--dymHW", dest="dym_hw", default=None, help="Dynamic image size param")
-    add("--dymDims", dest="dym_dims", default=None, help="Dynamic dims param")
-    add("--dymShape", "--dym-shape", dest="dym_shape", default=None, help="Dynamic shape param")
-    add("--outputSize", dest="output_size", default=None, help="Output size for dynamic shape mode")
-    add("--auto_set_dymshape_mode", type=str2bool, default=False, help="Auto_set_dymshape_mode")
-    add("--auto_set_dymdims_mode", type=str2bool, default=False, help="Auto_set_dymdims_mode")
-    add("--batchsize", type=positive_int, default=None, help="Batch size of input tensor")
-    add("--pure_data_type", default="zero", choices=["zero", "random"], help="Null data type for pure inference")
-    add("--profiler", type=str2bool, default=False, help="Profiler switch")
-    add("--dump", type=str2bool, default=False, help="Dump switch")
-    add("--acl_json_path", default=None, help="Acl json path for profiling or dump")
-    add("--output_batchsize_axis", type=nonnegative_int, default=0, help="Splitting axis number")
-    add("--run_mode", default="array", choices=list(RUN_MODE_DESC), help="Run mode")
-    add("--display_all_summary", type=str2bool, default=False, help="Display all summary include h2d d2h info")
-    add("--warmup_count", "--warmup-count", type=nonnegative_int, default=1, help="Warmup count before inference")
-    add("--dymShape_range", dest="dym_shape_range", default=None, help="Dynamic shape range")
-    add("--aipp_config", default=None, help="File type: .config, to set actual aipp params before infer")
-    add("--energy_consumption", type=str2bool, default=False, help="Obtain power consumption data")
-    add("--npu_id", type=nonnegative_int, default=0, help="The NPU ID to use")
-    add("--backend", default=None, choices=["trtexec"], help="Backend trtexec")
-    add("--perf", type=str2bool, default=False, help="Perf switch")
-    add("--pipeline", type=str2bool, default=False, help="Pipeline switch")
-    add("--profiler_rename", type=str2bool, default=True, help="Profiler rename switch")
-    add("--dump_npy", type=str2bool, default=False, help="dump data convert to npy")
-    add("--divide_input", type=str2bool, default=False, help="Divide inputs across devices")
-    add("--threads", type=positive_int, default=1, help="Number of threads for computing")
-    return parser
-
-
 def main(argv: Sequence[str]) -> int:
+    """__main__.py: get_args, check_int_args_max_limit, infer_process; exit 2 for what argparse
+    refuses, 1 (a traceback) for what the tool's own checks refuse."""
     try:
         args = build_parser().parse_args(list(argv))
     except SystemExit as exc:  # argparse: usage on stderr, exit 2 (or 0 for --help)
         return int(exc.code or 0)
     try:
+        check_int_args_max_limit(args)
         infer_process(args, [sys.argv[0], *argv])
     except BatchingError as exc:  # logged as ais_bench logs it, then its bare RuntimeError
-        return crash(exc.message)
+        log("ERROR", exc.message)
+        return crash(RuntimeError())
     except Exception:  # noqa: BLE001 - an uncaught exception is how ais_bench fails (§2.7)
         return crash(None)
     return 0
 
 
-def crash(message: str | None) -> int:
-    if message:
-        log("ERROR", message)
+def crash(error: Exception | None) -> int:
+    """The traceback Python prints for an uncaught exception: the current one, or `error`
+    raised from it."""
     sys.stdout.flush()
-    traceback.print_exc()
+    if error is None:
+        traceback.print_exc()
+    else:
+        try:
+            raise error from sys.exc_info()[1]
+        except type(error):
+            traceback.print_exc()
     return 1
 
 
 # ---------------------------------------------------------------------------------------------
-# The run (AB-2025 infer_process.py main)
+# The run (AB-2025 infer_process.py infer_process and main)
 
 
 @dataclass
@@ -240,7 +136,9 @@ class Plan:
 
 
 def infer_process(args: argparse.Namespace, argv: list[str]) -> None:
-    check_args(args)
+    args_rules(args)
+    acl_json_base_check(args)
+    refuse_what_is_not_emulated(args)
     device = args.device
     log("INFO", "acl init success")
     log("INFO", f"open device {device} success")
@@ -264,21 +162,51 @@ def infer_process(args: argparse.Namespace, argv: list[str]) -> None:
     log("INFO", "end to finalize acl")
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """args_rules + what the fake cannot do."""
+def args_rules(args: argparse.Namespace) -> None:
+    """infer_process.py args_rules, in its order (the first broken rule is the one reported)."""
     if args.profiler and args.dump:
-        raise fatal("parameter --profiler cannot be true at the same time as parameter --dump, please check them!\n")
+        log("ERROR", "parameter --profiler cannot be true at the same time as parameter --dump, please check them!\n")
+        raise RuntimeError("error bad parameters --profiler and --dump")
+    if args.output_dirname and args.output_dirname[0] == "/":
+        raise ValueError("--output_dirname do not support abs path!")
     if (args.profiler or args.dump) and args.output is None:
-        raise fatal("when dump or profiler, miss output path, please check them!")
+        log("ERROR", "when dump or profiler, miss output path, please check them!")
+        raise RuntimeError("miss output parameter!")
+    if args.profiler and args.warmup_count != 0 and args.input is not None:
+        log("INFO", "profiler mode with input change warmup_count to 0")
+        args.warmup_count = 0
     if args.output is None and args.output_dirname is not None:
-        raise fatal("parameter --output_dirname cann't be used alone. "
-                    "Please use it together with the parameter --output!\n")
+        log("ERROR", "parameter --output_dirname cann't be used alone. "
+                     "Please use it together with the parameter --output!\n")
+        raise RuntimeError("error bad parameters --output_dirname")
+    if args.threads > 1 and not args.pipeline:
+        log("INFO", "need to set --pipeline when setting threads number to be more than one.")
+        args.threads = 1
+
+
+def acl_json_base_check(args: argparse.Namespace) -> None:
+    """infer_process.py acl_json_base_check: the file must hold JSON; it may switch the profiler."""
+    if args.acl_json_path is None:
+        return
+    try:
+        check_path_legality(args.acl_json_path, perm=READ)  # ms_open's checks are a subset of these
+        content = json.loads(Path(args.acl_json_path).read_text(encoding="utf-8"))
+    except Exception as err:  # noqa: BLE001 - upstream turns any failure into this one
+        log("ERROR", f"can't read acl_json_path:{args.acl_json_path}")
+        raise Exception from err  # noqa: TRY002 - upstream's bare Exception, as its traceback shows
+    if isinstance(content.get("profiler"), dict) and content["profiler"].get("switch") == "on":
+        args.profiler = True
+    if content.get("dump") is not None:
+        args.profiler = False
+
+
+def refuse_what_is_not_emulated(args: argparse.Namespace) -> None:
     unsupported = {
+        "--perf/--backend": args.perf,
+        "--dymShape_range": args.dym_shape_range is not None and args.dym_shape is None,
         "several devices (--device a,b)": isinstance(args.device, list),
         "--auto_set_dymshape_mode/--auto_set_dymdims_mode": args.auto_set_dymshape_mode or args.auto_set_dymdims_mode,
-        "--dymShape_range": args.dym_shape_range is not None,
         "--pipeline": args.pipeline,
-        "--perf/--backend": args.perf or args.backend is not None,
     }
     for what, used in unsupported.items():
         if used:
@@ -287,7 +215,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 def resolved_inputs(specs: list[TensorSpec], args: argparse.Namespace) -> list[TensorSpec]:
     """The input shapes of this run: dynamic dims filled from --dymBatch/--dymHW/--dymDims/
-    --dymShape; a dynamic dim left over is an error, as with the real tool."""
+    --dymShape; a dynamic dim left over is an error, as with the real tool. Their formats are
+    checked first, as set_session_options checks them before it calls the device."""
+    check_dym_formats(args)
     overrides = _dym_overrides(args)
     resolved = []
     for index, spec in enumerate(specs):
@@ -297,11 +227,22 @@ def resolved_inputs(specs: list[TensorSpec], args: argparse.Namespace) -> list[T
         if args.dym_hw and len(shape) == 4 and shape[2:] == [-1, -1]:
             shape[2:] = [int(v) for v in args.dym_hw.split(",")]
         if any(dim < 0 for dim in shape):
-            raise fatal("dynamic batch om model detected, but dymbatch, dymdims or dymshape not set!")
+            raise RuntimeError("dynamic batch om model detected, but dymbatch, dymdims or dymshape not set!")
         if spec.is_static and tuple(shape) != spec.shape:
             raise fatal(f"input {index} {spec.name}: shape {shape} does not fit the static model shape {list(spec.shape)}")
         resolved.append(TensorSpec(spec.name, tuple(shape), spec.dtype))
     return resolved
+
+
+def check_dym_formats(args: argparse.Namespace) -> None:
+    """set_session_options: the first of --dymBatch/--dymHW/--dymDims/--dymShape given is the
+    one used, and its string must be well formed (a ValueError)."""
+    if args.dym_batch:
+        return
+    if args.dym_hw is not None:
+        check_dym_hw_list(args.dym_hw.split(","))
+    elif args.dym_dims is not None or args.dym_shape is not None:
+        check_dym_str_format(args.dym_dims if args.dym_dims is not None else args.dym_shape, DYM_INFO_PATTERN)
 
 
 def _dym_overrides(args: argparse.Namespace) -> dict[str, list[int]]:
@@ -322,7 +263,9 @@ def make_result_dir(args: argparse.Namespace) -> str | None:
     if legacy_layout():
         os.mkdir(result_dir)
     elif not os.path.exists(result_dir):
-        os.makedirs(result_dir, 0o755)
+        makedirs_safe(result_dir, RESULT_DIR_MODE)
+    else:  # reused: check_output_dir_legality, a readable directory
+        check_path_legality(result_dir, READ, is_file=False)
     log("INFO", f"output path:{result_dir}")
     return result_dir
 
@@ -353,15 +296,28 @@ def input_file_lists(items: list[str], n_inputs: int) -> list[list[str]]:
         for path in items:
             if not os.path.isdir(path):
                 raise fatal(f"Invalid args. {path} of input args is not a real dir path")
-        return [list_input_files(path) for path in items]
+        return [checked_input_files(path) for path in items]
     raise fatal(f"Invalid args. {items[0]}  of --input is invalid")
+
+
+def checked_input_files(directory: str) -> list[str]:
+    """get_fileslist_from_dir: every entry of an --input directory, input file or not, must
+    pass the path checks; then the input files in ais_bench's order."""
+    found = 0
+    for name in os.listdir(directory):
+        if found > MAX_FILE_LOAD_COUNT:
+            raise OverflowError(f"file count under directory: {directory} is over {MAX_FILE_LOAD_COUNT}!")
+        path = os.path.join(directory, name)
+        entry = PathStat(path)
+        if not entry.is_basically_legal(READ):
+            raise RuntimeError(f"input data:{path} is illegal")
+        found += not entry.is_dir and name.endswith(INPUT_SUFFIXES)
+    return list_input_files(directory)
 
 
 def batch_arrays(batch: Batch, inputs: list[TensorSpec], args: argparse.Namespace, pure: bool) -> list[np.ndarray]:
     if pure:
         return [pure_data(spec, args.pure_data_type) for spec in inputs]
-    if args.run_mode == "files" and any(f.endswith((".npy", ".NPY")) for files in batch.files for f in files):
-        raise RuntimeError(f"not support npy file:{batch.files[0][0]}")
     return [batch_array(files, batch.padding, spec.dtype, spec.shape) for files, spec in zip(batch.files, inputs)]
 
 
@@ -371,9 +327,20 @@ def pure_data(spec: TensorSpec, kind: str) -> np.ndarray:
     return data.view(spec.dtype).reshape(spec.shape)
 
 
-def warm_up(model: FakeOmModel, args: argparse.Namespace, inputs: list[TensorSpec], plan: Plan) -> None:
-    if args.run_mode == "files" and plan.pure:
+def check_files_mode(args: argparse.Namespace, plan: Plan) -> None:
+    """--run_mode files hands file names to the C++ side (convert_real_files), after the
+    warm-up: it takes neither generated data nor .npy files."""
+    if args.run_mode != "files":
+        return
+    if plan.pure:
         raise RuntimeError("not support pure infer")
+    for batch in plan.batches:
+        npy = [f for files in batch.files for f in files if f.endswith((".npy", ".NPY"))]
+        if npy:
+            raise RuntimeError(f"not support npy file:{npy[0]}")
+
+
+def warm_up(model: FakeOmModel, args: argparse.Namespace, inputs: list[TensorSpec], plan: Plan) -> None:
     arrays = batch_arrays(plan.batches[0], inputs, args, plan.pure)
     for _ in range(args.warmup_count):
         model.execute(arrays)
@@ -384,6 +351,7 @@ def run_batches(
     model: FakeOmModel, args: argparse.Namespace, inputs: list[TensorSpec], plan: Plan,
     result_dir: str | None, timings: Timings,
 ) -> dict[int, dict[str, list[str]]]:
+    check_files_mode(args, plan)
     filesinfo: dict[int, dict[str, list[str]]] = {}
     started = time.perf_counter()
     for index, batch in enumerate(plan.batches):

@@ -1,0 +1,84 @@
+"""plots.py: the charts' data, labels and provenance read back from matplotlib's artists."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from om_pipeline import plots
+
+MEASURED = {"ais_bench (fake toolchain)": {1: 9.5, 4: 12.25, 8: 11.0}}
+REFERENCES = {"Ascend310P3": {1: 2124.0, 4: 2437.0, 8: 2528.0}, "T4": {1: 497.47, 4: 405.03}}
+CAPTION = ["ais_bench: fake toolchain", "fake toolchain: made by ompipe's fake atc / ais_bench (no CANN, no NPU)"]
+
+
+def chart():
+    return plots.throughput("toy: throughput vs batch size", "measured on a machine with a rather long name " * 4,
+                            MEASURED, REFERENCES, CAPTION)
+
+
+def test_every_series_is_plotted_as_given_on_log_axes_with_each_point_labelled():
+    figure = chart()
+    axes = figure.axes[0]
+    plotted = {line.get_label(): dict(zip(line.get_xdata(), line.get_ydata())) for line in axes.get_lines()}
+    assert plotted == {**MEASURED, **{f"{chip} (guide)": points for chip, points in REFERENCES.items()}}
+    assert axes.get_xscale() == "log" and axes.get_yscale() == "log"
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == ["1", "4", "8"]
+    assert "batch size" in axes.get_xlabel() and "samples/s" in axes.get_ylabel()
+    assert all(line.get_visible() for line in axes.get_xgridlines() + axes.get_ygridlines())
+    assert axes.get_legend() is not None
+    labels = [annotation.get_text() for annotation in axes.texts]
+    assert sorted(labels) == sorted(["9.5", "12.2", "11", "2,124", "2,437", "2,528", "497", "405"])
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == list(plotted)
+
+
+def test_the_caption_with_its_provenance_is_part_of_the_figure():
+    texts = plots.texts(chart())
+    assert all(line in "\n".join(texts) for line in CAPTION)
+    assert "toy: throughput vs batch size" in texts
+
+
+def test_title_subtitle_axes_legend_and_caption_neither_overlap_nor_leave_the_figure():
+    figure = chart()
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    axes = figure.axes[0]
+    caption = next(text for text in figure.texts if text.get_gid() == "caption")
+    boxes = {"title": figure._suptitle.get_window_extent(renderer), "subtitle": axes.title.get_window_extent(renderer),
+             "plot": axes.get_window_extent(renderer), "x label": axes.xaxis.label.get_window_extent(renderer),
+             "legend": axes.get_legend().get_window_extent(renderer), "caption": caption.get_window_extent(renderer)}
+    for (name, box), (other, other_box) in itertools.combinations(boxes.items(), 2):
+        assert not box.overlaps(other_box), f"{name} overlaps {other}"
+    whole = figure.bbox
+    for name, box in boxes.items():
+        assert whole.x0 <= box.x0 and box.x1 <= whole.x1 and whole.y0 <= box.y0 and box.y1 <= whole.y1, f"{name} leaves the figure"
+
+
+def test_save_writes_png_and_svg_with_the_text_kept_as_text(tmp_path):
+    paths = plots.save(chart(), tmp_path / "out" / "chart")
+    assert [p.name for p in paths] == ["chart.png", "chart.svg"]
+    assert paths[0].read_bytes().startswith(b"\x89PNG")
+    svg = paths[1].read_text()
+    assert "fake toolchain" in svg and "2,437" in svg
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary left
+
+
+def test_png_data_uri_is_a_png():
+    import base64
+
+    uri = plots.png_data_uri(chart())
+    assert uri.startswith("data:image/png;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("measured", [{}, {"onnxruntime": {1: 10.0}}])
+def test_a_chart_with_one_point_or_only_references_still_draws(measured):
+    figure = plots.throughput("t", "s", measured, {"T4": {1: 5.0}}, [])
+    figure.canvas.draw()
+    assert len(figure.axes[0].get_lines()) == len(measured) + 1
+
+
+def test_a_point_with_another_just_above_it_is_labelled_below():
+    figure = plots.throughput("t", "s", {"a": {1: 3.95, 4: 2.0}, "b": {1: 2.66, 4: 5.0}}, {"T4": {1: 3.0}}, [])
+    offsets = {annotation.get_text(): annotation.xyann[1] for annotation in figure.axes[0].texts}
+    assert offsets == {"3.95": 7, "2.66": -13, "3": -13, "2": -13, "5": 7}
