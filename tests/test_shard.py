@@ -123,3 +123,11 @@ def test_a_failed_device_is_named_with_its_log_and_nothing_is_merged(ompipe, toy
     log = (tmp_path / "work/toy/shards/1-of-2/logs/device1.log").read_text()
     assert "open device 1 failed, runtime result = 507033" in log
     assert not (tmp_path / "work/toy/results/toy_ais_bench_bs4.json").exists()
+
+
+def test_merge_is_refused_while_another_ompipe_writes_the_model_directory(ompipe, toy, tmp_path):
+    from om_pipeline import lock
+
+    with lock.holding(tmp_path / "work/toy", wait=False):  # as another process would hold it
+        busy = ompipe("merge", "toy", *toy_args(toy))
+    assert busy.code == 1 and "in use by another ompipe" in busy.err
