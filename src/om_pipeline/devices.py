@@ -97,14 +97,15 @@ def record_device(model: str, options: Options, recipe_dirs: list[Path], started
     from .commands import make_run
 
     run = make_run(model, options, recipe_dirs, Printer(quiet=True))
-    infer = run.state.record(run.stage_key("infer", run.tool)) or {}
-    samples = (run.state.record(run.stage_key("eval", run.tool + run.mode_suffix.replace("_", "-"))) or {}).get("info", {}).get("samples")
-    seconds = infer.get("seconds")
+    evaluation = run.state.record(run.stage_key("eval", run.tool + run.mode_suffix.replace("_", "-"))) or {}
+    # The infer stage's time; with --stream inference happens inside eval (with preprocessing and the metric).
+    timed = evaluation if options.stream else (run.state.record(run.stage_key("infer", run.tool)) or {})
+    samples, seconds = evaluation.get("info", {}).get("samples"), timed.get("seconds")
     write_json_atomic(run.path(DEVICE_RECORD), {
         "device": options.device, "shard": str(options.shard), "pid": os.getpid(), "host": socket.gethostname(),
         "visible_devices": os.environ.get("ASCEND_RT_VISIBLE_DEVICES"), "started": started, "finished": time.time(),
-        "samples": samples, "infer_seconds": seconds,
-        "throughput": round(samples / seconds, 3) if samples and seconds else None,  # samples/s of the infer stage (wall)
+        "samples": samples, "timed_stage": timed.get("key"), "seconds": seconds,
+        "throughput": round(samples / seconds, 3) if samples and seconds else None,  # samples/s of that stage (wall)
     })
 
 

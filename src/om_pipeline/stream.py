@@ -38,7 +38,7 @@ class OnnxRuntimeModel:
 class InferSessionModel:
     """The .om through ais_bench's Python API (the fake toolchain provides a fake of it)."""
 
-    def __init__(self, om_path: Path, toolchain: str):
+    def __init__(self, om_path: Path, toolchain: str, device: int = 0):
         if toolchain == "fake":
             from .testing.toolchain import FAKE_PYTHON
 
@@ -49,7 +49,7 @@ class InferSessionModel:
         except ImportError:
             raise UserError("--stream with the .om needs ais_bench's Python API (ais_bench.infer.interface)",
                             hint="install the aclruntime and ais_bench wheels, or use --backend onnxruntime") from None
-        self._session = InferSession(0, str(om_path))
+        self._session = InferSession(device, str(om_path))  # the ACL device id (--devices: this shard's)
 
     def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return list(self._session.infer(arrays, mode="static"))
@@ -62,7 +62,7 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
     model = (OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
              if run.tool == "onnxruntime"
-             else InferSessionModel(run.shared_path(run.om_name), run.options.toolchain))
+             else InferSessionModel(run.shared_path(run.om_name), run.options.toolchain, run.options.device or 0))
     with preprocessed_batches(run, samples, workers) as batches:
         for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
             _evaluate_batch(batch, inputs, model, evaluator, run.views, run.plugin)
