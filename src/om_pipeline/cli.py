@@ -45,6 +45,7 @@ Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 w
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --backend onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 
 
@@ -71,12 +72,12 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers)
+                       stream=stream, workers=workers, precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -86,11 +87,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None,
-          recipes: RecipeDirs = None) -> None:
+          precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers,
+                       precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 

@@ -71,7 +71,7 @@ class Precision:
     @property
     def reduces(self) -> bool:
         """Whether anything is computed below fp32 (the results then say `emulated fp16`)."""
-        return self.mode not in ORIGIN
+        return reduces(self.mode)
 
     @property
     def numerics(self) -> str:
@@ -93,6 +93,11 @@ class Precision:
         if self.mode in CUBE_FP16:
             return cube, cube
         return cube, False  # CUBE_FP16_IN
+
+
+def reduces(mode: str) -> bool:
+    """Whether ATC computes anything below fp32 under this mode (every mode but the origin ones)."""
+    return mode not in ORIGIN
 
 
 def precision_of(settings: Mapping[str, object]) -> Precision:

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import versions
+from . import fp16, versions
 from .context import Run
 from .errors import StageFailed, UserError
 from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
@@ -203,6 +203,10 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "tool": run.tool,
         "mode": "stream" if run.options.stream else "files",
         "target": run.target,
+        # h15b: how the numbers were made (fp32 / fp16-emulated / npu (mode)); "emulated fp16"
+        # joins the provenance labels (to merge with h13a's provenance_labels)
+        "precision": run.numerics,
+        "provenance": [fp16.LABEL] if run.numerics == "fp16-emulated" else [],
         "toolchain": run.options.toolchain,
         "weights": weights,
         "random_weights": weights.get("mode") == "random",
@@ -217,7 +221,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "stages": [asdict(row) for row in report.rows],
         "versions": versions.report(),
     }
-    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}.json")
+    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}{run.precision_suffix}.json")
     write_json_atomic(path, results)
     return path, results
 

@@ -61,7 +61,7 @@ class InferStage(Stage):
 
     @property
     def variant(self) -> str:
-        return self.run.tool
+        return self.run.tool_variant
 
     def skip_reason(self) -> str | None:
         return "--stream: inference runs in memory inside eval" if self.run.options.stream else None
@@ -79,6 +79,8 @@ class InferStage(Stage):
     def fingerprint(self) -> Fingerprint:
         if self.run.tool == "onnxruntime":
             fingerprint = Fingerprint(params={"tool": "onnxruntime", "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
+            if self.run.emulated_precision:
+                fingerprint.params["precision"] = self.run.emulated_precision.mode
         else:
             params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
             fingerprint = Fingerprint(params=params, tools={"cann": versions.cann()})
@@ -135,7 +137,7 @@ class InferStage(Stage):
     @functools.cached_property
     def ort_session(self):
         """One ONNX Runtime session for every view and chunk (PointRend's graph is 190 MB)."""
-        return ort_backend.session(self.run.path(self.run.model_onnx))
+        return ort_backend.session(self.run.path(self.run.model_onnx), self.run.emulated_precision)
 
     def execute_chunked(self, staging: Path, samples: list) -> StageResult:
         size = self.config.chunk
