@@ -55,13 +55,13 @@ def results(tmp_path, tool):
     return json.loads((tmp_path / f"work/gfocalv2/results/gfocalv2_{tool}_bs1{SUFFIX.get(tool, '')}.json").read_text())
 
 
-def ground_truth_from_detections(tmp_path, coco, keep_empty: set[int]):
-    """Rewrite the annotations: ONNX Runtime's 3 best detections per image become the ground
-    truth of the 8 images run, except those in `keep_empty`."""
+def ground_truth_from_detections(tmp_path, coco, keep_empty: set[int], infer_name: str = "onnxruntime_bs1_fp16"):
+    """Rewrite the annotations: ONNX Runtime's 3 best detections per image (from
+    `infer/<infer_name>`) become the ground truth of the 8 images run, except those in `keep_empty`."""
     recipe = find_recipe(str(tmp_path / "recipes/gfocalv2.yaml")).recipe
     params = recipe.stage_params("eval")
     evaluator = plugin.evaluator(coco, params)
-    infer = tmp_path / "work/gfocalv2/infer/onnxruntime_bs1_fp16"
+    infer = tmp_path / "work/gfocalv2/infer" / infer_name
     for sample in plugin.list_samples(coco, params)[:8]:
         evaluator.add(sample, read_outputs(infer, sample.id, recipe.model.outputs_for("onnxruntime")))
     best: dict[int, list] = {}
