@@ -143,6 +143,16 @@ class Run:
         atc = self.recipe.stages.atc
         return f"npu ({atc.precision_mode if atc else 'force_fp16'})"
 
+    def precision_params(self) -> dict[str, str]:
+        """What the model's numbers depend on beyond its files, for the fingerprints of the stages
+        that run it: the emulated precision (--precision fp16), or the fake .om's numerics (the
+        fake runtime emulates atc's precision mode; a cached fp32 run of an older fake reruns)."""
+        if self.emulated_precision:
+            return {"precision": self.emulated_precision.mode}
+        if self.backend == "ais_bench" and self.options.toolchain == "fake":
+            return {"fake_om_numerics": self.numerics}
+        return {}
+
     @property
     def model_stage(self) -> str:
         """The stage whose output the model runs from: atc's .om, or the (simplified) ONNX."""

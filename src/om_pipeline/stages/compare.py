@@ -64,8 +64,7 @@ class CompareStage(Stage):
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "bs": self.run.bs, "tool": self.run.tool}
-        if self.run.emulated_precision:
-            params["precision"] = self.run.emulated_precision.mode
+        params.update(self.run.precision_params())
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:

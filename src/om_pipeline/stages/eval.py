@@ -40,8 +40,7 @@ class EvalStage(Stage):
         params = {**self.params(), "recipe params": self.run.recipe.params}
         if self.run.options.stream:  # preprocessing and inference happen here too, so their settings count
             params.update(bs=self.run.bs, **preprocessing_params(self.run))
-            if self.run.emulated_precision:
-                params["precision"] = self.run.emulated_precision.mode
+            params.update(self.run.precision_params())
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:

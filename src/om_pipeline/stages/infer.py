@@ -79,11 +79,10 @@ class InferStage(Stage):
     def fingerprint(self) -> Fingerprint:
         if self.run.tool == "onnxruntime":
             fingerprint = Fingerprint(params={"tool": "onnxruntime", "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
-            if self.run.emulated_precision:
-                fingerprint.params["precision"] = self.run.emulated_precision.mode
         else:
             params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
             fingerprint = Fingerprint(params=params, tools={"cann": versions.cann()})
+        fingerprint.params.update(self.run.precision_params())
         if self.run.chunked:  # preprocessing and the reduction happen here
             fingerprint.params.update(chunk=self.config.chunk, **preprocessing_params(self.run))
             fingerprint.inputs["plugin"] = self.run.plugin_source_digest()
