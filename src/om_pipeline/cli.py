@@ -52,6 +52,7 @@ ExecutorOption = Annotated[Optional[str], typer.Option("--executor", help="ray: 
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local one)")]
 ShardsOption = Annotated[Optional[int], typer.Option("--shards", help="--executor ray: number of shards (default: the cluster's NPUs, or CPUs for onnxruntime)")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --backend onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 Wait = Annotated[bool, typer.Option("--wait", help="when another ompipe is writing to this model's work directory, wait for it instead of stopping")]
 
@@ -79,15 +80,15 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, shard: ShardOption = None,
-        devices: DevicesOption = None, executor: ExecutorOption = None, ray_address: RayAddress = None,
-        shards: ShardsOption = None, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, precision: Precision = "fp32",
+        shard: ShardOption = None, devices: DevicesOption = None, executor: ExecutorOption = None,
+        ray_address: RayAddress = None, shards: ShardsOption = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers, cann=cann, wait=wait, shard=_shard(shard), devices=_devices(devices),
-                       executor=executor, ray_address=ray_address, shards=shards)
+                       stream=stream, workers=workers, cann=cann, wait=wait, precision=precision, shard=_shard(shard),
+                       devices=_devices(devices), executor=executor, ray_address=ray_address, shards=shards)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -120,11 +121,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None, cann: Cann = None,
-          wait: Wait = False, recipes: RecipeDirs = None) -> None:
+          wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait,
+                       precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 

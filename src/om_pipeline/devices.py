@@ -95,11 +95,13 @@ def run_shard_logged(model: str, options: Options, recipe_dirs: list[Path], log:
 
 def record_device(model: str, options: Options, recipe_dirs: list[Path], started: float) -> None:
     from .commands import make_run
+    from .plan import build_stages
 
     run = make_run(model, options, recipe_dirs, Printer(quiet=True))
-    evaluation = run.state.record(run.stage_key("eval", run.tool + run.mode_suffix.replace("_", "-"))) or {}
+    stages = {stage.kind: stage for stage in build_stages(run)}
+    evaluation = run.state.record(stages["eval"].key) or {}
     # The infer stage's time; with --stream inference happens inside eval (with preprocessing and the metric).
-    timed = evaluation if options.stream else (run.state.record(run.stage_key("infer", run.tool)) or {})
+    timed = evaluation if options.stream else (run.state.record(stages["infer"].key) or {})
     samples, seconds = evaluation.get("info", {}).get("samples"), timed.get("seconds")
     write_json_atomic(run.path(DEVICE_RECORD), {
         "device": options.device, "shard": str(options.shard), "pid": os.getpid(), "host": socket.gethostname(),
