@@ -29,9 +29,10 @@ def expected_metrics(toy, workdir: Path, bs: int) -> dict[str, float]:
     """The metric computed directly: the plugin's preprocessing, ONNX Runtime on the exported
     model, one sample at a time (no batching, no files, no fake tools)."""
     session = onnxruntime.InferenceSession(str(workdir / f"toy/onnx/toy_bs{bs}.ascend.sim.onnx"), providers=["CPUExecutionProvider"])
-    evaluator = toy_plugin.evaluator(toy.data, {})
-    for sample in toy_plugin.list_samples(toy.data, {}):
-        (image,) = toy_plugin.preprocess(sample, {})
+    settings = toy_plugin.Settings()
+    evaluator = toy_plugin.evaluator(toy.data, settings)
+    for sample in toy_plugin.list_samples(toy.data, settings):
+        (image,) = toy_plugin.preprocess(sample, settings)
         batch = np.repeat(image[None], bs, axis=0)
         evaluator.add(sample, [session.run(None, {"image": batch})[0][0]])
     return evaluator.result()
@@ -76,7 +77,7 @@ def test_changed_parameter_reruns_exactly_the_downstream_stages(ompipe, toy):
     assert rerun.code == 0
     ran = {k for k, v in closing_table(rerun.out).items() if v == "RUN"}
     assert ran == {"atc-bs4-ascend", "compare-bs4-ais_bench", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
-    edit_recipe(toy, "  eval: {}", "  eval: {params: {unused: 1}}")
+    edit_recipe(toy, "  eval: {}", "  eval: {params: {labels: labels.json}}")  # the default, stated: params changed
     rerun = run_toy(ompipe, toy)
     assert {k for k, v in closing_table(rerun.out).items() if v == "RUN"} == {"eval-bs4-ais_bench"}
 
@@ -205,7 +206,7 @@ def test_files_beside_the_recipe_are_inputs_of_atc(ompipe, toy):
 ASCEND_ONLY_PLUGIN = '''
 import onnx
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import evaluator, list_samples, preprocess, torch_forward
+from om_pipeline.testing.toy_plugin import Settings, evaluator, list_samples, preprocess, torch_forward
 
 
 def export(ctx):
@@ -258,7 +259,7 @@ def test_msame_as_the_inference_tool(ompipe, toy, tmp_path):
 NOISY_TORCH_PLUGIN = '''
 import numpy as np
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import evaluator, export, list_samples, preprocess
+from om_pipeline.testing.toy_plugin import Settings, evaluator, export, list_samples, preprocess
 
 
 def torch_forward(ctx):
@@ -301,7 +302,7 @@ def test_the_guides_output_dirname_names_the_result_directory(ompipe, toy, tmp_p
 def test_evaluator_artifacts_are_kept_beside_the_metrics(ompipe, toy, tmp_path):
     (toy.recipes / "toy_keep.py").write_text('''
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import export, list_samples, preprocess, torch_forward
+from om_pipeline.testing.toy_plugin import Settings, export, list_samples, preprocess, torch_forward
 
 
 class Keeping(toy_plugin.Top1):
@@ -309,7 +310,7 @@ class Keeping(toy_plugin.Top1):
         return {"per_sample": {"count": self.count}}
 
 
-def evaluator(data, params):
+def evaluator(data, settings):
     return Keeping()
 ''')
     edit_recipe(toy, "plugin: om_pipeline.testing.toy_plugin", "plugin: file:toy_keep.py")

@@ -12,6 +12,7 @@ from . import versions
 from .context import Options, Run, resolve_backend
 from .errors import UserError
 from .plan import build_stages, decide, upstream_of
+from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, discover, find_recipe, load_recipe_file
 from .runner import ensure_toolchain, run_pipeline
 from .ui import Printer
@@ -36,6 +37,7 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
         if value is not None and stage is None:
             raise UserError(f"{flag} given, but recipe {loaded.recipe.name} has no {flag[2:]} stage to use it")
     run = Run(loaded, options, backend, bs, options.workdir)
+    check_settings(loaded, run.plugin)
     if run.tool == "msame" and bs != 1:
         raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {bs})",
                         hint="use --infer-tool ais_bench for other batch sizes")
@@ -110,7 +112,8 @@ def validate(files: list[Path], recipe_dirs: list[Path]) -> int:
     failed = 0
     for path in paths:
         try:
-            load_recipe_file(path)
+            loaded = load_recipe_file(path)
+            check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
             printer.info(f"ok      {path}")
         except UserError as exc:
             failed += 1
@@ -165,6 +168,7 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
 
     printer = Printer(options.quiet)
     loaded = find_recipe(model, recipe_dirs)
+    check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
     ensure_toolchain(options.toolchain, options.workdir)
     backend, note = resolve_backend(options)
     if note:

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import UserError
-from .plugin import load_plugin, plugin_views
+from .plugin import load_plugin, plugin_views, stage_settings
 from .recipe import LoadedRecipe, Recipe
 from .state import StateStore, digest_of
 from .tools import execute
@@ -152,6 +152,18 @@ class Run:
         return load_plugin(self.recipe.plugin, self.loaded.directory)
 
     @functools.cached_property
+    def _settings(self) -> dict[str, Any]:
+        return {}
+
+    def settings(self, kind: str):
+        """The plugin's Settings for a stage kind (dataset, preprocess, eval, export), built once
+        per run: the recipe's params merged with the stage's (and the chosen export path's)."""
+        if kind not in self._settings:
+            path = self.export_path[1] if kind == "export" else None
+            self._settings[kind] = stage_settings(self.loaded, self.plugin, kind, path)
+        return self._settings[kind]
+
+    @functools.cached_property
     def views(self) -> tuple[str | None, ...]:
         return plugin_views(self.plugin)
 
@@ -164,6 +176,11 @@ class Run:
         chunk's), comma-separated in model input order, as ais_bench and msame take them."""
         base = (root or self.model_dir) / self.inputs_dir(view)
         return ",".join(str(base / spec.name) for spec in self.recipe.model.inputs)
+
+    @property
+    def input_shape(self) -> str:
+        """`{input_shape}`: atc's --input_shape value, `name:bs,d1,d2,...` per model input, `;` between."""
+        return ";".join(f"{spec.name}:{','.join(map(str, [self.bs, *spec.shape]))}" for spec in self.recipe.model.inputs)
 
     @property
     def chunked(self) -> bool:
@@ -255,6 +272,7 @@ class Run:
             "onnx": str(self.path(self.model_onnx)),
             "om": str(self.path(self.om_name)),
             "inputs": self.inputs_arg(view),
+            "input_shape": self.input_shape,
         }
         values.update(extra)
         return values

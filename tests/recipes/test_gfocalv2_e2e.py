@@ -23,6 +23,7 @@ import pytest
 from om_pipeline.models import gfocalv2 as plugin
 from om_pipeline.models.gfocalv2_model import candidate_count
 from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
+from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.stages.eval import read_outputs
 
@@ -53,7 +54,7 @@ def ground_truth_from_detections(tmp_path, coco, keep_empty: set[int]):
     """Rewrite the annotations: ONNX Runtime's 3 best detections per image become the ground
     truth of the 8 images run, except those in `keep_empty`."""
     recipe = find_recipe(str(tmp_path / "recipes/gfocalv2.yaml")).recipe
-    params = recipe.stage_params("eval")
+    params = settings_from_params(plugin.Settings, recipe.stage_params("eval"))
     evaluator = plugin.evaluator(coco, params)
     infer = tmp_path / "work/gfocalv2/infer/onnxruntime_bs1"
     for sample in plugin.list_samples(coco, params)[:8]:

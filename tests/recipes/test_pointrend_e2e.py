@@ -15,6 +15,7 @@ import pytest
 
 from om_pipeline.models import pointrend as plugin
 from om_pipeline.models.pointrend_synth import synthesize
+from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table
 from om_pipeline.testing.upstream import shared_env_cache, upstream_source
@@ -50,7 +51,7 @@ def expected_miou(tmp_path, data, recipes) -> float:
     onnxruntime-target model, argmax, the evaluator; no runner, files or chunks."""
     import onnxruntime
 
-    params = find_recipe(str(recipes / "pointrend.yaml")).recipe.stage_params("eval")
+    params = settings_from_params(plugin.Settings, find_recipe(str(recipes / "pointrend.yaml")).recipe.stage_params("eval"))
     session = onnxruntime.InferenceSession(str(tmp_path / "work/pointrend/onnx/pointrend_bs1.onnxruntime.onnx"),
                                            providers=["CPUExecutionProvider"])
     evaluator = plugin.evaluator(data, params)
@@ -73,7 +74,7 @@ def test_native_path_runs_in_chunks_with_the_fake_toolchain_and_onnx_runtime(omp
 
     infer = tmp_path / "work/pointrend/infer/ais_bench_bs1"
     kept = sorted(infer.iterdir())
-    assert [p.name for p in kept] == sorted(f"{s.id}_0.npy" for s in plugin.list_samples(cityscapes, {"input_size": SMALL})[:3])
+    assert [p.name for p in kept] == sorted(f"{s.id}_0.npy" for s in plugin.list_samples(cityscapes, plugin.Settings(input_size=tuple(SMALL)))[:3])
     assert all(np.load(p).dtype == np.uint8 and np.load(p).shape == SMALL for p in kept)
     record = json.loads((tmp_path / "work/pointrend/.ompipe/stages/infer-bs1-ais_bench.json").read_text())["info"]
     raw_per_image = (3 + 19) * SMALL[0] * SMALL[1] * 4  # input and logits, float32
