@@ -148,7 +148,7 @@ def test_source_without_the_weights_blob(ompipe, toy, tmp_path):
 
 
 def test_failed_atc_shows_the_tool_error_and_keeps_no_om(ompipe, toy, tmp_path):
-    edit_recipe(toy, "--input_shape=image:{bs},3,16,16", "--input_shape=images:{bs},3,16,16")
+    edit_recipe(toy, "--input_shape={input_shape}", "--input_shape=images:{bs},3,16,16")
     result = run_toy(ompipe, toy)
     assert result.code == 1
     assert "images" in result.err and "--input_shape" in result.err
