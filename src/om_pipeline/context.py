@@ -20,6 +20,8 @@ from .tools import execute
 
 BACKENDS = ("ais_bench", "onnxruntime")
 TARGET_OF_BACKEND = {"ais_bench": "ascend", "onnxruntime": "onnxruntime"}
+# Stages only the Ascend path has: `ompipe stage M atc` names that path, it never means "skip atc".
+ASCEND_ONLY_STAGES = ("atc",)
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,22 @@ def resolve_backend(options: Options) -> tuple[str, str | None]:
     """(backend, note to print once). The fake toolchain counts as CANN being present."""
     if options.infer_tool not in (None, "ais_bench", "msame"):
         raise UserError(f"unknown inference tool {options.infer_tool!r}", hint="choose ais_bench or msame")
+    ascend_stage = options.only if options.only in ASCEND_ONLY_STAGES else None
     if options.backend:
         if options.backend not in BACKENDS:
             raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
+        if ascend_stage and options.backend != "ais_bench":
+            raise UserError(f"stage {ascend_stage} is on the Ascend path; --backend {options.backend} runs the ONNX model without it",
+                            hint="drop --backend (or pass --backend ais_bench) to run it")
         return options.backend, None
     if options.toolchain == "fake":
         return "ais_bench", "backend: ais_bench (fake toolchain)"
     if cann_present():
         return "ais_bench", "backend: ais_bench (CANN found)"
+    if ascend_stage:
+        raise UserError(f"stage {ascend_stage} runs Ascend's atc, and no CANN environment was found "
+                        "(ASCEND_TOOLKIT_HOME unset or atc not on PATH)",
+                        hint="source CANN's set_env.sh, or pass --toolchain fake to run it with the fake atc (no NPU needed)")
     return "onnxruntime", "backend: onnxruntime (no CANN environment found; pass --backend ais_bench after sourcing set_env.sh)"
 
 
