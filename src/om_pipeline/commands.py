@@ -196,6 +196,29 @@ def validate(files: list[Path], recipe_dirs: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def new(name: str, directory: Path) -> int:
+    """NAME.yaml and NAME.py from the skeleton templates (a working toy classifier to replace
+    part by part); never over an existing file."""
+    from string import Template
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise UserError(f"{name!r} is not a recipe name", hint="lower case letters, digits, _ and -, starting with a letter or digit")
+    skeleton = Path(__file__).parent / "skeleton"
+    files = {directory / f"{name}.yaml": skeleton / "recipe.yaml.template", directory / f"{name}.py": skeleton / "plugin.py.template"}
+    existing = [str(path) for path in files if path.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist(s); ompipe new writes only new files", hint="choose another NAME or --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, template in files.items():
+        path.write_text(Template(template.read_text()).substitute(name=name))
+    printer = Printer()
+    printer.info(f"wrote {' and '.join(str(path) for path in files)}; next:")
+    printer.info(f"  ompipe validate {directory / f'{name}.yaml'}")
+    printer.info(f"  ompipe run {name} --recipes {directory} --dry-run --toolchain fake")
+    printer.info("then replace each 'fill in' (recipes/README.md, \"Writing a plugin\")")
+    return 0
+
+
 def status(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     """Each stage's last run and whether it is up to date, without running anything."""
     printer = Printer(options.quiet)

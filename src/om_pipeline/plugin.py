@@ -290,6 +290,7 @@ def load_plugin(spec: str, recipe_dir: Path | None = None) -> ModuleType:
             raise UserError(f"plugin file {path} does not exist", hint="plugin: file:<name>.py is relative to the recipe")
         module_spec = importlib.util.spec_from_file_location(f"ompipe_plugin_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module  # dataclasses (a plugin's Settings) look their module up there
         module_spec.loader.exec_module(module)
     else:
         try:

@@ -239,7 +239,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "target": run.target,
         "toolchain": run.options.toolchain,
         "weights": weights,
-        "random_weights": weights.get("mode") == "random",
+        "random_weights": weights.get("mode") in ("random", "none"),  # no weights stage: the export gets None, random weights
         "limit": run.options.limit,
         "metrics": (records.get("eval") or {}).get("info", {}).get("metrics"),
         "samples": (records.get("eval") or {}).get("info", {}).get("samples"),
