@@ -23,9 +23,10 @@ generic (files, batching, tools, caching) lives in the runner.
 Optional: `torch_forward(ctx: ExportContext) -> callable(list[np.ndarray]) -> list[np.ndarray]`,
 the PyTorch model as exported, the first rung of the golden comparison (the compare stage).
 
-Optional: `random_checkpoint(ctx: ExportContext, path: Path) -> None`, the seeded random weights
-(`--weights random`) written as the checkpoint file an export path's `command:` reads, so that
-command exports the same network as the plugin's own export.
+Optional: `random_checkpoint(ctx: ExportContext) -> Path`, the seeded random weights
+(`--weights random`) written beside ctx.out as the checkpoint file an export path's `command:`
+reads (the export stage deletes it after), so that command exports the same network as the
+plugin's own export.
 
 Optional: `reduce_outputs(outputs: list[np.ndarray]) -> list[np.ndarray]`, what the evaluator
 needs of one sample's outputs when that is much smaller than the outputs (PointRend: the argmax
@@ -41,12 +42,12 @@ once per view (`inputs/<view>/...`, `infer/<backend>_bs<N>/<view>/`), and the ev
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import re
 import sys
 from contextlib import contextmanager
-import difflib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
