@@ -47,6 +47,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the 
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --backend onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 Wait = Annotated[bool, typer.Option("--wait", help="when another ompipe is writing to this model's work directory, wait for it instead of stopping")]
 
@@ -74,12 +75,13 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers, cann=cann, wait=wait)
+                       stream=stream, workers=workers, cann=cann, wait=wait,
+                       precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -89,11 +91,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None, cann: Cann = None,
-          wait: Wait = False, recipes: RecipeDirs = None) -> None:
+          wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait,
+                       precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 

@@ -24,10 +24,10 @@ from .stages.preprocess import model_inputs
 from .workers import BatchRing, call_job, forked_pool, workers_for
 
 class OnnxRuntimeModel:
-    def __init__(self, onnx_path: Path, model_io):
+    def __init__(self, onnx_path: Path, model_io, precision=None):
         from .backends.onnxruntime import session
 
-        self._session = session(onnx_path)
+        self._session = session(onnx_path, precision)
         self._inputs = [spec.name for spec in model_io.inputs]
         self._outputs = [spec.name for spec in model_io.outputs]
 
@@ -60,7 +60,8 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
     `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
-    model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
+    model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
+                              run.emulated_precision)
              if run.tool == "onnxruntime"
              else InferSessionModel(run.path(run.om_name), run.options.toolchain))
     with preprocessed_batches(run, samples, workers) as batches:

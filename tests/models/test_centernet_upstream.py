@@ -184,7 +184,7 @@ def test_our_path_gives_upstreams_detections(upstream, checkout, tmp_path, monke
     detector = upstream.ctdet.CtdetDetector(opt)
     for sample in centernet.list_samples(data, centernet.Settings()):
         theirs = detector.run(str(sample.path))["results"]
-        hm, wh, reg = forward([centernet.preprocess(sample, SMALL)[0][np.newaxis]])
+        hm, wh, reg = forward([centernet.preprocess(sample, centernet.Settings(**SMALL))[0][np.newaxis]])
         ((boxes, scores, classes),) = centernet.decode_batch(hm, wh, reg, [sample], settings)
         for c in range(80):
             mine = np.c_[boxes[classes == c], scores[classes == c]]

@@ -328,7 +328,7 @@ def test_keypoint_ap_matches_coco_dataset_evaluate(upstream, config, coco, tmp_p
     samples = transpose.list_samples(coco, transpose.Settings())
     outputs = network_heatmaps(upstream, samples) if source == "network" else perturbed_heatmaps(coco, samples)
     want, want_results = upstream_evaluation(upstream, config, coco, samples, outputs, tmp_path)
-    evaluator = transpose.evaluator(coco, {"decode_chunk": 5})
+    evaluator = transpose.evaluator(coco, transpose.Settings(decode_chunk=5))
     for sample in samples:
         evaluator.add(sample, outputs[sample.id])
     got = evaluator.result()
