@@ -3,6 +3,7 @@
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -178,8 +179,17 @@ def synth_hpatches(out: Annotated[Path, typer.Argument(help="directory to write 
 INTERRUPTED = "interrupted: the stage in progress was discarded; rerun to continue"
 
 
+def no_group_or_other_write() -> None:
+    """ais_bench refuses a model, input or output path that its group or others may write to
+    (docs/ais_bench-args.md, path rules), so under a common `umask 002` every `.om` and `.bin`
+    ompipe or atc wrote would be refused at infer, after minutes of export and atc. Mask those
+    bits for everything ompipe and its tools create; a stricter umask is kept as it is."""
+    os.umask(os.umask(0) | 0o022)
+
+
 def main(argv: list[str] | None = None) -> int:
     lock.set_command_line(list(sys.argv[1:] if argv is None else argv))
+    no_group_or_other_write()
     with interrupts.handled():  # SIGTERM and SIGHUP stop ompipe as Ctrl-C does
         try:
             code = app(args=argv, standalone_mode=False, prog_name="ompipe")
