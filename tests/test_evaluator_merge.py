@@ -12,10 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from om_pipeline.plugin import Sample, shard_key
+from om_pipeline.plugin import Sample, settings_from_params, settings_type, shard_key
 from om_pipeline.shard import shard_of
 
 SHARDS = 3
+
+
+def settings(plugin, **params):
+    return settings_from_params(settings_type(plugin), params)
 
 
 def toy_case(tmp_path):
@@ -23,16 +27,16 @@ def toy_case(tmp_path):
     from om_pipeline.testing.toy import make_dataset
 
     data = make_dataset(tmp_path)
-    samples = toy_plugin.list_samples(data, {})
+    samples = toy_plugin.list_samples(data, settings(toy_plugin))
     rng = np.random.default_rng(0)
-    return toy_plugin, data, {}, samples, {s.id: [rng.normal(size=4).astype(np.float32)] for s in samples}
+    return toy_plugin, data, settings(toy_plugin), samples, {s.id: [rng.normal(size=4).astype(np.float32)] for s in samples}
 
 
 def pointrend_case(tmp_path):
     from om_pipeline.models import pointrend
     from om_pipeline.models.pointrend_synth import synthesize
 
-    params = {"input_size": [32, 64]}
+    params = settings(pointrend, input_size=[32, 64])
     data = synthesize(tmp_path, images=7, size=(32, 64), seed=1)
     samples = pointrend.list_samples(data, params)
     rng = np.random.default_rng(0)
@@ -53,7 +57,7 @@ def superpoint_case(tmp_path):
             if n > 1:
                 shift = np.array([[1, 0, rng.uniform(-3, 3)], [0, 1, rng.uniform(-3, 3)], [0, 0, 1]])
                 np.savetxt(sequence / f"H_1_{n}", shift)
-    samples = superpoint.list_samples(tmp_path, {})
+    samples = superpoint.list_samples(tmp_path, settings(superpoint))
 
     def outputs():
         semi = rng.normal(size=(65, 30, 40)).astype(np.float32)
@@ -61,7 +65,7 @@ def superpoint_case(tmp_path):
         descriptors = rng.normal(size=(256, 30, 40)).astype(np.float32)
         return [semi, descriptors / np.linalg.norm(descriptors, axis=0)]
 
-    return superpoint, tmp_path, {}, samples, {s.id: outputs() for s in samples}
+    return superpoint, tmp_path, settings(superpoint), samples, {s.id: outputs() for s in samples}
 
 
 def centernet_case(tmp_path):
@@ -69,14 +73,14 @@ def centernet_case(tmp_path):
     from om_pipeline.models.centernet_tinycoco import write_tiny_coco
 
     data = write_tiny_coco(tmp_path, images=9, seed=3)
-    samples = centernet.list_samples(data, {})
+    samples = centernet.list_samples(data, settings(centernet))
     rng = np.random.default_rng(0)
 
     def outputs():
         hm = rng.normal(size=(80, 128, 128)).astype(np.float32) - 4
         return [hm, rng.uniform(1, 40, (2, 128, 128)).astype(np.float32), rng.uniform(0, 1, (2, 128, 128)).astype(np.float32)]
 
-    return centernet, data, {"decode_batch": 2}, samples, {s.id: outputs() for s in samples}
+    return centernet, data, settings(centernet, decode_batch=2), samples, {s.id: outputs() for s in samples}
 
 
 def gfocalv2_case(tmp_path):
@@ -84,7 +88,7 @@ def gfocalv2_case(tmp_path):
     from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
 
     data = write_tiny_coco(tmp_path, images=9, seed=3)
-    samples = gfocalv2.list_samples(data, {})
+    samples = gfocalv2.list_samples(data, settings(gfocalv2))
     rng = np.random.default_rng(0)
 
     def outputs():
@@ -92,7 +96,7 @@ def gfocalv2_case(tmp_path):
         dets = np.concatenate([corner, corner + rng.uniform(5, 300, (100, 2)), rng.uniform(0, 1, (100, 1)).round(1)], axis=1)
         return [dets.astype(np.float32), rng.integers(0, 80, 100).astype(np.int64)]
 
-    return gfocalv2, data, {}, samples, {s.id: outputs() for s in samples}
+    return gfocalv2, data, settings(gfocalv2), samples, {s.id: outputs() for s in samples}
 
 
 def transpose_case(tmp_path):
@@ -100,13 +104,13 @@ def transpose_case(tmp_path):
     from om_pipeline.models.transpose_synth import synthesize
 
     data = synthesize(tmp_path, images=6, seed=3)
-    samples = transpose.list_samples(data, {})
+    samples = transpose.list_samples(data, settings(transpose))
     rng = np.random.default_rng(0)
 
     def outputs():
         return {view: [rng.uniform(0, 1, (17, 64, 48)).astype(np.float32)] for view in ("normal", "flip")}
 
-    return transpose, data, {"decode_chunk": 2}, samples, {s.id: outputs() for s in samples}
+    return transpose, data, settings(transpose, decode_chunk=2), samples, {s.id: outputs() for s in samples}
 
 
 CASES = [toy_case, pointrend_case, superpoint_case, centernet_case, gfocalv2_case, transpose_case]
@@ -144,8 +148,8 @@ def test_merged_shards_equal_one_run_digit_for_digit(case, tmp_path):
 def test_a_sample_in_two_states_is_refused(tmp_path):
     from om_pipeline.testing import toy_plugin
 
-    evaluator = toy_plugin.evaluator(tmp_path, {})
+    evaluator = toy_plugin.evaluator(tmp_path, settings(toy_plugin))
     evaluator.add(Sample("a", None, {"label": 1}), [np.zeros(4, np.float32)])
     state = evaluator.state()
     with pytest.raises(ValueError, match="sample a is in two partial states"):
-        toy_plugin.evaluator(tmp_path, {}).merge([state, state], ["a"])
+        toy_plugin.evaluator(tmp_path, settings(toy_plugin)).merge([state, state], ["a"])

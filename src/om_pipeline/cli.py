@@ -158,8 +158,15 @@ def show(model: Model, recipes: RecipeDirs = None) -> None:
 @app.command()
 def validate(files: Annotated[Optional[list[Path]], typer.Argument(help="recipe files (default: all found)")] = None,
              recipes: RecipeDirs = None) -> None:
-    """Check recipes against the schema; every problem with file:line and field."""
+    """Check recipes against the schema and their plugins' settings; every problem with file:line and field."""
     raise typer.Exit(commands.validate(files or [], recipes or []))
+
+
+@app.command()
+def new(name: Annotated[str, typer.Argument(help="the new model's recipe name (lower case, digits, _ and -)")],
+        dir_: Annotated[Path, typer.Option("--dir", help="directory to write NAME.yaml and NAME.py into")] = Path(".")) -> None:
+    """Write a recipe and plugin skeleton for a new model, ready to validate and dry-run."""
+    raise typer.Exit(commands.new(name, dir_))
 
 
 @app.command()

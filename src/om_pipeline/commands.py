@@ -16,6 +16,7 @@ from . import lock, versions
 from .context import Options, Run, resolve_backend
 from .errors import UsageError, UserError, disk_full_error
 from .plan import build_stages, decide, in_scope, upstream_of
+from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
 from .runner import ensure_toolchain, run_pipeline
 from .shard import SHARED_KINDS
@@ -45,6 +46,7 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
         if value is not None and stage is None:
             raise UserError(f"{flag} given, but recipe {loaded.recipe.name} has no {flag[2:]} stage to use it")
     run = Run(loaded, options, backend, bs, options.workdir)
+    check_settings(loaded, run.plugin)
     if run.tool == "msame" and bs != 1:
         raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {bs})",
                         hint="use --infer-tool ais_bench for other batch sizes")
@@ -274,12 +276,36 @@ def validate(files: list[Path], recipe_dirs: list[Path]) -> int:
     failed = 0
     for path in paths:
         try:
-            load_recipe_file(path)
+            loaded = load_recipe_file(path)
+            check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
             printer.info(f"ok      {path}")
         except UserError as exc:
             failed += 1
             printer.error(exc.render())
     return 1 if failed else 0
+
+
+def new(name: str, directory: Path) -> int:
+    """NAME.yaml and NAME.py from the skeleton templates (a working toy classifier to replace
+    part by part); never over an existing file."""
+    from string import Template
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise UserError(f"{name!r} is not a recipe name", hint="lower case letters, digits, _ and -, starting with a letter or digit")
+    skeleton = Path(__file__).parent / "skeleton"
+    files = {directory / f"{name}.yaml": skeleton / "recipe.yaml.template", directory / f"{name}.py": skeleton / "plugin.py.template"}
+    existing = [str(path) for path in files if path.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist(s); ompipe new writes only new files", hint="choose another NAME or --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, template in files.items():
+        path.write_text(Template(template.read_text()).substitute(name=name))
+    printer = Printer()
+    printer.info(f"wrote {' and '.join(str(path) for path in files)}; next:")
+    printer.info(f"  ompipe validate {directory / f'{name}.yaml'}")
+    printer.info(f"  ompipe run {name} --recipes {directory} --dry-run --toolchain fake")
+    printer.info("then replace each 'fill in' (recipes/README.md, \"Writing a plugin\")")
+    return 0
 
 
 def status(model: str, options: Options, recipe_dirs: list[Path]) -> int:
@@ -329,6 +355,7 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
 
     printer = Printer(options.quiet)
     loaded = find_recipe(model, recipe_dirs)
+    check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
     ensure_toolchain(options.toolchain, options.workdir)
     backend, note = resolve_backend(options)
     if note:

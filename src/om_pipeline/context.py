@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import UserError
-from .plugin import load_plugin, plugin_views
+from .plugin import load_plugin, plugin_views, stage_settings
 from .recipe import LoadedRecipe, Recipe
 from .shard import Shard
 from .state import StateStore, digest_of
@@ -22,6 +22,8 @@ from .tools import execute
 BACKENDS = ("ais_bench", "onnxruntime")
 PRECISIONS = ("fp32", "fp16")
 TARGET_OF_BACKEND = {"ais_bench": "ascend", "onnxruntime": "onnxruntime"}
+# Stages only the Ascend path has: `ompipe stage M atc` names that path, it never means "skip atc".
+ASCEND_ONLY_STAGES = ("atc",)
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,22 @@ def resolve_backend(options: Options) -> tuple[str, str | None]:
     if options.precision != "fp32" and options.backend != "onnxruntime":
         raise UserError(f"--precision {options.precision} previews the .om's numerics with --backend onnxruntime",
                         hint="add --backend onnxruntime; the .om itself computes as the recipe's atc precision_mode says")
+    ascend_stage = options.only if options.only in ASCEND_ONLY_STAGES else None
     if options.backend:
         if options.backend not in BACKENDS:
             raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
+        if ascend_stage and options.backend != "ais_bench":
+            raise UserError(f"stage {ascend_stage} is on the Ascend path; --backend {options.backend} runs the ONNX model without it",
+                            hint="drop --backend (or pass --backend ais_bench) to run it")
         return options.backend, None
     if options.toolchain == "fake":
         return "ais_bench", "backend: ais_bench (fake toolchain)"
     if cann_present():
         return "ais_bench", "backend: ais_bench (CANN found)"
+    if ascend_stage:
+        raise UserError(f"stage {ascend_stage} runs Ascend's atc, and no CANN environment was found "
+                        "(ASCEND_TOOLKIT_HOME unset or atc not on PATH)",
+                        hint="source CANN's set_env.sh, or pass --toolchain fake to run it with the fake atc (no NPU needed)")
     return "onnxruntime", "backend: onnxruntime (no CANN environment found; pass --backend ais_bench after sourcing set_env.sh)"
 
 
@@ -238,6 +248,18 @@ class Run:
         return load_plugin(self.recipe.plugin, self.loaded.directory)
 
     @functools.cached_property
+    def _settings(self) -> dict[str, Any]:
+        return {}
+
+    def settings(self, kind: str):
+        """The plugin's Settings for a stage kind (dataset, preprocess, eval, export), built once
+        per run: the recipe's params merged with the stage's (and the chosen export path's)."""
+        if kind not in self._settings:
+            path = self.export_path[1] if kind == "export" else None
+            self._settings[kind] = stage_settings(self.loaded, self.plugin, kind, path)
+        return self._settings[kind]
+
+    @functools.cached_property
     def views(self) -> tuple[str | None, ...]:
         return plugin_views(self.plugin)
 
@@ -250,6 +272,11 @@ class Run:
         chunk's), comma-separated in model input order, as ais_bench and msame take them."""
         base = (root or self.model_dir) / self.inputs_dir(view)
         return ",".join(str(base / spec.name) for spec in self.recipe.model.inputs)
+
+    @property
+    def input_shape(self) -> str:
+        """`{input_shape}`: atc's --input_shape value, `name:bs,d1,d2,...` per model input, `;` between."""
+        return ";".join(f"{spec.name}:{','.join(map(str, [self.bs, *spec.shape]))}" for spec in self.recipe.model.inputs)
 
     @property
     def chunked(self) -> bool:
@@ -346,6 +373,7 @@ class Run:
             "onnx": str(self.shared_path(self.model_onnx)),
             "om": str(self.shared_path(self.om_name)),
             "inputs": self.inputs_arg(view),
+            "input_shape": self.input_shape,
         }
         values.update(extra)
         return values

@@ -125,10 +125,10 @@ def check_shard_variables() -> Check:
 def _count_samples(loaded: LoadedRecipe, options: Options) -> int | None:
     if not options.data:
         return None
-    from .plugin import load_plugin
+    from .plugin import load_plugin, stage_settings
 
     plugin = load_plugin(loaded.recipe.plugin, loaded.directory)
-    return len(plugin.list_samples(Path(options.data), loaded.recipe.stage_params("dataset")))
+    return len(plugin.list_samples(Path(options.data), stage_settings(loaded, plugin, "dataset")))
 
 
 def check_atc_graph(loaded: LoadedRecipe, options: Options) -> tuple[Check, list[str]]:

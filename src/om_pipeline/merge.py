@@ -109,7 +109,7 @@ def merge_shards(run: Run, count: int | None, printer: Printer, devices: list[di
     samples = dataset.samples
     check_partition(run.plugin, samples, records, runs)
     started = time.monotonic()
-    evaluator = run.plugin.evaluator(dataset.root, run.recipe.stage_params("eval"))
+    evaluator = run.plugin.evaluator(dataset.root, run.settings("eval"))
     try:
         evaluator.merge([record["state"] for record in records], [s.id for s in samples])
     except ValueError as exc:

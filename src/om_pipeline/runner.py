@@ -274,7 +274,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict
         "precision": run.numerics,  # how the numbers were computed: fp32, fp16-emulated, npu (<mode>)
         "toolchain": run.options.toolchain,
         "weights": weights,
-        "random_weights": weights.get("mode") == "random",
+        "random_weights": weights.get("mode") in ("random", "none"),  # no weights stage: the export gets None, random weights
         "limit": run.options.limit,
         "metrics": (records.get("eval") or {}).get("info", {}).get("metrics"),
         "samples": (records.get("eval") or {}).get("info", {}).get("samples"),

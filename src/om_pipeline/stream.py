@@ -76,13 +76,12 @@ def preprocessed_batches(run, samples: list[Sample], workers: int | None) -> Ite
     if not samples:
         yield iter(())
         return
-    params = run.recipe.stage_params("preprocess")
-    workers = workers_for(workers, lambda: model_inputs(run, params, samples[0]))
+    workers = workers_for(workers, lambda: model_inputs(run, samples[0]))
     batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
     ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs)))
 
     def fill(slot: int, row: int, sample: Sample) -> None:  # here, or in a worker forked after the ring
-        ring.put(slot, row, model_inputs(run, params, sample))
+        ring.put(slot, row, model_inputs(run, sample))
 
     with _submitter(fill, workers) as submit:
         yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit))

@@ -16,6 +16,7 @@ import onnx
 import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.atc_gate import gate_failures
 from om_pipeline.testing.dry_run import closing_table
@@ -145,7 +146,7 @@ def direct_metrics(work, target: str, coco, limit: int) -> dict:
 
     from om_pipeline.models import transpose
 
-    params = find_recipe("transpose").recipe.params
+    params = settings_from_params(transpose.Settings, find_recipe("transpose").recipe.params)
     (graph,) = (work / "onnx").glob(f"transpose_bs4.{target}.sim.onnx") or (work / "onnx").glob(f"transpose_bs4.{target}.onnx")
     session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     evaluator = transpose.evaluator(coco, params)

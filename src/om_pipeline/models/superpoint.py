@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics.hpatches import PairMetrics, PairPrediction, evaluate_pair, summarize
-from ..plugin import ExportContext, Sample, imported_from, numpy_forward, settings_from_params, tuple_outputs
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward, tuple_outputs
 from ..state import git_blob_id
 from .superpoint_postprocess import Keypoints, extract_keypoints
 
@@ -60,14 +60,10 @@ class Settings:
     nn_threshold: float = 1.2
     homography_thresholds: tuple[float, ...] = (1, 3, 5, 10, 20, 50)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Settings":
-        return settings_from_params(cls, params, "SuperPoint")
-
 
 # ---------------------------------------------------------------- samples and preprocessing
 
-def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
     """Every image of every sequence: sequences by name, images 1..6."""
     sequences = _sequence_folders(data)
     samples = []
@@ -97,9 +93,9 @@ def _sequence_folders(data: Path) -> list[Path]:
     return sequences
 
 
-def preprocess(sample: Sample, params: dict[str, Any]) -> list[np.ndarray]:
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
     """`PatchesDataset.__getitem__._preprocess`, quirks included -> [float32 1 x H x W]."""
-    height, width = Settings.from_params(params).resize
+    height, width = settings.resize
     image = _read_image(sample.path)
     scale = _resize_scale(image.shape[:2], (height, width))
     # As upstream: cv2.imread gives BGR, converted with the RGB formula (B weighted 0.299).
@@ -136,7 +132,7 @@ def export(ctx: ExportContext) -> None:
     (no Ascend-only operators in it)."""
     import torch  # slow to import; only export pays for it
 
-    height, width = Settings.from_params(ctx.params).resize
+    height, width = ctx.settings.resize
     model = build_model(ctx)
     dummy = torch.zeros(ctx.bs, 1, height, width)
     torch.onnx.export(
@@ -200,8 +196,8 @@ def _state_dict(weights: Path) -> dict:
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluator(data: Path, params: dict[str, Any]) -> "HPatchesEvaluator":
-    return HPatchesEvaluator(data, Settings.from_params(params))
+def evaluator(data: Path, settings: Settings) -> "HPatchesEvaluator":
+    return HPatchesEvaluator(data, settings)
 
 
 class HPatchesEvaluator:

@@ -69,7 +69,7 @@ class DatasetStage(Stage):
         execution see the same list."""
         root = self.root
         self.check_layout(root)
-        samples = list(self.run.plugin.list_samples(root, self.run.recipe.stage_params("dataset")))
+        samples = list(self.run.plugin.list_samples(root, self.run.settings("dataset")))
         ids = [s.id for s in samples]
         if len(set(ids)) != len(ids):
             raise UserError(f"plugin {self.run.recipe.plugin} returned duplicate sample ids")

@@ -56,7 +56,7 @@ class EvalStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         data, samples = load_samples(self.run.model_dir)
-        evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
+        evaluator = self.run.plugin.evaluator(data, self.run.settings("eval"))
         if self.run.options.stream:
             self.evaluate_stream(evaluator, samples)
         else:

@@ -7,6 +7,7 @@ batching, ONNX Runtime, a metric.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,21 @@ from ..plugin import ExportContext, Sample, imported_from, numpy_forward, per_sa
 SIZE = 16
 
 
-def list_samples(data: Path, params: dict) -> list[Sample]:
-    labels = json.loads((data / "labels.json").read_text())
-    images = sorted((data / "images").glob("*.png"))
+@dataclass(frozen=True)
+class Settings:
+    """The recipe's `params:` (each key must be a field here; the framework checks and converts)."""
+
+    labels: str = "labels.json"  # relative to --data: {sample id: class index}
+    images: str = "images"  # relative to --data: <id>.png
+
+
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
+    labels = json.loads((data / settings.labels).read_text())
+    images = sorted((data / settings.images).glob("*.png"))
     return [Sample(p.stem, p, {"label": labels[p.stem]}) for p in images if p.stem in labels]
 
 
-def preprocess(sample: Sample, params: dict) -> list[np.ndarray]:
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
     import cv2
 
     image = cv2.imread(str(sample.path), cv2.IMREAD_COLOR)
@@ -90,5 +99,5 @@ class Top1:
         return {"top1": self.correct / self.count, "mean_confidence": self.score / self.count}
 
 
-def evaluator(data: Path, params: dict) -> Top1:
+def evaluator(data: Path, settings: Settings) -> Top1:
     return Top1()
