@@ -14,18 +14,18 @@ def test_bench_writes_the_guides_table_json_and_a_chart_of_that_json(ompipe, toy
     data = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())
     assert [row["bs"] for row in data["rows"]] == [1, 4]
     assert data["rows"][1]["reference_fps"] == 3000 and data["rows"][1]["ratio"] == data["rows"][1]["fps"] / 3000
-    assert data["provenance"] == ["fake toolchain", "random weights"]
+    assert data["provenance"] == ["fake toolchain", "random weights", "emulated fp16"]
     assert (tmp_path / "work/toy/bench/toy_ais_bench.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "work/toy/inputs").exists()  # bench needs no dataset
     # the chart: the JSON's series, the guide's, and what made them in its own text
     figure = bench.figure(data)
     lines = {line.get_label(): dict(zip(line.get_xdata(), line.get_ydata())) for line in figure.axes[0].get_lines()}
-    assert lines == {"ais_bench (fake toolchain, random weights)": {row["bs"]: row["fps"] for row in data["rows"]},
+    assert lines == {"ais_bench (fake toolchain, random weights, emulated fp16)": {row["bs"]: row["fps"] for row in data["rows"]},
                      "Ascend310P3 (guide)": {1: 1000, 4: 3000, 8: 4000}}  # every chip of the recipe's reference
     texts = "\n".join(plots.texts(figure))
     assert "made by ompipe's fake atc / ais_bench" in texts and "the checkpoint was random" in texts
     svg = (tmp_path / "work/toy/bench/toy_ais_bench.svg").read_text()
-    for text in ("made by ompipe's fake atc / ais_bench", "ais_bench (fake toolchain, random weights)", "3,000", "made up for the fixture"):
+    for text in ("made by ompipe's fake atc / ais_bench", "ais_bench (fake toolchain, random weights, emulated fp16)", "3,000", "made up for the fixture"):
         assert text in svg  # the written file is this figure, its provenance in its own text
 
 

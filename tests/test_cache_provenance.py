@@ -46,7 +46,7 @@ def test_fake_toolchain_results_are_never_cached_for_a_real_run(ompipe, toy, tmp
     fake = run_toy(ompipe, toy)
     assert fake.code == 0, fake.err
     results = json.loads((tmp_path / RESULTS).read_text())
-    assert results["provenance"] == ["fake toolchain"]
+    assert results["provenance"] == ["fake toolchain", "emulated fp16"]  # the fake .om computes at force_fp16
     record = json.loads((tmp_path / "work/toy/.ompipe/stages/atc-bs4-ascend.json").read_text())
     assert record["parts"]["tools"]["toolchain"] == "fake"
 
@@ -64,7 +64,7 @@ def test_fake_toolchain_results_are_never_cached_for_a_real_run(ompipe, toy, tmp
 
 def test_provenance_names_random_weights_and_the_fake(ompipe, toy, tmp_path):
     assert run_toy(ompipe, toy, "--weights", "random", "--limit", "3").code == 0
-    assert json.loads((tmp_path / RESULTS).read_text())["provenance"] == ["fake toolchain", "random weights"]
+    assert json.loads((tmp_path / RESULTS).read_text())["provenance"] == ["fake toolchain", "random weights", "emulated fp16"]
     assert run_toy(ompipe, toy, "--backend", "onnxruntime").code == 0
     onnxruntime = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs4.json").read_text())
     assert onnxruntime["provenance"] == []  # ONNX Runtime made the numbers, with the pinned weights
