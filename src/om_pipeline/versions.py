@@ -24,7 +24,17 @@ def cann() -> str:
     """The CANN toolkit version the subprocesses will see ('fake' for the fake toolchain)."""
     from .tools.atc import cann_version
 
-    return cann_version(execute.subprocess_env()) or "unknown"
+    env = execute.subprocess_env()
+    return " + ".join(part for part in (cann_version(env) or "unknown", fake_npu(env)) if part)
+
+
+def fake_npu(env) -> str:
+    """The fake toolchain's paced NPU when one replays recorded outputs (testing/fake_paced_npu):
+    part of the fingerprint of whatever ran on the .om, so a replayed result is never CACHED for a
+    normal run, nor the other way round."""
+    from .testing import fake_paced_npu
+
+    return fake_paced_npu.describe(env)
 
 
 def report() -> dict[str, str]:
