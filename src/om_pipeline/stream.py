@@ -9,6 +9,7 @@ first sample, the padding discarded), so the metric is the same to the last digi
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import sys
 from concurrent.futures import Future
@@ -57,34 +58,55 @@ class InferSessionModel:
 
 def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None:
     """Every sample through preprocess, the model and the evaluator, in sample order.
-    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first."""
+    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first.
+
+    The model runs on a thread of its own, one batch ahead of the evaluator: while the NPU (or
+    ONNX Runtime, which releases the GIL) works on batch k, this thread postprocesses and scores
+    batch k-1 and fills the ring, so the host's work hides behind the model's."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
-    model = (OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
-             if run.tool == "onnxruntime"
-             else InferSessionModel(run.path(run.om_name), run.options.toolchain))
-    with preprocessed_batches(run, samples, workers) as batches:
-        for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
-            _evaluate_batch(batch, inputs, model, evaluator, run.views, run.plugin)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ompipe-model") as model_thread:
+        # Made on the thread that runs it: a device context (ACL's) belongs to the thread that set it.
+        model = model_thread.submit(_model, run).result()
+        with preprocessed_batches(run, samples, workers, held=2) as batches:
+            previous = None  # (batch, its outputs by view): scored while the model runs the next
+            for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
+                running = model_thread.submit(_run_views, model, inputs, run.views)
+                if previous is not None:
+                    _evaluate_batch(*previous, evaluator, run.views, run.plugin)
+                previous = (batch, running.result())  # done before its ring slot can be refilled
+            if previous is not None:
+                _evaluate_batch(*previous, evaluator, run.views, run.plugin)
+
+
+def _model(run):
+    if run.tool == "onnxruntime":
+        return OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
+    return InferSessionModel(run.path(run.om_name), run.options.toolchain)
+
+
+def _run_views(model, inputs: dict, views: tuple) -> dict:
+    return {view: model(inputs[view]) for view in views}
 
 
 @contextlib.contextmanager
-def preprocessed_batches(run, samples: list[Sample], workers: int | None) -> Iterator[Iterator[tuple[list[Sample], dict]]]:
+def preprocessed_batches(run, samples: list[Sample], workers: int | None, held: int = 1) -> Iterator[Iterator[tuple[list[Sample], dict]]]:
     """(batch of samples, its model inputs per view: arrays of bs rows, padded), in order. The
-    arrays are ring buffers: valid until the next batch is asked for."""
+    arrays are ring buffers: valid while the caller holds the batch, i.e. until `held` more
+    batches were asked for (2: one in the model while the next is handed out)."""
     if not samples:
         yield iter(())
         return
     params = run.recipe.stage_params("preprocess")
     workers = workers_for(workers, lambda: model_inputs(run, params, samples[0]))
     batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
-    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs)))
+    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs) + held - 1))
 
     def fill(slot: int, row: int, sample: Sample) -> None:  # here, or in a worker forked after the ring
         ring.put(slot, row, model_inputs(run, params, sample))
 
     with _submitter(fill, workers) as submit:
-        yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit))
+        yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit, held))
 
 
 def ring_slots(workers: int, bs: int) -> int:
@@ -108,18 +130,19 @@ def _submitter(fill: Callable[..., None], workers: int) -> Iterator[Callable[...
         yield lambda *task: pool.submit(call_job, *task)
 
 
-def _filled_batches(batches: list[list[Sample]], slots: int, submit) -> Iterator[tuple[list[Sample], int]]:
-    """(batch, its ring slot) in order, each once all its rows are filled. A slot is reused only
-    after the caller is done with its batch (the next batch is asked for), so at most `slots`
-    batches are in memory."""
+def _filled_batches(batches: list[list[Sample]], slots: int, submit, held: int = 1) -> Iterator[tuple[list[Sample], int]]:
+    """(batch, its ring slot) in order, each once all its rows are filled. The caller holds the
+    last `held` batches it was given; a slot is refilled only once its batch is no longer held
+    (when the caller asks for the `held`-th batch after it), so at most `slots` batches are in
+    memory and `slots - held` are being filled ahead."""
     pending: collections.deque = collections.deque()
-    for index, batch in enumerate(batches):
-        if len(pending) == slots:
-            yield _wait(pending.popleft())
-        slot = index % slots
-        futures = [submit(slot, row, sample) for row, sample in enumerate(batch)]
-        pending.append((batch, slot, futures))
-    while pending:
+    submitted = 0
+    for asked in range(len(batches)):
+        # Asking for batch `asked` releases batch asked - held, whose slot batch asked - held + slots takes.
+        while submitted < min(len(batches), max(asked + 1, asked - held + 1 + slots)):  # fewer batches than held: a slot each
+            slot = submitted % slots
+            pending.append((batches[submitted], slot, [submit(slot, row, sample) for row, sample in enumerate(batches[submitted])]))
+            submitted += 1
         yield _wait(pending.popleft())
 
 
@@ -130,8 +153,8 @@ def _wait(entry) -> tuple[list[Sample], int]:
     return batch, slot
 
 
-def _evaluate_batch(batch: list[Sample], inputs: dict, model, evaluator, views: tuple, plugin) -> None:
-    outputs_by_view = {view: model(inputs[view]) for view in views}
+def _evaluate_batch(batch: list[Sample], outputs_by_view: dict, evaluator, views: tuple, plugin) -> None:
+    """Each real sample's rows of the batch's outputs (views, not copies) to the evaluator."""
     for position, sample in enumerate(batch):
         outputs = {view: [np.asarray(o[position]) for o in outs] for view, outs in outputs_by_view.items()}
         evaluator.add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))
