@@ -83,10 +83,15 @@ def from_environment(onnx_bytes: bytes, inputs, outputs) -> "PacedNpu | None":
     bs = inputs[0].shape[0]
     if any(not spec.is_static or spec.shape[0] != bs for spec in [*inputs, *outputs]):
         raise PacedNpuError("the paced NPU needs static shapes batched on axis 0 for every input and output")
-    root = Path(os.environ[DIRECTORY]) / hashlib.sha256(onnx_bytes).hexdigest()[:16]
+    root = model_recording(Path(os.environ[DIRECTORY]), onnx_bytes)
     if mode == "record":
         return PacedNpu(root, mode, bs, None, outputs)
     return PacedNpu(root, mode, bs, fps or guide_rate(bs), outputs)
+
+
+def model_recording(directory: Path, onnx_bytes: bytes) -> Path:
+    """Where one compiled model's rows are recorded: one per model (and so per batch size)."""
+    return Path(directory) / hashlib.sha256(onnx_bytes).hexdigest()[:16]
 
 
 def guide_rate(bs: int) -> float:
@@ -104,17 +109,44 @@ def row_digest(arrays: Sequence[np.ndarray], row: int) -> str:
     return digest.hexdigest()
 
 
+class Recording:
+    """The recorded rows of one compiled model: outputs by input-row digest, memory-mapped (the
+    page cache holds them once, whichever process replays them). `cyclic`: a row never recorded
+    gets the recorded rows in turn."""
+
+    def __init__(self, root: Path, cyclic: bool):
+        self.root, self.cyclic = root, cyclic
+        self._recorded = sorted(path.name for path in root.glob("*") if path.is_dir() and not path.name.startswith(".")) if root.is_dir() else []
+        if not self._recorded:
+            raise PacedNpuError(f"{MODE}: nothing recorded for this model in {root}",
+                                hint=f"run it once with {MODE}=record and the same {DIRECTORY}")
+        self._loaded: dict[str, list[np.ndarray]] = {}
+        self._turn = 0
+
+    def outputs(self, digest: str) -> list[np.ndarray]:
+        if digest not in self._loaded:
+            directory = self.root / digest
+            if not directory.is_dir():
+                if not self.cyclic:
+                    raise PacedNpuError(f"{MODE}=paced: an input row was never recorded ({digest} in {self.root})",
+                                        hint=f"record every input first ({MODE}=record), or replay in turn with {MODE}=cyclic")
+                directory = self.root / self._recorded[self._turn % len(self._recorded)]
+                self._turn += 1
+            paths = sorted(directory.glob("*.npy"), key=lambda path: int(path.stem))
+            self._loaded[digest] = [np.load(path, mmap_mode="r") for path in paths]
+        return self._loaded[digest]
+
+    def outputs_of_sample(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One sample's outputs from its model inputs (without the batch dimension)."""
+        return self.outputs(row_digest([np.asarray(array)[None] for array in arrays], 0))
+
+
 class PacedNpu:
     def __init__(self, root: Path, mode: str, bs: int, fps: float | None, outputs):
         self.root, self.mode, self.bs, self.fps, self.outputs = root, mode, bs, fps, outputs
         self.needs_model = mode == "record"
-        self._loaded: dict[str, list[np.ndarray]] = {}
-        self._turn = 0
         if mode != "record":
-            self._recorded = sorted(path.name for path in root.glob("*") if path.is_dir()) if root.is_dir() else []
-            if not self._recorded:
-                raise PacedNpuError(f"{MODE}={mode}: nothing recorded for this model in {root}",
-                                    hint=f"run it once with {MODE}=record and the same {DIRECTORY}")
+            self._recording = Recording(root, cyclic=mode == "cyclic")
             busy = Path(os.environ[DIRECTORY]) / "busy"
             busy.mkdir(parents=True, exist_ok=True)
             self._busy_log = open(busy / f"{os.getpid()}-{time.time_ns()}.jsonl", "a", buffering=1, encoding="utf-8")
@@ -125,24 +157,12 @@ class PacedNpu:
             self._record(arrays, results)
             return results
         started = time.time()
-        results = [np.stack(rows) for rows in zip(*(self._outputs_of(row_digest(arrays, row)) for row in range(self.bs)))]
+        rows = [self._recording.outputs(row_digest(arrays, row)) for row in range(self.bs)]
+        results = [np.stack(per_output) for per_output in zip(*rows)]
         done = started + self.bs / self.fps
         time.sleep(max(0.0, done - time.time()))
         self._busy_log.write(json.dumps([started, done]) + "\n")
         return results
-
-    def _outputs_of(self, digest: str) -> list[np.ndarray]:
-        if digest not in self._loaded:
-            directory = self.root / digest
-            if not directory.is_dir():
-                if self.mode == "paced":
-                    raise PacedNpuError(f"{MODE}=paced: an input row was never recorded ({digest} in {self.root})",
-                                        hint=f"record every input first ({MODE}=record), or replay in turn with {MODE}=cyclic")
-                directory = self.root / self._recorded[self._turn % len(self._recorded)]
-                self._turn += 1
-            # Memory-mapped: the page cache holds them once, whichever process replays them.
-            self._loaded[digest] = [np.load(directory / f"{index}.npy", mmap_mode="r") for index in range(len(self.outputs))]
-        return self._loaded[digest]
 
     def _record(self, arrays: Sequence[np.ndarray], results: list[np.ndarray]) -> None:
         for row in range(self.bs):
