@@ -3,10 +3,8 @@ the internet."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 
 import pytest
 
@@ -16,45 +14,25 @@ from om_pipeline.errors import UserError
 PAYLOAD = bytes(range(256)) * 400
 
 
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    requests: list[str | None] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        RangeHandler.requests.append(self.headers.get("Range"))
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        body = PAYLOAD[start:]
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    RangeHandler.requests = []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/weights.pth"
-    httpd.shutdown()
+def server(loopback):
+    loopback.files["weights.pth"] = PAYLOAD
+    return loopback
 
 
 def test_resumes_a_partial_download_and_verifies_it(server, tmp_path):
     destination = tmp_path / "weights.pth"
     (tmp_path / "weights.pth.part").write_bytes(PAYLOAD[:1000])
-    fetch(server, destination, hashlib.sha256(PAYLOAD).hexdigest())
+    fetch(server.url("weights.pth"), destination, hashlib.sha256(PAYLOAD).hexdigest())
     assert destination.read_bytes() == PAYLOAD
-    assert RangeHandler.requests == ["bytes=1000-"]
-    fetch(server, destination, hashlib.sha256(PAYLOAD).hexdigest())  # cached: no request
-    assert len(RangeHandler.requests) == 1
+    assert server.requests == [("weights.pth", "bytes=1000-")]
+    fetch(server.url("weights.pth"), destination, hashlib.sha256(PAYLOAD).hexdigest())  # cached: no request
+    assert len(server.requests) == 1
 
 
 def test_checksum_mismatch_keeps_nothing(server, tmp_path):
     with pytest.raises(UserError, match="does not match the recipe's"):
-        fetch(server, tmp_path / "w.pth", "0" * 64)
+        fetch(server.url("weights.pth"), tmp_path / "w.pth", "0" * 64)
     assert not list(tmp_path.iterdir())
 
 

@@ -7,9 +7,11 @@ from om_pipeline.errors import UserError
 from om_pipeline.tools import execute
 
 
-def test_argv_only_never_a_shell_string():
+def test_argv_only_never_a_shell_string(tmp_path):
+    marker = tmp_path / "a-shell-ran-this"
     with pytest.raises(TypeError):
-        execute.execute("echo hi; rm -rf /")
+        execute.execute(f"echo hi; touch {marker}")
+    assert not marker.exists()
 
 
 def test_output_and_log_with_argv_on_top(tmp_path):

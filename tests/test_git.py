@@ -68,3 +68,30 @@ def test_fuzz_fallback_for_patches_made_against_drifted_context(repo, tmp_path):
     assert apply_patch(repo, patch, 1, 0, tmp_path / "log").status == "conflict"
     assert apply_patch(repo, patch, 1, 3, tmp_path / "log").status == "applied with fuzz"
     assert "line ten" in (repo / "a.txt").read_text()
+
+
+def test_checkout_tree_counts_tracked_and_patched_files_only(repo, tmp_path):
+    """The patch stage's check: the tree of the tracked files plus the files a patch creates;
+    untracked build files (__pycache__, an editable install) do not change it."""
+    from om_pipeline.tools.git import checkout_tree, patch_paths
+
+    (repo / ".gitignore").write_text("generated.txt\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "ignore")
+    (repo / "generated.txt").write_text("made by our patch\n")
+    git(repo, "add", "-f", "generated.txt")
+    patch = tmp_path / "new.patch"
+    patch.write_text(git(repo, "diff", "--cached") + "\n")
+    git(repo, "reset", "-q", "--hard")
+    index = tmp_path / "index"
+    pristine = checkout_tree(repo, [], index)
+    assert apply_patch(repo, patch, 1, 0, tmp_path / "log").status == "applied"
+    paths = patch_paths(repo, patch, 1)
+    assert paths == ["generated.txt"]
+    patched = checkout_tree(repo, paths, index)
+    assert patched not in (None, pristine)
+    (repo / "__pycache__").mkdir()
+    (repo / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    assert checkout_tree(repo, paths, index) == patched
+    (repo / "b.txt").write_text("edited\n")
+    assert checkout_tree(repo, paths, index) != patched

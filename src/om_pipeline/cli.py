@@ -45,6 +45,7 @@ Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 w
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
+Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 
 
@@ -71,12 +72,12 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, cann: Cann = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers)
+                       stream=stream, workers=workers, cann=cann)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -85,12 +86,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
-          quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None,
+          quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None, cann: Cann = None,
           recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -138,9 +139,11 @@ def status(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: Inf
 @app.command()
 def doctor(model: Annotated[Optional[str], typer.Argument(help="also check disk space for this recipe")] = None,
            toolchain: Toolchain = "real", soc_version: Soc = "auto", data: Data = None, limit: Limit = None,
-           workdir: Workdir = Path("work"), recipes: RecipeDirs = None) -> None:
-    """Check the Ascend environment: CANN variables, atc / ais_bench / npu-smi, soc_version, packages, disk."""
-    options = _options(toolchain=toolchain, soc_version=soc_version, data=data, limit=limit, workdir=workdir)
+           workdir: Workdir = Path("work"), bs: Bs = None, cann: Cann = None, recipes: RecipeDirs = None) -> None:
+    """Check the Ascend environment: CANN variables, atc / ais_bench / npu-smi, soc_version, packages, disk;
+    with MODEL, also lint its exported Ascend graph for patterns ATC handles badly."""
+    options = _options(toolchain=toolchain, soc_version=soc_version, data=data, limit=limit, workdir=workdir, bs=bs,
+                       cann=cann)
     raise typer.Exit(commands.doctor(model, options, recipes or []))
 
 

@@ -47,6 +47,12 @@ class Options:
     seed: int = 0
     stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files
     workers: int | None = None  # preprocessing processes (None: workers.workers_for decides)
+    cann: str | None = None  # ATC op table generation ("8", "5"); None: the installed CANN's, else 8
+
+    @property
+    def plans_only(self) -> bool:
+        """--dry-run / --check: execute nothing, fetch nothing."""
+        return self.dry_run or self.check
 
 
 def cann_present() -> bool:
@@ -172,6 +178,13 @@ class Run:
         from .tools.npu_smi import detect_soc_version
 
         return detect_soc_version()
+
+    @functools.cached_property
+    def cann(self) -> str:
+        """Whose ATC op table the atc preflight and the fake atc use (atc_ops)."""
+        from .atc_ops import chosen_cann
+
+        return chosen_cann(self.options.cann)
 
     def stage_key(self, kind: str, variant: str | None = None) -> str:
         """A stage's record name; per-bs stages carry the bs and their variant (target or tool).

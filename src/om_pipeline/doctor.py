@@ -115,6 +115,35 @@ def _count_samples(loaded: LoadedRecipe, options: Options) -> int | None:
     return len(plugin.list_samples(Path(options.data), loaded.recipe.stage_params("dataset")))
 
 
+def check_atc_graph(loaded: LoadedRecipe, options: Options) -> tuple[Check, list[str]]:
+    """The exported Ascend graph (at --bs, default the recipe's) against ATC's gate with the
+    recipe's flags, and its lint rows (atc_lint): what atc will refuse, and what it will take badly."""
+    import onnx
+
+    from .atc_lint import format_rows, lint
+    from .atc_ops import atc_problems, chosen_cann
+    from .context import Run
+    from .stages.atc import planned_flags
+
+    bs = options.bs or loaded.recipe.bs
+    run = Run(loaded, options, "ais_bench", bs, options.workdir)
+    path = run.path(run.model_onnx)
+    if not path.is_file():
+        return Check("atc graph", True, f"no Ascend graph exported yet ({path.name}); run `ompipe stage "
+                     f"{loaded.recipe.name} export --bs {bs}` to check it", required=False), []
+    cann = chosen_cann(options.cann)
+    model = onnx.load(str(path), load_external_data=False)
+    flags = planned_flags(run)
+    problems = atc_problems(model, flags, cann)
+    rows = lint(model, flags, cann)
+    table = f"CANN {cann} op table"
+    if problems:
+        detail = f"{path.name}: atc would refuse it ({table}): " + "; ".join(f"{p.code} {p.message}" for p in problems)
+        return Check("atc graph", False, detail, problems[0].hint or ""), format_rows(rows) if rows else []
+    detail = f"{path.name} passes ATC's parse gate ({table}); {len(rows)} lint warning(s)"
+    return Check("atc graph", True, detail), format_rows(rows) if rows else []
+
+
 def _gib(value: float) -> str:
     return f"{value / 2**30:.2f} GiB"
 
@@ -123,13 +152,18 @@ def run_checks(loaded: LoadedRecipe | None, options: Options, printer: Printer) 
     checks = [check_cann_env(), check_atc(), check_ais_bench(),
               check_program("npu-smi", "install the Ascend driver; npu-smi ships with it"), check_soc(options),
               check_packages(), check_workdir_path(options)]
+    lint_rows: list[str] = []
     if loaded:
         checks.append(check_disk(loaded, options))
+        graph_check, lint_rows = check_atc_graph(loaded, options)
+        checks.append(graph_check)
     for check in checks:
         mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
         printer.info(f"{mark}  {check.name:<16} {check.detail}")
         if not check.ok and check.fix:
             printer.info(f"      fix: {check.fix}")
+    for line in lint_rows:  # msit analyze's columns
+        printer.info(f"      {line}")
     failed = [c for c in checks if not c.ok and c.required]
     if failed:
         printer.info(f"{len(failed)} check(s) failed; without an NPU, --backend onnxruntime still runs every model")

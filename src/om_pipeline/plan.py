@@ -1,7 +1,8 @@
 """Which stages run and why. Pure: reads stage records and file digests, executes nothing.
 
-A stage is CACHED when its fingerprint (resolved parameters, input digests, tool versions and
-the fingerprints of the stages it consumes) equals the recorded one and its outputs are intact;
+A stage is CACHED when its fingerprint (resolved parameters, input digests, tool versions, the
+toolchain that made what it uses, and the fingerprints of the stages it consumes) equals the
+recorded one and its outputs are intact (directories file by file, an in-place patch by its tree);
 otherwise it RUNs, with the reason. In a dry run a stage whose upstream would run is RUN too:
 its inputs are about to change.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from . import versions
 from .context import Run
 from .errors import UserError
 from .stages import KINDS, Stage
+from .stages.base import InputAbsent
 from .state import Fingerprint
 
 Action = Literal["RUN", "CACHED", "SKIPPED"]
@@ -66,10 +69,24 @@ def upstream_of(stage: Stage, fingerprints: dict[str, str | None], stages: dict[
 
 
 def decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decision:
+    decision = _decide(stage, upstream, force)
+    if decision.action == "RUN" and stage.run.options.plans_only:
+        absent = stage.absent_input()  # a dry run names what the stage would fetch, and fetches nothing
+        if absent and absent not in decision.reason:
+            decision.reason = f"{decision.reason}; {absent}"
+    return decision
+
+
+def _decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decision:
     waiting = [key for key, value in upstream.items() if value is WILL_RUN]
     if waiting:
         return Decision(stage, "RUN", f"upstream {', '.join(waiting)} will run")
-    fingerprint = stage.fingerprint()
+    try:
+        fingerprint = stage.fingerprint()
+    except InputAbsent as absent:  # dry run only: the fingerprint needs what is not here
+        return Decision(stage, "RUN", absent.message)
+    for tool in stage.tools_used():
+        fingerprint.tools.update(versions.toolchain_identity(stage.run.options.toolchain, tool))
     fingerprint.upstream = dict(upstream)
     record = stage.run.state.record(stage.key)
     if force:
@@ -86,11 +103,35 @@ def decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decisi
 
 
 def damaged_outputs(stage: Stage, record: dict) -> str | None:
-    for relative, digest in record.get("outputs", {}).items():
+    """Why the recorded outputs are not what the stage wrote (missing, changed, a file inside a
+    directory changed, added or removed), or why an in-place change must be redone; else None."""
+    state = stage.run.state
+    for relative, recorded in record.get("outputs", {}).items():
         path = stage.run.path(relative)
         if not path.exists():
             return f"output {relative} is missing"
-        if digest != "dir" and path.is_file() and stage.run.state.file_digest(path) != digest:
+        if isinstance(recorded, dict):
+            if not path.is_dir():
+                return f"output {relative} is no longer a directory"
+            change = manifest_change(recorded, state.directory_manifest(path))
+            if change:
+                return f"output {relative}/{change}"
+        elif recorded == "dir":
+            if stage.manifest_outputs:
+                return f"output {relative} has no file manifest (recorded by an older ompipe)"
+        elif not path.is_file() or state.file_digest(path) != recorded:
             return f"output {relative} changed since it was written"
+    return stage.changed_in_place(record)
+
+
+def manifest_change(recorded: dict[str, str], current: dict[str, str]) -> str | None:
+    """The first difference between two directory manifests, as '<file> changed' etc."""
+    for name in sorted(set(recorded) | set(current)):
+        if name not in current:
+            return f"{name} is missing"
+        if name not in recorded:
+            return f"{name} was added"
+        if recorded[name] != current[name]:
+            return f"{name} changed since it was written"
     return None
 

@@ -93,6 +93,8 @@ class PatchStage(Strict):
 class Download(Strict):
     url: str
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # Shown by the dry run ("would download URL (X MB)"); informative: the stages leave it out of their fingerprints.
+    size: Optional[int] = Field(None, gt=0, description="bytes, for the dry run's 'would download' line")
 
 
 class WeightsStage(Strict):
@@ -101,6 +103,7 @@ class WeightsStage(Strict):
     in_source: Optional[str] = Field(None, description="path of the checkpoint inside the upstream checkout")
     git_blob: Optional[str] = Field(None, pattern=r"^[0-9a-f]{40}$", description="git blob id of in_source")
     urls: list[str] = []
+    size: Optional[int] = Field(None, gt=0, description="bytes of the download, for the dry run's 'would download' line")
     unpinned_reason: str = Field("", description="why neither a sha256 nor a git_blob can be given (no public checksum); the file is then recorded, not verified")
     instructions: str = ""
 

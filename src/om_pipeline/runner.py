@@ -1,15 +1,15 @@
 """Executes a plan: staging directories, atomic renames, stage records, logs, failure policy,
 the closing table and the results JSON.
 
-Order of writes for a stage that runs: forget its old record, execute into
-`.staging/<key>/`, rename each output into place, then save the new record. A run killed at
-any point therefore leaves either no record (the stage reruns) or a record whose outputs are
-complete. A resumable stage (chunked infer) keeps its staging directory when it fails or is
+Order of writes for a stage that runs: forget its old record, remove its old outputs and the
+results JSONs built on them (make's .DELETE_ON_ERROR, DVC removing outs before repro), execute
+into `.staging/<key>/`, rename each output into place, then save the new record. A run killed or
+failed at any point therefore leaves either no record and no old output (the stage reruns) or a
+record whose outputs are complete. A resumable stage (chunked infer) keeps its staging directory when it fails or is
 interrupted, and the next run with the same fingerprint carries on in it.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -96,6 +96,7 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     stage = decision.stage
     run = stage.run
     run.state.forget(stage.key)
+    remove_stale_outputs(stage)
     staging = run.model_dir / ".staging" / stage.key
     resuming = stage.resumable and not run.options.force and _staging_fingerprint(staging) == decision.fingerprint.value
     printer.stage_line(stage.key, "RUN", decision.reason + ("; resuming the interrupted run's work" if resuming else ""))
@@ -147,9 +148,36 @@ def _with_log(exc: BaseException, stage: Stage) -> BaseException:
     return exc
 
 
-def _commit_outputs(stage: Stage, staging: Path) -> dict[str, str]:
-    """Rename every staged output into place; return {relative path: digest or 'dir'}."""
-    committed = {}
+def remove_stale_outputs(stage: Stage) -> None:
+    """Before a stage reruns: its previous outputs, and every results JSON whose run used this
+    stage, go, so a failed rerun leaves nothing that looks current (`om/<m>_bs<N>.om`, the
+    metrics of the old model). An in-place stage's outputs (the checkout) are its upstream's,
+    and a resumable stage keeps its staging directory, not its old outputs."""
+    if stage.in_place:
+        return
+    for relative in stage.outputs():
+        path = stage.run.path(relative)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for path in sorted(stage.run.path("results").glob("*.json")):
+        results = read_json(path)
+        rows = results.get("stages") if isinstance(results, dict) else None
+        if isinstance(rows, list) and any(_used(row, stage.key) for row in rows):
+            path.unlink(missing_ok=True)
+
+
+def _used(row: object, key: str) -> bool:
+    """Whether a results JSON's stage row says its run used stage `key`'s outputs."""
+    return isinstance(row, dict) and row.get("key") == key and (row.get("status") != "SKIPPED" or row.get("note") == "before --from")
+
+
+def _commit_outputs(stage: Stage, staging: Path) -> dict[str, str | dict[str, str]]:
+    """Rename every staged output into place; return {relative path: its sha256, or for a
+    directory its manifest {file: sha256} ('dir' for the checkout, which patch changes)}."""
+    committed: dict[str, str | dict[str, str]] = {}
+    state = stage.run.state
     for relative in stage.outputs():
         staged = staging / relative
         if not staged.exists():
@@ -157,7 +185,10 @@ def _commit_outputs(stage: Stage, staging: Path) -> dict[str, str]:
         final = stage.run.path(relative)
         final.parent.mkdir(parents=True, exist_ok=True)
         _replace(staged, final)
-        committed[relative] = "dir" if final.is_dir() else stage.run.state.file_digest(final)
+        if final.is_dir():
+            committed[relative] = state.directory_manifest(final) if stage.manifest_outputs else "dir"
+        else:
+            committed[relative] = state.file_digest(final)
     return committed
 
 
@@ -216,19 +247,26 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "reference": run.recipe.reference.model_dump(mode="json"),
         "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
         "stages": [asdict(row) for row in report.rows],
-        "versions": versions.report(),
+        "versions": versions.report(run.options.toolchain),
+        "provenance": provenance_labels(records, weights),
     }
-    if replayed_by_paced_npu(records):  # until results carry all their labels: see report.PROVENANCE_NOTES
-        results["provenance"] = [*results.get("provenance", []), "paced emulator"]
     path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}.json")
     write_json_atomic(path, results)
     return path, results
 
 
-def replayed_by_paced_npu(records: dict[str, dict | None]) -> bool:
-    """Whether a stage that made these results ran on the fake toolchain's paced NPU replaying
-    recorded outputs (versions.fake_npu names it in the fingerprint), cached or not."""
-    return any("paced NPU emulator" in json.dumps((record or {}).get("parts", {}).get("tools", {})) for record in records.values())
+def provenance_labels(records: dict[str, dict | None], weights: dict) -> list[str]:
+    """What made the numbers, when it is not the real thing: short labels that every result and
+    report shows beside them. Read from the records of the stages that made them (their
+    fingerprints name the toolchain), so a label cannot be lost to a cached stage."""
+    labels = []
+    if any((record or {}).get("parts", {}).get("tools", {}).get("toolchain") == "fake" for record in records.values()):
+        labels.append("fake toolchain")
+    if weights.get("mode") == "random":
+        labels.append("random weights")
+    if any((record or {}).get("parts", {}).get("tools", {}).get("npu") for record in records.values()):
+        labels.append("paced emulator")  # versions.fake_npu: outputs replayed by the fake's paced NPU
+    return labels
 
 
 def ensure_toolchain(toolchain: str, workdir: Path) -> None:

@@ -6,7 +6,14 @@ fingerprint (parameters, input digests, tool versions, upstream fingerprints), n
 hash, so the planner can say *what* changed.
 
 File digests are cached by (size, mtime_ns, inode): a 10 GB checkpoint is hashed once, not on
-every run (the complaint in dvc#10691).
+every run (the complaint in dvc#10691). Files inside the model directory are keyed by their path
+relative to it, so a moved work directory keeps its cache (a copy rehashes: new inodes).
+
+A directory output is recorded as a manifest, as DVC's `.dir` file: {relative file: sha256}, so a
+file changed, added or removed inside it is a changed output.
+
+Records and the digest cache are read defensively: a file of the wrong JSON shape (a list, a
+string, outputs as a list) is treated as absent, so the stage reruns.
 """
 from __future__ import annotations
 
@@ -92,7 +99,8 @@ class StateStore:
         return self.root / "stages" / f"{_file_safe(key)}.json"
 
     def record(self, key: str) -> dict[str, Any] | None:
-        return read_json(self.record_path(key))
+        record = read_json(self.record_path(key))
+        return record if _is_record(record) else None
 
     def save_record(self, key: str, record: dict[str, Any]) -> None:
         write_json_atomic(self.record_path(key), record)
@@ -102,21 +110,57 @@ class StateStore:
 
     # -- digests
     def file_digest(self, path: Path) -> str:
+        sha, changed = self._digest(path)
+        if changed:
+            self._save_digests()
+        return sha
+
+    def directory_manifest(self, directory: Path) -> dict[str, str]:
+        """{file path relative to `directory` (POSIX): sha256} for every file below it; the
+        digest cache is written once, not once per file (an inputs/ directory holds thousands)."""
+        manifest, changed = {}, False
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            manifest[path.relative_to(directory).as_posix()], new = self._digest(path)
+            changed = changed or new
+        if changed:
+            self._save_digests()
+        return manifest
+
+    def _digest(self, path: Path) -> tuple[str, bool]:
+        """(sha256, whether the cache gained an entry)."""
         stat = path.stat()
         identity = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
         cache = self._load_digests()
-        cached = cache.get(str(path.resolve()))
-        if cached and cached["identity"] == identity:
-            return cached["sha256"]
+        key = self._digest_key(path)
+        cached = cache.get(key)
+        if isinstance(cached, dict) and cached.get("identity") == identity and isinstance(cached.get("sha256"), str):
+            return cached["sha256"], False
         sha = sha256_file(path)
-        cache[str(path.resolve())] = {"identity": identity, "sha256": sha}
-        write_json_atomic(self._digests_path, cache)
-        return sha
+        cache[key] = {"identity": identity, "sha256": sha}
+        return sha, True
+
+    def _digest_key(self, path: Path) -> str:
+        resolved = path.resolve()
+        model_dir = self.root.parent.resolve()
+        return resolved.relative_to(model_dir).as_posix() if resolved.is_relative_to(model_dir) else str(resolved)
+
+    def _save_digests(self) -> None:
+        write_json_atomic(self._digests_path, self._load_digests())
 
     def _load_digests(self) -> dict[str, Any]:
         if self._digests is None:
-            self._digests = read_json(self._digests_path) or {}
+            cache = read_json(self._digests_path)
+            self._digests = cache if isinstance(cache, dict) else {}
         return self._digests
+
+
+def _is_record(record: Any) -> bool:
+    """A stage record as the runner writes it; anything else (a torn or hand-edited file) is no record."""
+    return (isinstance(record, dict) and isinstance(record.get("fingerprint"), str)
+            and isinstance(record.get("outputs", {}), dict)
+            and all(isinstance(v, (str, dict)) for v in record.get("outputs", {}).values())
+            and all(isinstance(record.get(part, {}), dict) for part in ("parts", "info"))
+            and all(isinstance(part, dict) for part in record.get("parts", {}).values()))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

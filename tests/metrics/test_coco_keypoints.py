@@ -14,6 +14,11 @@ from om_pipeline.errors import UserError
 from om_pipeline.metrics import coco_keypoints as ck
 from om_pipeline.models.transpose_synth import synthesize
 
+# The 17 COCO keypoint OKS sigmas, quoted: yangsenius/TransPose @ dab9007b6f61c9c8dce04d61669a04922bbcd148,
+# lib/nms/nms.py:77 (oks_iou, used by upstream's oks_nms)
+#   sigmas = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
+UPSTREAM_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
+
 
 @pytest.fixture(scope="module")
 def coco_set(tmp_path_factory):
@@ -91,13 +96,20 @@ def test_rescoring_averages_confidences_above_the_threshold_times_the_box_score(
     assert scores.dtype == np.float64
 
 
+def test_oks_sigmas_are_upstreams_and_pycocotools():
+    from pycocotools.cocoeval import Params
+
+    np.testing.assert_array_equal(ck.SIGMAS, UPSTREAM_SIGMAS)
+    np.testing.assert_array_equal(ck.SIGMAS, Params(iouType="keypoints").kpt_oks_sigmas)  # what COCOeval scores with
+
+
 def test_oks_is_one_for_identical_keypoints_and_falls_with_distance():
     reference = np.array([[100.0, 100.0, 1.0]] * 17).ravel()
     others = np.stack([reference, reference + np.tile([5.0, 0, 0], 17), reference + np.tile([50.0, 0, 0], 17)])
     values = ck.oks(reference, others, 4000.0, np.full(3, 4000.0))
     assert values[0] == pytest.approx(1.0) and 1 > values[1] > values[2] > 0
     # by hand for one joint kind: exp(-d^2 / (2 s^2 (2 sigma)^2)) with s^2 = the mean area
-    expected = np.mean(np.exp(-25 / ((ck.SIGMAS * 2) ** 2) / (4000 + np.spacing(1)) / 2))
+    expected = np.mean(np.exp(-25 / ((UPSTREAM_SIGMAS * 2) ** 2) / (4000 + np.spacing(1)) / 2))
     assert values[1] == pytest.approx(expected)
 
 

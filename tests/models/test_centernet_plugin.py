@@ -16,6 +16,13 @@ from om_pipeline.models.centernet_tinycoco import write_tiny_coco
 from om_pipeline.metrics.coco_bbox import COCO80_CATEGORY_IDS
 from om_pipeline.plugin import ExportContext
 
+# Upstream's normalisation, quoted (BGR order, as upstream reads images with cv2):
+# xingyizhou/CenterNet @ 2b7692c377c6686fb35e473dac2de6105eed62c6, src/lib/datasets/dataset/coco.py:16-19
+#   mean = np.array([0.40789654, 0.44719302, 0.47026115],
+#   std  = np.array([0.28863828, 0.27408164, 0.27809835],
+UPSTREAM_MEAN = (0.40789654, 0.44719302, 0.47026115)
+UPSTREAM_STD = (0.28863828, 0.27408164, 0.27809835)
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -61,8 +68,12 @@ def test_missing_images_and_annotations_are_user_errors(tiny_copy):
         centernet.list_samples(tiny_copy, {})
 
 
-def test_preprocess_is_the_letterbox_warp(tiny):
+def test_normalisation_is_upstreams():
     settings = centernet.Settings()
+    assert settings.mean == UPSTREAM_MEAN and settings.std == UPSTREAM_STD
+
+
+def test_preprocess_is_the_letterbox_warp(tiny):
     for sample in centernet.list_samples(tiny, {})[:3]:
         (array,) = centernet.preprocess(sample, {})
         assert array.shape == (3, 512, 512) and array.dtype == np.float32
@@ -71,11 +82,11 @@ def test_preprocess_is_the_letterbox_warp(tiny):
         side = max(height, width)
         matrix = np.array([[512 / side, 0, 256 - width / 2 * 512 / side], [0, 512 / side, 256 - height / 2 * 512 / side]])
         warped = cv2.warpAffine(image, matrix, (512, 512), flags=cv2.INTER_LINEAR).astype(np.float64)
-        want = ((warped / 255 - np.array(settings.mean)) / np.array(settings.std)).transpose(2, 0, 1)
+        want = ((warped / 255 - np.array(UPSTREAM_MEAN)) / np.array(UPSTREAM_STD)).transpose(2, 0, 1)
         np.testing.assert_allclose(array, want, rtol=0, atol=1e-4)
         # BGR kept: channel 0 is blue, normalised with the first (blue) mean and std.
         blue = image[height // 2, width // 2, 0] / 255
-        assert array[0, 256, 256] == pytest.approx((blue - settings.mean[0]) / settings.std[0], abs=0.2)
+        assert array[0, 256, 256] == pytest.approx((blue - UPSTREAM_MEAN[0]) / UPSTREAM_STD[0], abs=0.2)
 
 
 def test_preprocess_checks_the_annotated_size(tiny):

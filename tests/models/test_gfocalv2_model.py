@@ -23,6 +23,7 @@ import torch
 from om_pipeline.models import gfocalv2 as plugin
 from om_pipeline.models import gfocalv2_model as gm
 from om_pipeline.plugin import ExportContext
+from om_pipeline.testing.atc_gate import gate_failures
 
 # sha256 of the sorted "key shape" lines of upstream's GFL detector built from
 # configs/gfocal/gfocal_r50_fpn_1x.py at b7b3556 (mmdet 2.6 fork, mmcv 1.2.4; measured once,
@@ -117,8 +118,12 @@ def test_checkpoint_maps_one_to_one_and_loads_strictly(mmdet_state):
         assert torch.equal(loaded[gm.mmdet_to_native(key)], value), key
 
 
-@pytest.mark.parametrize("change", ["extra", "missing", "project"])
-def test_checkpoint_mismatch_is_an_error(mmdet_state, change):
+@pytest.mark.parametrize("change, error, message", [
+    ("extra", KeyError, "checkpoint key 'bbox_head.loss_dfl.weight' has no counterpart"),
+    ("missing", RuntimeError, 'Missing key\\(s\\) in state_dict: "head.cls_logits.bias"'),
+    ("project", ValueError, "bbox_head.integral.project is not linspace"),
+])
+def test_checkpoint_mismatch_is_an_error(mmdet_state, change, error, message):
     state = dict(mmdet_state)
     if change == "extra":
         state["bbox_head.loss_dfl.weight"] = torch.zeros(1)
@@ -126,7 +131,7 @@ def test_checkpoint_mismatch_is_an_error(mmdet_state, change):
         del state["bbox_head.gfl_cls.bias"]
     else:
         state["bbox_head.integral.project"] = torch.linspace(0, 8, 17)
-    with pytest.raises((KeyError, RuntimeError, ValueError)):
+    with pytest.raises(error, match=message):
         gm.load_mmdet_checkpoint(gm.GFocalV2(), {"state_dict": state})
 
 
@@ -238,6 +243,7 @@ def test_ascend_graph_ends_in_one_batchmulticlassnms_as_the_guide(tmp_path):
     assert [i.name for i in graph.input] == ["input.1"] and [o.name for o in graph.output] == ["dets", "labels"]
     nms = [n for n in graph.node if n.op_type == "BatchMultiClassNMS"]
     assert len(nms) == 1 and nms[0].domain == ""
+    assert gate_failures(model, "gfocalv2") == []  # ATC's parse gate (and NMS kernel), the recipe's flags at every bs
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nms[0].attribute}
     assert attributes == {"score_threshold": pytest.approx(0.05), "iou_threshold": pytest.approx(0.6),
                           "max_size_per_class": 100, "max_total_size": 100}

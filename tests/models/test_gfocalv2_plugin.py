@@ -170,7 +170,12 @@ def test_upstream_commands_are_the_guides(checkout, tmp_path):
     ]
 
 
-def test_upstream_export_runs_the_guides_script_in_its_environment(checkout, tmp_path):
+def test_upstream_export_drives_the_guides_commands_with_the_stack_stubbed(checkout, tmp_path):
+    """Through the execute seam with every command stubbed (venv, pip, setup.py develop and
+    pytorch2onnx.py, whose graph our native exporter stands in for): the argv, the environment
+    built once and reused, the random weights handed over as an mmdet checkpoint and removed.
+    The real python3.7 / torch 1.8 / mmcv-full environment is built only by the gated
+    test_gfocalv2_upstream.py::test_upstream_export_path_builds_the_guides_environment."""
     calls, checkpoints = [], []
 
     def guide_stack(request):
@@ -224,3 +229,37 @@ def test_upstream_path_checks_what_the_script_wrote(checkout, tmp_path):
 def test_upstream_path_needs_the_patched_checkout(tmp_path):
     with pytest.raises(UserError, match="pytorch2onnx.py"):
         plugin.export(upstream_context(tmp_path, tmp_path))
+
+
+def test_an_annotation_file_with_a_subset_of_the_categories_is_evaluated_on_those(coco, tmp_path):
+    """A user's mini-COCO keeps only the categories it annotates (CenterNet takes it too):
+    class index -> the canonical COCO id, scored over the categories the file has."""
+    import shutil
+
+    subset = tmp_path / "subset"
+    shutil.copytree(coco, subset)
+    path = subset / "annotations/instances_val2017.json"
+    dataset = json.loads(path.read_text())
+    used = {a["category_id"] for a in dataset["annotations"]}
+    dataset["categories"] = [c for c in dataset["categories"] if c["id"] in used]
+    assert 0 < len(dataset["categories"]) < 80
+    path.write_text(json.dumps(dataset))
+    evaluator = plugin.evaluator(subset, {})
+    for sample in plugin.list_samples(subset, {}):
+        evaluator.add(sample, ground_truth_outputs(subset, sample, "ascend"))
+    metrics = evaluator.result()
+    assert metrics["images_annotated"] == 6
+    assert metrics["ap"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_an_annotation_file_without_any_coco_category_is_a_user_error(coco, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(coco, other)
+    path = other / "annotations/instances_val2017.json"
+    dataset = json.loads(path.read_text())
+    dataset["categories"] = [{"id": 1000, "name": "widget", "supercategory": "none"}]
+    path.write_text(json.dumps(dataset))
+    with pytest.raises(UserError, match="none of COCO's 80"):
+        plugin.evaluator(other, {})

@@ -218,3 +218,36 @@ def test_preprocessing_equals_mmcvs_calls(upstream, size, tmp_path):
     img = mmcv.imnormalize(img, np.array([123.675, 116.28, 103.53], np.float32), np.array([58.395, 57.12, 57.375], np.float32), to_rgb=True)
     img = mmcv.impad(img, shape=(800, 1216), pad_val=0)
     assert np.array_equal(ours, img.transpose(2, 0, 1))
+
+
+def runnable(command: str) -> bool:
+    import shutil
+    import subprocess
+
+    return bool(shutil.which(command)) and subprocess.run([command, "--version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not runnable("python3.7"), reason="python3.7 is not runnable here (the guide's stack needs it)")
+def test_upstream_export_path_builds_the_guides_environment(tmp_path):
+    """The `upstream` export path for real: python3.7 venv, the recipe's requirements (torch
+    1.8.0, mmcv-full 1.2.4: compiled from source, tens of minutes), `setup.py develop`, then the
+    guide's tools/pytorch2onnx.py on the patched checkout. The environment lands in
+    OMPIPE_TEST_CACHE when set (reused by later runs), else in this test's own cache."""
+    import onnx
+
+    from om_pipeline.plugin import ExportContext
+    from om_pipeline.recipe import find_recipe
+    from om_pipeline.testing.upstream import shared_env_cache
+
+    checkout = patched_upstream("gfocalv2", UPSTREAM, tmp_path / "GFocalV2")
+    recipe = find_recipe("gfocalv2").recipe
+    path = recipe.stages.export.paths["upstream"]
+    ctx = ExportContext(source=checkout, weights=None, target="ascend", bs=1, out=tmp_path / "gfocalv2_bs1.ascend.onnx",
+                        opset=recipe.stages.export.opset, input_names=[t.name for t in recipe.model.inputs],
+                        output_names=[t.name for t in recipe.model.outputs_for("ascend")],
+                        params={**recipe.stage_params("export"), **path.params, "export_path": "upstream"}, seed=0)
+    with shared_env_cache():
+        plugin.export(ctx)
+    graph = onnx.load(str(ctx.out)).graph
+    assert [i.name for i in graph.input] == ["input.1"] and [o.name for o in graph.output] == ["dets", "labels"]
+    assert [n.op_type for n in graph.node].count("BatchMultiClassNMS") == 1

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from om_pipeline.errors import UserError
 from om_pipeline.models import pointrend_model as pm
+from om_pipeline.testing.atc_gate import gate_failures
 
 # sha256 of the sorted "key shape" lines of detectron2's model built from
 # pointrend_semantic_R_101_FPN_1x_cityscapes.yaml at 861b50a (measured once in the export
@@ -268,6 +269,7 @@ def test_gather_export_is_opset_11_and_matches_pytorch(state, tmp_path):
     ops = [node.op_type for node in graph.graph.node]
     assert "GridSample" not in ops and "ScatterND" not in ops
     assert ops.count("GatherElements") == 16 and ops.count("ScatterElements") == 2 and ops.count("TopK") == 4
+    assert gate_failures(graph, "pointrend") == []  # ATC's parse gate, the recipe's flags
     types = elem_types(graph)
     for node in graph.graph.node:
         if node.op_type in ("Mod", "Div") and types[node.input[0]] != onnx.TensorProto.FLOAT:

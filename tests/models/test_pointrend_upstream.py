@@ -10,9 +10,9 @@ random weights, and run in ONNX Runtime against eager PyTorch (upstream's F.grid
 - our gather point_sample equals F.grid_sample on random features and points (<= 1e-5).
 
 Runs when OMPIPE_UPSTREAM_POINTREND names a detectron2 clone or mirror (with 861b50a). The
-export environment is ~5.8 GB (torch 2.14.1 CUDA build; runs on CPU) and is built once in
-ompipe's real cache ($OMPIPE_CACHE as set when the tests start, default ~/.cache/ompipe), not
-in the per-test cache of conftest; detectron2/_C compiles into the checkout (2-10 min on two
+export environment is ~5.8 GB (torch 2.14.1 CUDA build; runs on CPU) and is built in
+OMPIPE_TEST_CACHE when set (a directory kept for tests, reused by later runs), else in the
+session's own temporary cache; never in the user's ompipe cache. detectron2/_C compiles into the checkout (2-10 min on two
 cores), and the environment's detectron2 is then this test's checkout until an export installs
 another. Measured (random weights, seed 0, 256 x 512, torch 2.14.1, onnxruntime 1.32): both targets
 max abs 5.6e-5, cosine 1 - 1e-12, argmax identical; gather vs grid_sample 3.6e-7.

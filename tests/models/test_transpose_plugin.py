@@ -15,6 +15,14 @@ from om_pipeline.models.transpose_postprocess import affine_transforms, flip_bac
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.plugin import SAMPLE_ID, Sample
 
+# Upstream's normalisation (RGB), quoted: yangsenius/TransPose @ dab9007b6f61c9c8dce04d61669a04922bbcd148,
+# tools/test.py:123-125
+#   normalize = transforms.Normalize(
+#       mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+#   )
+UPSTREAM_MEAN = (0.485, 0.456, 0.406)
+UPSTREAM_STD = (0.229, 0.224, 0.225)
+
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
@@ -112,8 +120,8 @@ def test_the_crop_puts_the_box_centre_at_the_input_centre_in_rgb(tmp_path):
     (sample,) = transpose.list_samples(root, {})
     assert sample.meta["center"] == [200.0, 150.0]
     (crop,) = transpose.preprocess(sample, {})["normal"]
-    settings = transpose.Settings()
-    mean, std = np.array(settings.mean, np.float32), np.array(settings.std, np.float32)
+    assert transpose.Settings().mean == UPSTREAM_MEAN and transpose.Settings().std == UPSTREAM_STD
+    mean, std = np.array(UPSTREAM_MEAN, np.float32), np.array(UPSTREAM_STD, np.float32)
     red = (np.array([1, 0, 0], np.float32) - mean) / std
     black = (0 - mean) / std
     np.testing.assert_allclose(crop[:, 127, 95], red, rtol=1e-6)  # the input's centre pixel

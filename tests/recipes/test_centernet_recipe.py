@@ -7,7 +7,7 @@ import pytest
 
 from om_pipeline.models.centernet_tinycoco import write_tiny_coco
 from om_pipeline.recipe import find_recipe
-from om_pipeline.testing.dry_run import flags, planned_commands
+from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 
 GUIDE_BATCH_SIZES = [1, 4, 8, 16, 32]
 
@@ -35,9 +35,11 @@ def test_recipe_holds_the_guides_facts():
     assert all(getattr(defaults, key) == value for key, value in recipe.params.items())
 
 
+@pytest.mark.parametrize("offline", [False, True], ids=["data", "offline"])
 @pytest.mark.parametrize("bs", GUIDE_BATCH_SIZES)
-def test_dry_run_shows_the_guides_commands(ompipe, coco, bs, tmp_path):
-    result = ompipe("run", "centernet", "--dry-run", "--bs", bs, "--toolchain", "fake", "--data", coco, "--workdir", "work")
+def test_dry_run_shows_the_guides_commands(ompipe, coco, bs, offline, monkeypatch, tmp_path):
+    result = ompipe("run", "centernet", "--dry-run", "--bs", bs, "--toolchain", "fake", *data_args(offline, coco, monkeypatch, tmp_path),
+                    "--workdir", "work")
     assert result.code == 0, result.err
     atc, infer, perf = planned_commands(result.out)
     work = tmp_path / "work" / "centernet"

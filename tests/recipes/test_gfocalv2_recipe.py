@@ -6,11 +6,8 @@ from __future__ import annotations
 import pytest
 
 from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
-from om_pipeline.recipe import ExportStage, ModelIO, find_recipe
-from om_pipeline.testing.dry_run import closing_table, flags, planned_commands
-
-CORE_READY = "target_outputs" in ModelIO.model_fields and "paths" in ExportStage.model_fields
-pytestmark = pytest.mark.skipif(not CORE_READY, reason="needs the core's per-target outputs and export paths")
+from om_pipeline.recipe import find_recipe
+from om_pipeline.testing.dry_run import closing_table, data_args, flags, planned_commands
 
 SWEEP = [1, 4, 8, 16, 32, 64]
 
@@ -39,8 +36,10 @@ def test_recipe_holds_the_guides_facts():
     assert fps["Ascend310P3-ais_bench"] == {1: 38.33, 4: 41.85, 8: 38.56, 16: 37.22, 32: 41.57, 64: 37.45}
 
 
-def test_dry_run_shows_the_guides_atc_and_msame_commands(ompipe, coco, tmp_path):
-    result = ompipe("run", "gfocalv2", "--dry-run", "--toolchain", "fake", "--data", coco, "--workdir", "work")
+@pytest.mark.parametrize("offline", [False, True], ids=["data", "offline"])
+def test_dry_run_shows_the_guides_atc_and_msame_commands(ompipe, coco, offline, monkeypatch, tmp_path):
+    result = ompipe("run", "gfocalv2", "--dry-run", "--toolchain", "fake", *data_args(offline, coco, monkeypatch, tmp_path),
+                    "--workdir", "work")
     assert result.code == 0, result.err
     atc, infer, perf = planned_commands(result.out)
     work = tmp_path / "work" / "gfocalv2"
@@ -57,10 +56,11 @@ def test_dry_run_shows_the_guides_atc_and_msame_commands(ompipe, coco, tmp_path)
     assert closing_table(result.out)["clone"] == "SKIPPED" and closing_table(result.out)["patch"] == "SKIPPED"  # the native path
 
 
+@pytest.mark.parametrize("offline", [False, True], ids=["data", "offline"])
 @pytest.mark.parametrize("bs", SWEEP)
-def test_dry_run_with_ais_bench_per_batch_size(ompipe, coco, tmp_path, bs):
+def test_dry_run_with_ais_bench_per_batch_size(ompipe, coco, tmp_path, bs, offline, monkeypatch):
     result = ompipe("run", "gfocalv2", "--dry-run", "--bs", bs, "--infer-tool", "ais_bench", "--toolchain", "fake",
-                    "--data", coco, "--workdir", "work")
+                    *data_args(offline, coco, monkeypatch, tmp_path), "--workdir", "work")
     assert result.code == 0, result.err
     atc, infer, perf = planned_commands(result.out)
     work = tmp_path / "work" / "gfocalv2"

@@ -17,7 +17,7 @@ from om_pipeline.models import pointrend as plugin
 from om_pipeline.models.pointrend_synth import synthesize
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table
-from om_pipeline.testing.upstream import upstream_source, user_cache
+from om_pipeline.testing.upstream import shared_env_cache, upstream_source
 
 SMALL = (128, 256)
 COMMON = ("--export-path", "native", "--weights", "random", "--toolchain", "fake", "--limit", "3", "--workdir", "work")
@@ -98,14 +98,14 @@ def test_native_path_runs_in_chunks_with_the_fake_toolchain_and_onnx_runtime(omp
 @pytest.mark.upstream
 @pytest.mark.skipif(not upstream_source("pointrend"), reason="OMPIPE_UPSTREAM_POINTREND is not set (a detectron2 clone or mirror)")
 def test_upstream_path_runs_with_the_fake_toolchain_and_onnx_runtime(ompipe, cityscapes, tmp_path):
-    """The recipe's default path: clone, our patch, the export environment (the user's real
-    cache: gigabytes), detectron2 installed into it, the export through upstream's own model.
+    """The recipe's default path: clone, our patch, the export environment (in OMPIPE_TEST_CACHE
+    when set: gigabytes; else this test's own cache), detectron2 installed into it, the export through upstream's own model.
     Random weights are the native model's, so the golden comparison's PyTorch rung (the native
     model) and the .om must agree: that is upstream == native, through the whole runner."""
     recipes = small_recipe(tmp_path / "recipes")
     common = ("--recipes", recipes, "--data", cityscapes, "--source", upstream_source("pointrend"), "--weights", "random",
               "--toolchain", "fake", "--limit", "2", "--workdir", "work")
-    with user_cache():
+    with shared_env_cache():
         fake = ompipe("run", "pointrend", *common)
         ort = ompipe("run", "pointrend", *common, "--backend", "onnxruntime")
     assert fake.code == 0, fake.err + fake.out

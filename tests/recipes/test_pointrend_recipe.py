@@ -8,7 +8,7 @@ import pytest
 from om_pipeline.models import pointrend as plugin
 from om_pipeline.models.pointrend_synth import synthesize
 from om_pipeline.recipe import find_recipe
-from om_pipeline.testing.dry_run import flags, planned_commands
+from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,10 @@ def test_recipe_holds_the_guides_facts():
         assert tuple(value) == getattr(defaults, key) if isinstance(value, list) else value == getattr(defaults, key), key
 
 
-def test_dry_run_shows_the_guides_commands(ompipe, cityscapes, tmp_path):
-    result = ompipe("run", "pointrend", "--dry-run", "--toolchain", "fake", "--data", cityscapes, "--workdir", "work")
+@pytest.mark.parametrize("offline", [False, True], ids=["data", "offline"])
+def test_dry_run_shows_the_guides_commands(ompipe, cityscapes, offline, monkeypatch, tmp_path):
+    result = ompipe("run", "pointrend", "--dry-run", "--toolchain", "fake", *data_args(offline, cityscapes, monkeypatch, tmp_path),
+                    "--workdir", "work")
     assert result.code == 0, result.err + result.out
     atc, infer, perf = planned_commands(result.out)[-3:]
     work = tmp_path / "work" / "pointrend"

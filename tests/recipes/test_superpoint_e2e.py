@@ -11,7 +11,8 @@ import pytest
 from om_pipeline.data.synth_hpatches import synthesize
 
 UPSTREAM = os.environ.get("OMPIPE_UPSTREAM_SUPERPOINT")
-pytestmark = pytest.mark.skipif(not UPSTREAM, reason="set OMPIPE_UPSTREAM_SUPERPOINT to a pytorch-superpoint clone or mirror")
+pytestmark = [pytest.mark.upstream,
+              pytest.mark.skipif(not UPSTREAM, reason="set OMPIPE_UPSTREAM_SUPERPOINT to a pytorch-superpoint clone or mirror")]
 
 
 @pytest.mark.parametrize("backend", ["ais_bench", "onnxruntime"])

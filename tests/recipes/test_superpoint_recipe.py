@@ -6,7 +6,7 @@ import pytest
 
 from om_pipeline.data.synth_hpatches import synthesize
 from om_pipeline.recipe import find_recipe
-from om_pipeline.testing.dry_run import flags, planned_commands
+from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 
 GUIDE_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
 
@@ -23,9 +23,11 @@ def test_recipe_lists_the_guides_batch_sizes():
     assert {(r.metric, r.value) for r in recipe.reference.accuracy} >= {("nn_map", 0.806), ("repeatability", 0.63)}
 
 
+@pytest.mark.parametrize("offline", [False, True], ids=["data", "offline"])
 @pytest.mark.parametrize("bs", GUIDE_BATCH_SIZES)
-def test_dry_run_shows_the_guides_commands(ompipe, hpatches, bs, tmp_path):
-    result = ompipe("run", "superpoint", "--dry-run", "--bs", bs, "--toolchain", "fake", "--data", hpatches, "--workdir", "work")
+def test_dry_run_shows_the_guides_commands(ompipe, hpatches, bs, offline, monkeypatch, tmp_path):
+    result = ompipe("run", "superpoint", "--dry-run", "--bs", bs, "--toolchain", "fake",
+                    *data_args(offline, hpatches, monkeypatch, tmp_path), "--workdir", "work")
     assert result.code == 0, result.err
     atc, infer, perf = planned_commands(result.out)
     work = tmp_path / "work" / "superpoint"

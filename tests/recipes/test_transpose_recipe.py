@@ -7,7 +7,7 @@ import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.recipe import builtin_recipe_dir, find_recipe
-from om_pipeline.testing.dry_run import flags, planned_commands
+from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 
 GUIDE_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
 GUIDE_FUSION_SWITCHES = {"ReshapeTransposeFusionPass": "off", "TransposeReshapeFusionPass": "off"}
@@ -55,9 +55,11 @@ def test_the_shipped_fusion_switch_file_is_the_guides_and_atc_can_read_it():
     assert fusion_switches(switch_file.read_text()) == GUIDE_FUSION_SWITCHES
 
 
+@pytest.mark.parametrize("offline", [False, True], ids=["data", "offline"])
 @pytest.mark.parametrize("bs", GUIDE_BATCH_SIZES)
-def test_dry_run_shows_the_guides_commands(ompipe, coco, bs, tmp_path):
-    result = ompipe("run", "transpose", "--dry-run", "--bs", bs, "--toolchain", "fake", "--data", coco, "--workdir", "work")
+def test_dry_run_shows_the_guides_commands(ompipe, coco, bs, offline, monkeypatch, tmp_path):
+    result = ompipe("run", "transpose", "--dry-run", "--bs", bs, "--toolchain", "fake", *data_args(offline, coco, monkeypatch, tmp_path),
+                    "--workdir", "work")
     assert result.code == 0, result.err
     atc, infer_normal, infer_flip, perf = planned_commands(result.out)
     work = tmp_path / "work" / "transpose"

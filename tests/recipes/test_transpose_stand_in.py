@@ -17,6 +17,7 @@ import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
 from om_pipeline.recipe import find_recipe
+from om_pipeline.testing.atc_gate import gate_failures
 from om_pipeline.testing.dry_run import closing_table
 
 STAND_IN_MODEL = '''\
@@ -101,6 +102,7 @@ def test_stage_atc_runs_only_what_atc_needs(ompipe, stand_in, tmp_path):
     assert exported.opset_import[0].version == 11
     assert [i.name for i in exported.graph.input] == ["input"] and [o.name for o in exported.graph.output] == ["output"]
     assert [d.dim_value for d in exported.graph.input[0].type.tensor_type.shape.dim] == [4, 3, 256, 192]
+    assert gate_failures(onnx.load(work / "onnx" / "transpose_bs4.ascend.sim.onnx"), "transpose") == []  # every bs's flags
     log = (work / "logs" / "atc-bs4-ascend.log").read_text()
     assert f"--fusion_switch_file={recipes / 'transpose' / 'fusion_switch.cfg'}" in log and "--log=error" in log
 
@@ -134,28 +136,51 @@ def test_a_checkpoint_given_with_weights_is_loaded_and_recorded(ompipe, stand_in
     assert failed.code == 1 and "does not fit TransPose-R" in failed.err
 
 
-@pytest.mark.parametrize("backend", ["ais_bench", "onnxruntime"])
-def test_run_reaches_an_ap_with_both_views_then_is_cached(ompipe, stand_in, coco, tmp_path, backend):
+def direct_metrics(work, target: str, coco, limit: int) -> dict:
+    """The metrics computed here, outside the runner: the plugin's preprocessing, ONNX Runtime
+    on the exported graph one sample at a time (the batch filled with copies of it), the
+    plugin's evaluator. No batching across samples, no .bin files, no fake tools."""
+    import onnxruntime
+
+    from om_pipeline.models import transpose
+
+    params = find_recipe("transpose").recipe.params
+    (graph,) = (work / "onnx").glob(f"transpose_bs4.{target}.sim.onnx") or (work / "onnx").glob(f"transpose_bs4.{target}.onnx")
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    evaluator = transpose.evaluator(coco, params)
+    for sample in transpose.list_samples(coco, params)[:limit]:
+        views = transpose.preprocess(sample, params)
+        evaluator.add(sample, {view: [session.run(None, {"input": np.repeat(array[None], 4, axis=0)})[0][0]
+                                      for array in arrays] for view, arrays in views.items()})
+    return evaluator.result()
+
+
+def test_run_reaches_the_directly_computed_ap_with_both_tools_then_is_cached(ompipe, stand_in, coco, tmp_path):
     repo, recipes = stand_in
-    args = ("run", "transpose", "--bs", "4", "--source", repo, "--weights", "random", "--toolchain", "fake", "--data", coco,
-            "--limit", "8", "--backend", backend, "--recipes", recipes, "--workdir", "work")
-    first = ompipe(*args)
-    assert first.code == 0, first.err
     work = tmp_path / "work" / "transpose"
-    tool = "ais_bench" if backend == "ais_bench" else "onnxruntime"
-    results = json.loads((work / "results" / f"transpose_{tool}_bs4.json").read_text())
-    assert results["random_weights"] and results["samples"] == 8
-    metrics = results["metrics"]
-    assert 0 <= metrics["ap"] <= 1 and metrics["instances"] == 8 and metrics["images"] == 4
-    for view in ("normal", "flip"):
-        assert len(list((work / f"inputs/{view}/input").glob("*.bin"))) == 8
-        assert len(list((work / f"infer/{tool}_bs4/{view}").glob("*_0.bin"))) == 8
+    metrics = {}
+    for backend, tool, target in (("ais_bench", "ais_bench", "ascend"), ("onnxruntime", "onnxruntime", "onnxruntime")):
+        args = ("run", "transpose", "--bs", "4", "--source", repo, "--weights", "random", "--toolchain", "fake", "--data", coco,
+                "--limit", "8", "--backend", backend, "--recipes", recipes, "--workdir", "work")
+        first = ompipe(*args)
+        assert first.code == 0, first.err
+        results = json.loads((work / "results" / f"transpose_{tool}_bs4.json").read_text())
+        assert results["random_weights"] and results["samples"] == 8
+        metrics[tool] = results["metrics"]
+        assert metrics[tool]["instances"] == 8 and metrics[tool]["images"] == 4
+        direct = direct_metrics(work, target, coco, 8)
+        assert metrics[tool] == pytest.approx(direct, abs=1e-6) and 0 < direct["ap"] < 1  # 0.103 when written
+        for view in ("normal", "flip"):
+            assert len(list((work / f"inputs/{view}/input").glob("*.bin"))) == 8
+            assert len(list((work / f"infer/{tool}_bs4/{view}").glob("*_0.bin"))) == 8
+        second = ompipe(*args)
+        assert second.code == 0, second.err
+        assert "RUN" not in closing_table(second.out).values()
+        streamed = ompipe(*args, "--stream", "--to", "eval")  # in memory, no .bin files: the same metric
+        assert streamed.code == 0, streamed.err
+        assert json.loads((work / "results" / f"transpose_{tool}_bs4_stream.json").read_text())["metrics"] == metrics[tool]
+    # The fake .om runs the ascend graph with ONNX Runtime: both tools' metrics agree (same network and weights).
+    assert metrics["ais_bench"] == pytest.approx(metrics["onnxruntime"], abs=1e-6)
     normal = np.fromfile(next((work / "inputs/normal/input").glob("*.bin")), dtype=np.float32).reshape(3, 256, 192)
     flipped = np.fromfile(next((work / "inputs/flip/input").glob("*.bin")), dtype=np.float32).reshape(3, 256, 192)
     assert np.array_equal(flipped, normal[:, :, ::-1])
-    second = ompipe(*args)
-    assert second.code == 0, second.err
-    assert "RUN" not in closing_table(second.out).values()
-    streamed = ompipe(*args, "--stream", "--to", "eval")  # in memory, no .bin files: the same metric
-    assert streamed.code == 0, streamed.err
-    assert json.loads((work / "results" / f"transpose_{tool}_bs4_stream.json").read_text())["metrics"] == metrics

@@ -169,7 +169,8 @@ def test_summary_json_is_plain_json(run, python, tiny_om_bs4, tmp_path):
 
 
 def test_dynamic_batch_model_needs_a_dym_option(run, python, tiny_onnx, tmp_path):
-    assert run("atc", f"--model={tiny_onnx}", "--framework=5", "--soc_version=Ascend310P3", "--output=dyn").ok
+    assert run("atc", f"--model={tiny_onnx}", "--framework=5", "--soc_version=Ascend310P3", "--output=dyn",
+               "--input_shape=x:-1,3,4,4").ok
     (om,) = tmp_path.glob("dyn_linux_*.om")
     without = run(python, "-m", "ais_bench", "--model", om)
     assert without.returncode == 1

@@ -75,7 +75,9 @@ def tiny(tmp_path):
 def test_preflight_accepts_the_guides_flags(tiny):
     atc.preflight(tiny, {**REQUIRED, "model": str(tiny), "input_shape": "x:4,3,4,4",
                          "out_nodes": "Relu_1:0;ReduceMean_2:0"})
-    atc.preflight(tiny, {**REQUIRED, "model": str(tiny), "out_nodes": "m;y"})
+    atc.preflight(tiny, {**REQUIRED, "model": str(tiny), "input_shape": "x:1,3,4,4", "out_nodes": "m;y"})
+    with pytest.raises(UserError, match="E10001"):  # the batch dim is symbolic: atc needs --input_shape
+        atc.preflight(tiny, {**REQUIRED, "model": str(tiny), "out_nodes": "m;y"})
 
 
 def test_preflight_names_a_wrong_input_shape_name(tiny):

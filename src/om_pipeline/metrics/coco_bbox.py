@@ -23,10 +23,26 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import UserError
+
 # The 80 COCO category ids in the order of the 80 detector classes (CenterNet's `_valid_ids`,
 # the same order as every COCO-trained detector uses): 1..90 without 12, 26, 29, 30, 45, 66,
 # 68, 69, 71, 83 (ids of the 2014 paper's 91 classes that have no annotations).
 COCO80_CATEGORY_IDS: tuple[int, ...] = tuple(i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
+
+
+
+def evaluated_category_ids(categories: Iterable[dict[str, Any]], label_ids: Sequence[int] = COCO80_CATEGORY_IDS) -> list[int]:
+    """The annotation file's categories that a class index maps to (`label_ids`), in the file's
+    order: all 80 for COCO, fewer for a user's mini-COCO, which is scored on those it has.
+    None at all is a user error: the file is not COCO-format detection ground truth."""
+    wanted = set(label_ids)
+    ids = [int(c["id"]) for c in categories if c.get("id") in wanted]
+    if not ids:
+        raise UserError("the annotation file has none of COCO's 80 detection categories (by id)",
+                        hint="give a COCO-format file whose categories use COCO's ids (1..90)")
+    return ids
+
 
 # COCOeval.summarize()'s 12 numbers, in its order, with the names we report them under.
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",

@@ -381,6 +381,7 @@ class CocoDetectionEvaluator:
         self._settings = settings
         self._dataset = _load_annotations(data / settings.annotation)
         self._cat_ids = post.category_ids(self._dataset["categories"])
+        post.evaluated_category_ids(self._dataset["categories"])  # none of COCO's: a user error now, not after inference
         self._images: dict[int, post.Detections] = {}
         self._scales: dict[int, float] = {}
         self.forms: set[str] = set()

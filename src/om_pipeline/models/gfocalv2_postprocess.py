@@ -34,6 +34,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..metrics import coco_bbox
+from ..metrics.coco_bbox import COCO80_CATEGORY_IDS
+
 # mmdet 2.6 `CocoDataset.CLASSES`: label i is the category named CLASSES[i].
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -186,12 +189,19 @@ def resize_scale(width: int, height: int, input_hw: tuple[int, int]) -> float:
 
 
 def category_ids(categories: Iterable[dict[str, Any]]) -> list[int]:
-    """`coco.getCatIds(catNms=CLASSES)`: ids of the categories named like the 80 classes, in the
-    annotation file's order (label i -> the i-th; for COCO, ascending ids 1..90)."""
-    ids = [c["id"] for c in categories if c["name"] in COCO_CLASSES]
-    if len(ids) != NUM_CLASSES:
-        raise ValueError(f"the annotation file has {len(ids)} of COCO's {NUM_CLASSES} detection categories")
-    return ids
+    """Label i -> a category id. With all 80 classes in the file, `coco.getCatIds(catNms=CLASSES)`:
+    ids of the categories named like the 80 classes, in the annotation file's order (for COCO,
+    ascending ids 1..90). A file with a subset of them (a user's mini-COCO) maps by COCO's
+    canonical 80 ids, as CenterNet does."""
+    categories = list(categories)
+    ids = [c["id"] for c in categories if c.get("name") in COCO_CLASSES]
+    return ids if len(ids) == NUM_CLASSES else list(COCO80_CATEGORY_IDS)
+
+
+def evaluated_category_ids(categories: Iterable[dict[str, Any]]) -> list[int]:
+    """The categories scored: those of the file that a label maps to."""
+    categories = list(categories)
+    return coco_bbox.evaluated_category_ids(categories, category_ids(categories))
 
 
 def to_coco_records(image_id: int, detections: Detections, scale: float, cat_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -213,7 +223,7 @@ def to_coco_records(image_id: int, detections: Detections, scale: float, cat_ids
 def annotated_image_ids(dataset: dict[str, Any], min_size: int = MIN_IMAGE_SIZE) -> list[int]:
     """CocoDataset(test_mode=False)._filter_imgs: images (in the file's order) with an
     annotation (crowd ones count) of one of the 80 classes, and both sides >= min_size."""
-    cat_ids = set(category_ids(dataset["categories"]))
+    cat_ids = set(evaluated_category_ids(dataset["categories"]))
     with_annotation = {a["image_id"] for a in dataset.get("annotations", [])}
     in_category = {a["image_id"] for a in dataset.get("annotations", []) if a["category_id"] in cat_ids}
     keep = with_annotation & in_category
@@ -241,7 +251,7 @@ def evaluate(dataset: dict[str, Any], records: list[dict[str, Any]], image_ids: 
         gt.createIndex()
         dt = gt.loadRes(json.loads(json.dumps(records)))  # results.bbox.json, read back, as mmdet does
         coco_eval = COCOeval(gt, dt, "bbox")
-        coco_eval.params.catIds = category_ids(dataset["categories"])
+        coco_eval.params.catIds = evaluated_category_ids(dataset["categories"])
         coco_eval.params.imgIds = image_ids
         coco_eval.params.maxDets = list(MAX_DETS)
         coco_eval.evaluate()

@@ -1,16 +1,17 @@
 """atc: the guide's `atc` command, checked before it runs (the real tool reports a wrong
-`--input_shape` name with E10016 only after minutes), its `.om` found as `<output>*.om`."""
+`--input_shape` name with E10016, or an op it has no parser for with E16002, only after
+minutes), its `.om` found as `<output>*.om`. The graph's lint warnings (atc_lint) go to the log."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import versions
+from ..context import Run
 from ..errors import StageFailed
 from ..recipe import render, template_names
 from ..state import Fingerprint
 from ..tools import atc as atc_tool
 from ..tools.execute import execute
-from .base import Stage, StageResult
+from .base import Stage, StageResult, write_log_header
 from .export import ExportStage
 
 STAGING_STEM = "om/model"
@@ -39,7 +40,10 @@ class AtcStage(Stage):
         params = {**self.params(), "bs": self.run.bs}
         if self.uses_soc_version():
             params["soc_version"] = self.run.soc_version
-        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args), tools={"cann": versions.cann()})
+        return Fingerprint(params=params, inputs=self.run.recipe_files(self.config.args))
+
+    def tools_used(self) -> list[str]:
+        return ["atc"]
 
     def argv(self, staging: Path) -> list[str]:
         variables = self.run.variables(om_stem=str(staging / STAGING_STEM))
@@ -69,9 +73,12 @@ class AtcStage(Stage):
     def execute(self, staging: Path) -> StageResult:
         argv = self.argv(staging)
         flags = atc_tool.parse_flags(argv[1:])
-        atc_tool.preflight(Path(flags["model"]), flags)
-        env = self.fake_twin(Path(flags["model"]), staging)
+        model = Path(flags["model"])
+        atc_tool.preflight(model, flags, self.run.cann)
+        twin = self.fake_twin(model, staging)
+        env = {**twin, "OMPIPE_FAKE_ATC_CANN": self.run.cann} if self.run.options.toolchain == "fake" else twin
         outcome = execute(argv, cwd=staging, log=self.log, env=env)  # cwd: fusion_result.json stays out of the user's way
+        warnings = self.write_lint(model, flags)  # after atc's own lines: the log starts with its argv
         result = atc_tool.parse_output(outcome.output)
         if outcome.returncode != 0 or not result.ok:
             raise StageFailed(
@@ -81,9 +88,32 @@ class AtcStage(Stage):
             )
         produced = atc_tool.find_om(staging / STAGING_STEM)
         produced.rename(self.staged(staging, self.run.om_name))
-        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings, "runs_twin": bool(env),
+        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings, "runs_twin": bool(twin),
+                                            "op_table": f"cann{self.run.cann}", "lint": warnings,
                                             "precision_mode": flags.get("precision_mode", self.config.precision_mode),
                                             "soc_version": flags.get("soc_version")})
+
+
+    def write_lint(self, model: Path, flags: dict[str, str]) -> list[str]:
+        """The graph's lint rows (msit analyze's columns) into the log; returns them."""
+        import onnx
+
+        from ..atc_lint import format_rows, lint
+
+        rows = lint(onnx.load(str(model), load_external_data=False), flags, self.run.cann)
+        lines = format_rows(rows) if rows else ["no Ascend lint warnings"]
+        write_log_header(self.log, f"lint of {model.name} (CANN {self.run.cann} op table):")
+        for line in lines:
+            write_log_header(self.log, f"  {line}")
+        return [f"{row.ori_op_name} ({row.ori_op_type}): {row.details}" for row in rows]
+
+
+def planned_flags(run: Run) -> dict[str, str]:
+    """The recipe's atc flags for this run as atc will parse them, without asking npu-smi for
+    the soc_version (no check here depends on it): for `ompipe doctor` and tests."""
+    variables = run.variables(om_stem=str(run.model_dir / ".staging" / "atc" / STAGING_STEM))
+    variables["soc_version"] = run.options.soc_version if run.options.soc_version != "auto" else "Ascend310P3"
+    return atc_tool.parse_flags([render(arg, variables) for arg in run.recipe.stages.atc.args])
 
 
 def nonstandard_ops(model: Path) -> list[str]:

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..context import Run
+from ..errors import UserError
 from ..state import Fingerprint
+
+
+class InputAbsent(UserError):
+    """Raised by a stage's fingerprint in a dry run (--dry-run / --check) when it needs an input
+    that is not here, instead of fetching it: the plan shows the stage RUN with this message."""
 
 
 @dataclass
@@ -30,6 +36,9 @@ class Stage:
     # Keeps its staging directory when interrupted or failed, and is given it back by the next run
     # with the same fingerprint, to carry on where it stopped (chunked infer).
     resumable: ClassVar[bool] = False
+    # Directory outputs are recorded file by file (a manifest) and verified; not the checkout,
+    # which the patch stage changes in place (its own check covers it).
+    manifest_outputs: ClassVar[bool] = True
 
     def __init__(self, run: Run):
         self.run = run
@@ -62,6 +71,11 @@ class Stage:
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(params=self.params())
 
+    def tools_used(self) -> list[str]:
+        """The Ascend tools (atc, ais_bench, msame) this stage runs or whose outputs it uses: the
+        planner adds their identity (fake or real toolchain, version, path) to its fingerprint."""
+        return []
+
     def params(self) -> dict[str, Any]:
         config = self.config
         # Defaults left out: a field a newer ompipe adds (with its default) must not rerun every
@@ -72,9 +86,19 @@ class Stage:
         """The exact argv of each tool run (shown by --dry-run); none for in-process stages."""
         return []
 
+    def absent_input(self) -> str | None:
+        """What this stage would download, or needs given, that is not here ("would download URL
+        (X MB)", "needs --data"); a dry run shows it in the stage's row instead of fetching it."""
+        return None
+
     # -- running
     def execute(self, staging: Path) -> StageResult:
         raise NotImplementedError
+
+    def changed_in_place(self, record: dict) -> str | None:
+        """Why a stage that changes an existing output in place (patch) must rerun although its
+        fingerprint matches, or None: the planner cannot see such a change in its outputs."""
+        return None
 
     def verify_cached(self) -> None:
         """Cheap sanity checks on a CACHED stage's outputs (e.g. the checkout's HEAD)."""
@@ -88,6 +112,12 @@ class Stage:
     @property
     def log(self) -> Path:
         return self.run.log_path(self.key)
+
+
+def would_download(urls_and_sizes: list[tuple[str, int | None]]) -> str:
+    """"would download URL (X MB), URL2 (size not stated)"."""
+    shown = [f"{url} ({f'{size / 1e6:.0f} MB' if size else 'size not stated'})" for url, size in urls_and_sizes]
+    return f"would download {', '.join(shown)}"
 
 
 def write_log_header(log: Path, text: str) -> None:

@@ -14,6 +14,7 @@ from .base import Stage, StageResult
 
 class CloneStage(Stage):
     kind = "clone"
+    manifest_outputs = False
 
     def outputs(self) -> list[str]:
         return ["src"]

@@ -50,6 +50,9 @@ class CompareStage(Stage):
         params = {**self.params(), "bs": self.run.bs, "tool": self.run.tool}
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
+    def tools_used(self) -> list[str]:
+        return ["ais_bench"] if self.run.backend == "ais_bench" else []  # the .om rung runs in ais_bench's InferSession
+
     def execute(self, staging: Path) -> StageResult:
         feeds = self.golden_inputs()
         rungs = self.rungs()

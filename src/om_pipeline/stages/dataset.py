@@ -12,7 +12,7 @@ from ..download import cache_dir, extract, fetch
 from ..errors import UserError
 from ..plugin import Sample
 from ..state import Fingerprint, digest_of, read_json, write_json_atomic
-from .base import Stage, StageResult
+from .base import InputAbsent, Stage, StageResult, would_download
 
 SAMPLES = "samples.json"
 
@@ -32,6 +32,8 @@ class DatasetStage(Stage):
                 raise UserError(f"--data {self.run.options.data} is not a directory")
             return root
         cached = cache_dir() / "data" / self.config.name
+        if self.run.options.plans_only and not cached.is_dir():
+            raise InputAbsent(self.absent_input() or "needs --data")
         if self.config.downloads and not cached.is_dir():
             self.download(cached)
         if cached.is_dir():
@@ -40,6 +42,13 @@ class DatasetStage(Stage):
             f"no {self.config.name} dataset: pass --data PATH",
             hint=self.config.instructions or f"expected files: {', '.join(self.config.required)}",
         )
+
+    def absent_input(self) -> str | None:
+        if self.run.options.data or (cache_dir() / "data" / self.config.name).is_dir():
+            return None
+        if self.config.downloads:
+            return would_download([(item.url, item.size) for item in self.config.downloads])
+        return f"needs --data ({self.config.name})"
 
     def download(self, destination: Path) -> None:
         for item in self.config.downloads:
@@ -73,6 +82,8 @@ class DatasetStage(Stage):
         # every run would cost more than the runs it saves.
         manifest = [[s.id, str(s.path), *_stat(s.path)] for s in samples]
         params = {**self.params(), "limit": self.run.options.limit, "data": str(self.root)}
+        for item in params.get("downloads", []):
+            item.pop("size", None)  # informative (the dry run's line), not what is downloaded
         return Fingerprint(params=params, inputs={"dataset manifest": digest_of(manifest), "plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:

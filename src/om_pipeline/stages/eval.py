@@ -42,6 +42,12 @@ class EvalStage(Stage):
             params.update(bs=self.run.bs, **preprocessing_params(self.run))
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
+    def tools_used(self) -> list[str]:
+        """What made the outputs it scores: the infer tool's, or in a stream the InferSession."""
+        if self.run.backend != "ais_bench":
+            return []
+        return ["ais_bench"] if self.run.options.stream else [self.run.tool]
+
     def execute(self, staging: Path) -> StageResult:
         data, samples = load_samples(self.run.model_dir)
         evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))

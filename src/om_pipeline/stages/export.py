@@ -44,7 +44,7 @@ class ExportStage(Stage):
         weights = (read_json(self.run.path("weights.json")) or {}) if recipe.stages.weights else {}
         return ExportContext(
             source=self.run.path("src"),
-            weights=Path(weights["path"]) if weights.get("path") else None,
+            weights=self.run.path(weights["path"]) if weights.get("path") else None,  # relative: inside the work dir
             target=target,
             bs=self.run.bs,
             out=out,

@@ -81,11 +81,14 @@ class InferStage(Stage):
             fingerprint = Fingerprint(params={"tool": "onnxruntime", "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
         else:
             params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
-            fingerprint = Fingerprint(params=params, tools={"cann": versions.cann()})
+            fingerprint = Fingerprint(params=params)
         if self.run.chunked:  # preprocessing and the reduction happen here
             fingerprint.params.update(chunk=self.config.chunk, **preprocessing_params(self.run))
             fingerprint.inputs["plugin"] = self.run.plugin_source_digest()
         return fingerprint
+
+    def tools_used(self) -> list[str]:
+        return [] if self.run.tool == "onnxruntime" else [self.run.tool]
 
     def argv(self, staging: Path, view: str | None, inputs_root: Path | None = None) -> list[str]:
         variables = self.run.variables(view, output=str(staging / RAW / (view or "")), inputs=self.run.inputs_arg(view, inputs_root))

@@ -2,6 +2,11 @@
 
 The checkout is reset to the pinned commit first, so the same patch set always gives the same
 tree; each patch is reported as applied / already applied / applied with fuzz / conflict.
+
+The patch stage has no output of its own: it changes the checkout in place. So it records the
+tree id of the patched checkout (`git write-tree` over a private index) and, when it would be
+CACHED, compares the checkout's tree with it: a re-cloned (pristine) or hand-edited checkout is
+patched again instead of being exported unpatched.
 """
 from __future__ import annotations
 
@@ -57,4 +62,21 @@ class PatchStage(Stage):
                 details=[f"{o.patch}: {line}" for o in conflicts for line in o.detail],
                 hint=f"was the patch made against another commit? full log: {self.log}",
             )
-        return StageResult(info={o.patch: o.status for o in outcomes})
+        return StageResult(info={**{o.patch: o.status for o in outcomes}, TREE: self.checkout_tree()})
+
+    def checkout_tree(self) -> str | None:
+        src = self.run.path("src")
+        if not src.is_dir():
+            return None
+        strip = self.config.strip
+        paths = sorted({path for f in self.patch_files() for path in git.patch_paths(src, f, strip)})
+        return git.checkout_tree(src, paths, self.run.state.root / "patch-index")
+
+    def changed_in_place(self, record: dict) -> str | None:
+        recorded = record.get("info", {}).get(TREE)
+        if recorded is None or self.checkout_tree() != recorded:
+            return "the checkout is not the pinned commit plus our patches (re-cloned or edited)"
+        return None
+
+
+TREE = "checkout tree"  # in the record's info: the tree id of the patched checkout

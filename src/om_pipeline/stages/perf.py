@@ -34,7 +34,10 @@ class PerfStage(Stage):
             params = {"tool": "onnxruntime", "bs": self.run.bs, "loop": self.config.loop}
             return Fingerprint(params=params, tools=versions.packages("onnxruntime"))
         params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
-        return Fingerprint(params=params, tools={"cann": versions.cann()})
+        return Fingerprint(params=params)
+
+    def tools_used(self) -> list[str]:
+        return [] if self.run.tool == "onnxruntime" else [self.run.tool]
 
     def argv(self, staging: Path) -> list[str]:
         variables = self.run.variables(output=str(staging / RAW))

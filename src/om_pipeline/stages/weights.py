@@ -3,6 +3,12 @@
 Order: `--weights random`; `--weights PATH`; the file inside the upstream checkout (verified by
 its git blob id); the download cache (verified by sha256), downloading when the recipe has a
 URL. The result, `weights.json`, says which was used; `random` is marked in every result.
+
+The checkpoint's digest is an input of the fingerprint (cheap: the digest cache), so a file
+replaced after it was verified reruns the stage, which verifies it again and stops naming both
+hashes when it no longer matches its pin. A checkpoint inside the work directory (the checkout's)
+is recorded by its path relative to the model directory, so a moved or copied work directory
+uses its own.
 """
 from __future__ import annotations
 
@@ -10,8 +16,8 @@ from pathlib import Path
 
 from ..download import cache_dir, fetch
 from ..errors import UserError
-from ..state import Fingerprint, git_blob_id, sha256_file, write_json_atomic
-from .base import Stage, StageResult
+from ..state import Fingerprint, git_blob_id, write_json_atomic
+from .base import Stage, StageResult, would_download
 
 
 class WeightsStage(Stage):
@@ -29,13 +35,37 @@ class WeightsStage(Stage):
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "choice": "random" if self.choice == "random" else ("path" if self.choice else "recipe")}
+        params.pop("size", None)  # informative (the dry run's line), not what is downloaded
         if self.choice == "random":
             params["seed"] = self.run.options.seed
             return Fingerprint(params=params)
         if self.choice:
             path = self.user_path()
             return Fingerprint(params=params, inputs={str(path): self.run.state.file_digest(path)})
-        return Fingerprint(params=params)  # in the checkout or cache: pinned by git_blob / sha256
+        return Fingerprint(params=params, inputs={"checkpoint": self.pinned_file_digest()})
+
+    def pinned_file_digest(self) -> str:
+        """The sha256 of the checkpoint the recipe's pin resolves to. A cache file still to be
+        downloaded counts as the pin's sha256 (the download is verified against it), so the
+        run after the download finds the stage unchanged."""
+        path = self.run.path("src") / self.config.in_source if self.config.in_source else cache_dir() / "weights" / self.config.file
+        if path.is_file():
+            return self.run.state.file_digest(path)
+        return self.config.sha256 or "absent"
+
+    def absent_input(self) -> str | None:
+        if self.choice:
+            return None  # random, or a --weights PATH its fingerprint checks
+        if self.config.in_source:
+            checkout = self.run.path("src")
+            if checkout.is_dir() and not (checkout / self.config.in_source).is_file():
+                return f"needs --weights PATH ({self.config.in_source} is absent from the checkout)"
+            return None  # the checkout the clone stage makes holds it
+        if (cache_dir() / "weights" / self.config.file).is_file():
+            return None
+        if self.config.urls:
+            return would_download([(self.config.urls[0], self.config.size)])
+        return f"needs --weights PATH ({self.config.file} is not in {cache_dir() / 'weights'})"
 
     def user_path(self) -> Path:
         path = Path(self.choice).expanduser().resolve()
@@ -57,23 +87,29 @@ class WeightsStage(Stage):
             return self.from_source()
         return self.from_cache()
 
+    def recorded_path(self, path: Path) -> str:
+        """Relative to the model directory when inside it (the checkout's copy), else absolute."""
+        resolved = path.resolve()
+        return resolved.relative_to(self.run.model_dir).as_posix() if resolved.is_relative_to(self.run.model_dir) else str(resolved)
+
     def verify(self, path: Path, origin: str) -> dict:
+        recorded = self.recorded_path(path)
         if not (self.config.sha256 or self.config.git_blob):
             # Nothing to verify against (the recipe's unpinned_reason says why): record what was used.
-            return {"mode": "file", "path": str(path), "sha256": sha256_file(path), "verified_by": "none",
+            return {"mode": "file", "path": recorded, "sha256": self.run.state.file_digest(path), "verified_by": "none",
                     "unpinned_reason": self.config.unpinned_reason}
         if self.config.sha256:
-            actual = sha256_file(path)
+            actual = self.run.state.file_digest(path)
             if actual != self.config.sha256:
                 raise UserError(
                     f"{origin} {path}: sha256 {actual} is not the recipe's {self.config.sha256}",
                     hint="this is not the checkpoint the guide's numbers come from; use --weights random to run anyway without those numbers",
                 )
-            return {"mode": "file", "path": str(path), "sha256": actual, "verified_by": "sha256"}
+            return {"mode": "file", "path": recorded, "sha256": actual, "verified_by": "sha256"}
         blob = git_blob_id(path)
         if blob != self.config.git_blob:
             raise UserError(f"{origin} {path}: git blob {blob} is not the recipe's {self.config.git_blob}")
-        return {"mode": "file", "path": str(path), "git_blob": blob, "verified_by": "git_blob"}
+        return {"mode": "file", "path": recorded, "git_blob": blob, "verified_by": "git_blob"}
 
     def from_source(self) -> dict:
         path = self.run.path("src") / self.config.in_source

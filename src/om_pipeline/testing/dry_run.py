@@ -32,3 +32,15 @@ def closing_table(out: str) -> dict[str, str]:
         if len(cells) >= 2 and cells[1] in ("RUN", "CACHED", "SKIPPED", "FAILED"):
             rows[cells[0]] = cells[1]
     return rows
+
+
+def data_args(offline: bool, data, monkeypatch, tmp_path) -> list[str]:
+    """The dataset arguments of a recipe test's dry run: `--data DATA`, or, offline, none at all
+    with the network blocked for the process and its subprocesses (a dry run needs neither:
+    the dataset's row says what it would download or that it needs --data)."""
+    if not offline:
+        return ["--data", str(data)]
+    from .offline import block_network
+
+    block_network(monkeypatch, tmp_path)
+    return []

@@ -14,6 +14,11 @@ Environment knobs (for tests):
     OMPIPE_FAKE_ATC_EXEC_MODEL=<onnx>  embed this ONNX instead of --model (still checked against
                                        --model): for graphs with Ascend-only ops that ONNX Runtime
                                        cannot run; give the standard-op export of the same model
+    OMPIPE_FAKE_ATC_CANN=8|5           whose op table and wording the parse gate uses (default 8:
+                                       E16002; 5: E19010 listing every refused node)
+The --model graph passes ATC's parse gate first (om_pipeline.atc_ops: a parser plugin for
+`domain::opset::op_type` of every node, subgraphs included; DeformableConv2D's attributes),
+then the flag checks, static input shapes (E10001) and the curated kernel checks (EZ3003).
 Flags the fake cannot emulate (dynamic gears, AIPP, fp16 input nodes, per-node output types,
 modes other than 0) fail with E10001 and a reason that says so.
 """
@@ -37,11 +42,11 @@ from ..tools.atc import (
     AtcFlagError,
     Problem,
     graph_inputs,
-    graph_problems,
     input_shape_entries,
     out_node_tensors,
     parse_flags,
 )
+from ..atc_ops import DEFAULT_CANN, SOLUTION_NEW, SOLUTION_OLD, atc_problems
 from .fake_om import write_fake_om
 
 # Value ranges checked while parsing (GE-new cmd_flag_info.cc kStrValueRange), with the code
@@ -118,18 +123,26 @@ atc --model=./alexnet.prototxt --weight=./alexnet.caffemodel --framework=0 --out
 
 
 class AtcFailure(Exception):
-    """One error-manager block as atc prints it after the failure banner."""
+    """One error-manager block as atc prints it after the failure banner: the code and text, a
+    Solution line for registered codes that have one, then the inner messages under TraceBack.
+    An inner error (E19999 raised with its own message) prints "Internal Error!" first and the
+    message on a second line, as atc's error manager does."""
 
-    def __init__(self, code: str, text: str, trace: str | None = None):
+    def __init__(self, code: str, text: str, trace: str | Sequence[str] | None = None, solution: str | None = None,
+                 inner: bool = False):
         super().__init__(f"{code}: {text}")
         self.code = code
         self.text = text
-        self.trace = trace
+        self.trace = [trace] if isinstance(trace, str) else list(trace or [])
+        self.solution = solution
+        self.inner = inner
 
     def render(self) -> str:
-        lines = [f"{self.code}: {self.text}"]
+        lines = [f"{self.code}: Internal Error!", f"{self.code}  {self.text}"] if self.inner else [f"{self.code}: {self.text}"]
+        if self.solution:
+            lines.append(f"        Solution: {self.solution}")
         if self.trace:
-            lines += ["        TraceBack (most recent call last):", f"        {self.trace}"]
+            lines += ["        TraceBack (most recent call last):", *(f"        {line}" for line in self.trace)]
         return "\n".join(lines)
 
 
@@ -204,9 +217,10 @@ def convert(flags: Mapping[str, str], argv: list[str], env: Mapping[str, str]) -
     check_required_flags(flags)
     check_emulated(flags)
     model = load_onnx(flags["model"])
-    problems = graph_problems(model, flags)
+    cann = env.get("OMPIPE_FAKE_ATC_CANN") or DEFAULT_CANN
+    problems = atc_problems(model, flags, cann)
     if problems:
-        raise AtcFailure(problems[0].code, problems[0].atc_text, internal_log(problems[0]))
+        raise failure_for(problems, graph_name(flags["output"]), cann)
     if env.get("OMPIPE_FAKE_ATC_EXEC_MODEL"):
         model = load_onnx(env["OMPIPE_FAKE_ATC_EXEC_MODEL"])
     onnx_bytes, meta = compile_model(model, flags, argv)
@@ -217,7 +231,7 @@ def convert(flags: Mapping[str, str], argv: list[str], env: Mapping[str, str]) -
     dynamic = any(-1 in i["shape"] for i in meta["inputs"])
     path = om_path(flags, dynamic or env.get("OMPIPE_FAKE_ATC_ARCH_SUFFIX") == "1")
     write_fake_om(path, onnx_bytes, meta)
-    write_fusion_result(env)
+    write_fusion_result(env, path.parent)
 
 
 def check_mode_and_framework(flags: Mapping[str, str]) -> None:
@@ -269,6 +283,44 @@ def internal_log(problem: Problem) -> str | None:
     if problem.code == "E10016" and problem.flag == "--input_shape":
         return f"Input parameter[--input_shape]'s opname[{problem.name}] does not exist in model"
     return None
+
+
+# What the parser reports on its way out (REPORT_INNER_ERR_MSG in onnx_parser.cc
+# ModelParseToGraph and GE_CHK_BOOL_RET_STATUS in omg.cc ParseGraph), with atc's
+# [FUNC][FILE][LINE] suffix: line numbers of hicann/ge ffdcbc9f7 for the CANN 8 wording, of the
+# release msit recorded (test/UT/resource/analyze/dataset/atc_err/atc_err_e19010.txt) for the older.
+PARSE_FAILED = {
+    "8": ("Model parse to graph failed, graph name:{graph}.[FUNC:ModelParseToGraph][FILE:onnx_parser.cc][LINE:977]",
+          "ATC model parse ret fail.[FUNC:ParseGraph][FILE:omg.cc][LINE:838]"),
+    "5": ("Model parse to graph failed, graph name:{graph}.[FUNC:ModelParseToGraph][FILE:onnx_parser.cc][LINE:905]",
+          "ATC model parse ret fail.[FUNC:ParseGraph][FILE:omg.cc][LINE:788]"),
+}
+PARSER_CODES = {"E16002", "E19010", "E19999", "E11010"}
+
+
+def graph_name(output: str) -> str:
+    """atc names the graph after --output's base name (omg.cc ParseGraph, GetBaseNameFromFileName)."""
+    return Path(output).name.split(".")[0] or "default_graph"
+
+
+def failure_for(problems: list[Problem], graph: str, cann: str) -> AtcFailure:
+    """The block atc prints for the first refusal. The CANN 8 parser stops at the first node it
+    cannot parse; the older one (E19010) reported every unregistered node, the first in the
+    header and the rest under TraceBack."""
+    first = problems[0]
+    if first.code not in PARSER_CODES:
+        solution = SOLUTION_OLD if first.code == "EZ3003" else None
+        if first.code == "E10001" and cann == "5" and first.flag == "--input_shape":
+            solution = "Try again with a valid argument."  # the older release's E10001 (ascend-tools.md §1.4)
+        return AtcFailure(first.code, first.atc_text, internal_log(first), solution=solution)
+    parse_failed = [line.format(graph=graph) for line in PARSE_FAILED[cann]]
+    if first.code == "E19010":
+        others = [p.atc_text for p in problems[1:] if p.code == "E19010"]
+        return AtcFailure(first.code, first.atc_text, [*others, *parse_failed], solution=SOLUTION_OLD)
+    if first.code == "E19999":
+        text = f"{first.atc_text}[FUNC:ConstructOriType][FILE:onnx_parser.cc][LINE:423]"
+        return AtcFailure(first.code, text, parse_failed, inner=True)
+    return AtcFailure(first.code, first.atc_text, parse_failed, solution=SOLUTION_NEW if first.code == "E16002" else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,9 +399,12 @@ def om_path(flags: Mapping[str, str], arch_suffix: bool) -> Path:
     return path
 
 
-def write_fusion_result(env: Mapping[str, str]) -> None:
-    """atc leaves fusion_result.json in the working directory (or under $ASCEND_WORK_PATH)."""
-    directory = Path(env["ASCEND_WORK_PATH"]) / "FE" / str(os.getpid()) if env.get("ASCEND_WORK_PATH") else Path.cwd()
+def write_fusion_result(env: Mapping[str, str], om_directory: Path) -> None:
+    """atc leaves fusion_result.json in its working directory (or under $ASCEND_WORK_PATH). The
+    fake writes it beside the .om instead: the same place when ompipe runs it (the atc stage's
+    cwd is its staging directory, where --output points), and never the caller's directory on
+    a direct call (one left a stray fusion_result.json in the repository root)."""
+    directory = Path(env["ASCEND_WORK_PATH"]) / "FE" / str(os.getpid()) if env.get("ASCEND_WORK_PATH") else om_directory
     directory.mkdir(parents=True, exist_ok=True)
     record = [{"graph_fusion": {}, "session_and_graph_id": "0_0", "ub_fusion": {}}]
     (directory / "fusion_result.json").write_text(json.dumps(record, indent=4), encoding="utf-8")

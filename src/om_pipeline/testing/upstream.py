@@ -31,32 +31,33 @@ def patched_upstream(model: str, source: str, destination: Path) -> Path:
     return destination
 
 
-# As the user set it, read when this module is imported (before the tests isolate the cache).
-USER_CACHE = os.environ.get("OMPIPE_CACHE")
-
-
 @contextmanager
-def user_cache() -> Iterator[None]:
-    """ompipe's real cache instead of a test's own: export environments take gigabytes and
-    minutes to build, so tests share the user's."""
-    isolated = os.environ.pop("OMPIPE_CACHE", None)
-    if USER_CACHE:
-        os.environ["OMPIPE_CACHE"] = USER_CACHE
+def shared_env_cache(fallback: Path | None = None) -> Iterator[None]:
+    """OMPIPE_TEST_CACHE, when set, as ompipe's cache: export environments take gigabytes and
+    minutes to build, so gated tests may share one directory kept for them. Else `fallback`
+    (a temporary directory), or, without one, the test's own isolated cache. Never the user's
+    ompipe cache (OMPIPE_CACHE as the user set it, ~/.cache/ompipe): tests do not write there."""
+    chosen = os.environ.get("OMPIPE_TEST_CACHE") or (str(fallback) if fallback else None)
+    previous = os.environ.get("OMPIPE_CACHE")
+    if chosen:
+        os.environ["OMPIPE_CACHE"] = chosen
     try:
         yield
     finally:
-        os.environ.pop("OMPIPE_CACHE", None)
-        if isolated is not None:
-            os.environ["OMPIPE_CACHE"] = isolated
+        if previous is None:
+            os.environ.pop("OMPIPE_CACHE", None)
+        else:
+            os.environ["OMPIPE_CACHE"] = previous
 
 
 def export_env_python(model: str, path: str, checkout: Path, log: Path) -> Path:
     """The interpreter of the recipe's export environment (export path `path`) as the export
-    stage makes it, in the user's cache, with `checkout` installed into it (install_source)."""
+    stage makes it, in the shared test cache (shared_env_cache; else a cache beside `log`), with
+    `checkout` installed into it (install_source)."""
     from ..envs import ensure_env, install_source
 
     env = find_recipe(model).recipe.stages.export.paths[path].env
-    with user_cache():
+    with shared_env_cache(fallback=log.parent / "env-cache"):
         python = ensure_env(env, log)
         install_source(python, checkout, log)
     return python

@@ -310,8 +310,10 @@ def out_node_tensors(model: "onnx.ModelProto", value: str) -> list[str]:
     return tensors
 
 
-def preflight(onnx_path: Path, flags: Mapping[str, str]) -> None:
-    """Fail now, with a clear message, where atc would fail minutes into its run."""
+def preflight(onnx_path: Path, flags: Mapping[str, str], cann: str = "8") -> None:
+    """Fail now, with a clear message, where atc would fail minutes into its run: the flags
+    against the graph, and ATC's op/opset gate for CANN generation `cann` (om_pipeline.atc_ops),
+    every refusal listed at once."""
     missing = [f"--{name}" for name in REQUIRED_FLAGS if not flags.get(name)]
     if missing:
         raise UserError(f"atc needs {', '.join(missing)}", hint="--model, --framework, --output and --soc_version are required")
@@ -321,12 +323,15 @@ def preflight(onnx_path: Path, flags: Mapping[str, str]) -> None:
         return  # only ONNX graphs can be checked here
     import onnx
 
+    from ..atc_ops import atc_problems
+
     model = onnx.load(str(onnx_path), load_external_data=False)
-    problems = graph_problems(model, flags)
+    problems = atc_problems(model, flags, cann)
     if problems:
         first = problems[0]
+        more = f"; {len(problems) - 1} more below" if len(problems) > 1 else ""
         raise UserError(
-            f"{first.message} (atc would fail with {first.code} after loading {Path(onnx_path).name})",
+            f"{first.message} (atc would fail with {first.code} after loading {Path(onnx_path).name}{more})",
             hint=first.hint,
             details=[f"{p.code} {p.message}" for p in problems[1:]],
         )

@@ -2,7 +2,10 @@
 blobs), apply patches idempotently and say per patch what happened."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +102,35 @@ def apply_patch(repo: Path, patch: Path, strip: int, fuzz: int, log: Path) -> Pa
 def _conflicts(output: str) -> list[str]:
     lines = [line for line in output.splitlines() if line.startswith("error:")]
     return lines or output.strip().splitlines()[-5:]
+
+
+def patch_paths(repo: Path, patch: Path, strip: int) -> list[str]:
+    """The files a patch touches (created ones included), without applying it."""
+    outcome = git(["apply", f"-p{strip}", "--numstat", "-z", str(patch.resolve())], repo, None, check=False)
+    return [entry.split("\t", 2)[2] for entry in outcome.output.split("\0") if entry.count("\t") >= 2]
+
+
+def checkout_tree(repo: Path, paths: list[str], index: Path) -> str | None:
+    """The tree id of the checkout's tracked files as they are now, plus `paths` (files our
+    patches create). Built in a private index, so the checkout's own index is untouched; `index`
+    keeps it between calls, so unchanged files are not rehashed, and each call works on its own
+    copy, so a read-only `status` beside a run never meets git's index.lock. Untracked files
+    such as __pycache__ or an editable install's build do not count. None when it is no checkout."""
+    index.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=index.parent, prefix=".index-") as scratch:
+        private = Path(scratch) / "index"
+        if index.is_file():
+            shutil.copy2(index, private)  # its mtime too: git's racy-clean check reads it
+        env = {"GIT_INDEX_FILE": str(private.resolve())}
+        steps = [["read-tree", "--reset", "HEAD"], ["add", "-u"]]
+        present = [p for p in paths if (repo / p).exists()]
+        if present:
+            steps.append(["add", "-A", "-f", "--", *present])  # -f: a file a patch creates may match .gitignore
+        for step in steps:
+            if not execute(["git", "-C", str(repo), *step], env=env).ok:
+                return None
+        outcome = execute(["git", "-C", str(repo), "write-tree"], env=env)
+        if not outcome.ok:
+            return None
+        os.replace(private, index)
+        return outcome.output.strip()
