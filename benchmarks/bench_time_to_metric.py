@@ -107,7 +107,8 @@ class Bench:
                     # ompipe passes the guide's table; the fake picks the compiled bs's rate
                     "OMPIPE_FAKE_NPU_GUIDE_FPS": json.dumps({str(bs): fps for bs, fps in table.items()})}
         started = time.perf_counter()
-        self.ompipe("run", "--limit", str(min(record, n)), "--stream", "--workers", "0", "--to", "eval")  # builds and records
+        if not any(path.name != "busy" for path in self.recording.glob("*")):  # kept from an earlier --keep run
+            self.ompipe("run", "--limit", str(min(record, n)), "--stream", "--workers", "0", "--to", "eval")  # builds and records
         self.env["OMPIPE_FAKE_NPU"] = self.mode
         self.ompipe("run", "--limit", str(n), "--to", "compare")  # the shared stages, under the replaying NPU
         self.setup_seconds = time.perf_counter() - started
@@ -253,7 +254,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="stream runs (median)")
     parser.add_argument("--workers", type=int, default=None, help="--workers for ompipe's files and stream runs")
     parser.add_argument("--out", type=Path, default=Path("bench-time-to-metric"))
-    parser.add_argument("--keep", type=Path, default=None, help="work under this directory and keep it")
+    parser.add_argument("--keep", type=Path, default=None, help="work under this directory and keep it (a rerun reuses it)")
+    parser.add_argument("--setup-only", action="store_true", help="build, record and stop (with --keep: measure later)")
     options = parser.parse_args()
     from om_pipeline import bench as ompipe_bench
     from om_pipeline import plots
@@ -267,11 +269,15 @@ def main() -> None:
         started = time.perf_counter()
         bench = Bench(model, root / model, n, options.record, options.workers)
         print(f"{model}: N {n}, bs {bs}, set up in {bench.setup_seconds:.0f} s", flush=True)
+        if options.setup_only:
+            continue
         runs = bench.run_all(options.repeats)
         row = summarise(model, bench, runs, bench.host_costs())
         rows.append(row)
         print(f"{model}: guide {runs['guide']['seconds']:.1f} s, files {runs['files']['seconds']:.1f} s, stream "
               f"{runs['stream']['seconds']:.1f} s, floor {row['floor_s']:.1f} s ({time.perf_counter() - started:.0f} s)", flush=True)
+    if options.setup_only:
+        return
     machine = f"{ompipe_bench.host_cpu()}, load average {os.getloadavg()[0]:.1f} at the end"
     options.out.mkdir(parents=True, exist_ok=True)
     data = {"machine": machine, "chip": CHIP, "rows": rows, "provenance": ["fake toolchain", "random weights", "paced emulator"]}

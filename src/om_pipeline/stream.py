@@ -11,10 +11,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import multiprocessing
 import sys
+import zlib
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -22,7 +25,7 @@ from .errors import UserError
 from .plugin import Sample, reduced
 from .progress import progress
 from .stages.preprocess import model_inputs
-from .workers import BatchRing, call_job, forked_pool, workers_for
+from .workers import MAX_DEFAULT_WORKERS, BatchRing, call_job, forked_pool, start_worker, usable_cores, workers_for
 
 class OnnxRuntimeModel:
     def __init__(self, onnx_path: Path, model_io):
@@ -58,14 +61,16 @@ class InferSessionModel:
 
 def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None:
     """Every sample through preprocess, the model and the evaluator, in sample order.
-    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first.
+    `workers`: 0 preprocesses and evaluates in this process, N in pools of N; None chooses.
 
     The model runs on a thread of its own, one batch ahead of the evaluator: while the NPU (or
-    ONNX Runtime, which releases the GIL) works on batch k, this thread postprocesses and scores
-    batch k-1 and fills the ring, so the host's work hides behind the model's."""
+    ONNX Runtime, which releases the GIL) works on batch k, this thread hands batch k-1 to the
+    evaluator and fills the ring, so the host's work hides behind the model's. A mergeable
+    evaluator (state/merge) runs in worker processes (EvaluatorShards) when cores allow."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ompipe-model") as model_thread:
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ompipe-model") as model_thread, \
+            _evaluation(run, samples, evaluator, workers) as add:
         # Made on the thread that runs it: a device context (ACL's) belongs to the thread that set it.
         model = model_thread.submit(_model, run).result()
         with preprocessed_batches(run, samples, workers, held=2) as batches:
@@ -73,10 +78,95 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
             for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
                 running = model_thread.submit(_run_views, model, inputs, run.views)
                 if previous is not None:
-                    _evaluate_batch(*previous, evaluator, run.views, run.plugin)
+                    _evaluate_batch(*previous, add, run.views, run.plugin)
                 previous = (batch, running.result())  # done before its ring slot can be refilled
             if previous is not None:
-                _evaluate_batch(*previous, evaluator, run.views, run.plugin)
+                _evaluate_batch(*previous, add, run.views, run.plugin)
+
+
+@contextlib.contextmanager
+def _evaluation(run, samples: list[Sample], evaluator, workers: int | None) -> Iterator[Callable[[Sample, Any], None]]:
+    """add(sample, reduced outputs): the evaluator's own here, or its shards' in worker processes."""
+    shards = evaluation_workers(evaluator, workers)
+    if shards == 0:
+        yield evaluator.add
+        return
+    with EvaluatorShards(evaluator, run.plugin, min(shards, len(samples)), [sample.id for sample in samples]) as sharded:
+        yield sharded.add
+
+
+def evaluation_workers(evaluator, requested: int | None) -> int:
+    """Processes for postprocessing and the metric's update: `--workers` when given, else one
+    per usable core (up to MAX_DEFAULT_WORKERS) on 2 cores or more; 0 (this process) when the
+    evaluator cannot be split (no state/merge)."""
+    if not (hasattr(evaluator, "state") and hasattr(evaluator, "merge")):
+        return 0
+    if requested is not None:
+        return requested
+    cores = usable_cores()
+    return 0 if cores < 2 else min(MAX_DEFAULT_WORKERS, cores)
+
+
+class EvaluatorShards:
+    """The evaluator in `count` worker processes, each a fork of it while it is still empty:
+    a sample goes to the worker its plugin's shard key maps to (SuperPoint: a sequence's images
+    together), in order, its reduced outputs pickled (they are what reduce_outputs kept). At the
+    end each worker's state() is merged into `evaluator` (Evaluator.merge: as if it had added
+    every sample, in the dataset's order), so the metric is the files mode's to the last digit."""
+
+    IN_FLIGHT_PER_WORKER = 8  # samples queued per worker: bounds the memory when evaluation lags
+
+    def __init__(self, evaluator, plugin, count: int, order: list[str]):
+        self.evaluator, self.plugin, self.order = evaluator, plugin, order
+        self.count = count
+        self._pools: list[concurrent.futures.ProcessPoolExecutor] = []
+        self._pending: list[collections.deque] = [collections.deque() for _ in range(count)]
+
+    def __enter__(self) -> "EvaluatorShards":
+        _shard["evaluator"] = self.evaluator  # what the workers inherit, empty
+        context = multiprocessing.get_context("fork")
+        self._pools = [concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=start_worker) for _ in range(self.count)]
+        return self
+
+    def add(self, sample: Sample, outputs) -> None:
+        key = getattr(self.plugin, "shard_key", None)  # what must stay together (SuperPoint: a sequence)
+        index = zlib.crc32(str(key(sample) if key else sample.id).encode()) % self.count
+        pending = self._pending[index]
+        if len(pending) >= self.IN_FLIGHT_PER_WORKER:
+            self._result(pending.popleft())
+        pending.append(self._pools[index].submit(_shard_add, sample, outputs))
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                for pending in self._pending:
+                    while pending:
+                        self._result(pending.popleft())
+                states = [self._result(pool.submit(_shard_state)) for pool in self._pools]
+                self.evaluator.merge(states, self.order)
+        finally:
+            for pool in self._pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+            _shard.clear()
+
+    @staticmethod
+    def _result(future: Future):
+        try:
+            return future.result()  # a worker's error is raised here, as itself
+        except BrokenProcessPool:
+            raise UserError("an evaluation worker process died (out of memory? a crash in native code?)",
+                            hint="rerun with fewer --workers, or --workers 0 to evaluate in the main process") from None
+
+
+_shard: dict[str, Any] = {}  # the evaluator the forked evaluation workers inherit
+
+
+def _shard_add(sample: Sample, outputs) -> None:
+    _shard["evaluator"].add(sample, outputs)
+
+
+def _shard_state() -> dict:
+    return _shard["evaluator"].state()
 
 
 def _model(run):
@@ -153,8 +243,8 @@ def _wait(entry) -> tuple[list[Sample], int]:
     return batch, slot
 
 
-def _evaluate_batch(batch: list[Sample], outputs_by_view: dict, evaluator, views: tuple, plugin) -> None:
+def _evaluate_batch(batch: list[Sample], outputs_by_view: dict, add, views: tuple, plugin) -> None:
     """Each real sample's rows of the batch's outputs (views, not copies) to the evaluator."""
     for position, sample in enumerate(batch):
         outputs = {view: [np.asarray(o[position]) for o in outs] for view, outs in outputs_by_view.items()}
-        evaluator.add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))
+        add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))

@@ -104,7 +104,7 @@ def forked_pool(workers: int, function: Callable) -> Iterator[concurrent.futures
     arguments (only those are pickled)."""
     _job["function"] = function
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                  initializer=_start_worker)
+                                                  initializer=start_worker)
     try:
         yield pool
     except BrokenProcessPool:
@@ -116,7 +116,7 @@ def forked_pool(workers: int, function: Callable) -> Iterator[concurrent.futures
         _job.clear()
 
 
-def _start_worker() -> None:
+def start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
     if "torch" in sys.modules:
         # A forked child's first torch op waits forever for the parent's OpenMP threads, which
