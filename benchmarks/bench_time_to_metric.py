@@ -139,14 +139,16 @@ class Bench:
                 "load": load, "stage_seconds": {key: record["seconds"] for key, record in records.items()
                                                 if key.startswith(("preprocess", "infer-", "eval-"))}}
 
-    def run_all(self, repeats: int) -> dict:
-        run = ["run", "--limit", str(self.n), "--to", "eval", *self.workers]
+    def run_all(self, repeats: int, scaling: list[int]) -> dict:
+        run = ["run", "--limit", str(self.n), "--to", "eval"]
         guide = self.measured(["stage", "preprocess", "--limit", str(self.n), "--workers", "0"],
                               ["stage", "infer", "--limit", str(self.n)], ["stage", "eval", "--limit", str(self.n)])
-        files = self.measured(run)
-        streams = [self.measured([*run, "--stream"]) for _ in range(repeats)]
+        files = self.measured([*run, *self.workers])
+        streams = [self.measured([*run, *self.workers, "--stream"]) for _ in range(repeats)]
         stream = sorted(streams, key=lambda r: r["seconds"])[len(streams) // 2]  # the median run, whole
-        return {"guide": guide, "files": files, "stream": stream, "stream_runs": [r["seconds"] for r in streams]}
+        by_workers = {str(count): self.measured([*run, "--stream", "--workers", str(count)]) for count in scaling}
+        return {"guide": guide, "files": files, "stream": stream, "stream_runs": [r["seconds"] for r in streams],
+                "stream_by_workers": by_workers}
 
     def host_costs(self, samples_measured: int = 12) -> dict:
         """Seconds per sample of preprocessing (decode included) and of postprocessing with the
@@ -209,6 +211,8 @@ def summarise(model: str, bench: Bench, runs: dict, costs: dict) -> dict:
         "full_set": full, "full_floor_s": full * passes / bench.fps,
         "full_extrapolated_s": {way: extrapolated(runs[way]) for way in ("guide", "files", "stream")},
         "setup_s": bench.setup_seconds,
+        "stream_host_rate_by_workers": {count: bench.n / (r["seconds"] - r["startup_s"] - r["tail_s"])
+                                        for count, r in runs["stream_by_workers"].items()},
     }
 
 
@@ -233,6 +237,13 @@ def markdown(rows: list[dict], machine: str) -> str:
                      f"{r['host_serial_rate']:.1f}/s | {r['guide_fps'] / r['passes']:.1f}/s | {r['cores_to_match_npu']:.2f} | "
                      f"{_rate(r['guide_host_rate'])} | {_rate(r['stream_host_rate'])} | "
                      f"{r['full_set']}: {_minutes(r['full_floor_s'])} / {_minutes(full['guide'])} / {_minutes(full['stream'])} |")
+    scaling = [r for r in rows if r["stream_host_rate_by_workers"]]
+    if scaling:
+        lines += ["", "| model | stream host rate by --workers | per core |", "|---|---|---|"]
+        for r in scaling:
+            rates = r["stream_host_rate_by_workers"]
+            lines.append(f"| {r['model']} | " + ", ".join(f"{count}: {rate:.1f}/s" for count, rate in rates.items()) + " | "
+                         + ", ".join(f"{rate / int(count):.1f}/s" for count, rate in rates.items() if int(count)) + " |")
     return "\n".join(lines)
 
 
@@ -253,6 +264,7 @@ def main() -> None:
     parser.add_argument("--record", type=int, default=32, help="samples recorded for the replay (>= N: exact)")
     parser.add_argument("--repeats", type=int, default=3, help="stream runs (median)")
     parser.add_argument("--workers", type=int, default=None, help="--workers for ompipe's files and stream runs")
+    parser.add_argument("--scaling", default="", help="also one stream run per --workers count, e.g. 1,2 (host-bound models)")
     parser.add_argument("--out", type=Path, default=Path("bench-time-to-metric"))
     parser.add_argument("--keep", type=Path, default=None, help="work under this directory and keep it (a rerun reuses it)")
     parser.add_argument("--setup-only", action="store_true", help="build, record and stop (with --keep: measure later)")
@@ -271,7 +283,7 @@ def main() -> None:
         print(f"{model}: N {n}, bs {bs}, set up in {bench.setup_seconds:.0f} s", flush=True)
         if options.setup_only:
             continue
-        runs = bench.run_all(options.repeats)
+        runs = bench.run_all(options.repeats, [int(count) for count in options.scaling.split(",") if count])
         row = summarise(model, bench, runs, bench.host_costs())
         rows.append(row)
         print(f"{model}: guide {runs['guide']['seconds']:.1f} s, files {runs['files']['seconds']:.1f} s, stream "
