@@ -177,3 +177,8 @@ def test_per_image_evaluation_as_results_arrive_equals_pycocotools_to_the_last_d
     with pytest.raises(ValueError, match="twice"):
         incremental.add(run[0], [])
     assert coco_bbox.PerImageEvaluation(gt, run).finish() == coco_bbox.evaluate(gt, [], image_ids=run)
+    added = coco_bbox.PerImageEvaluation(gt)  # scored: the images added
+    for image_id in run:
+        added.add(image_id, by_image.get(image_id, []))
+    every = [r for image_id in run for r in by_image.get(image_id, [])]
+    assert added.images == set(run) and added.finish() == direct_pycocotools(gt, every, image_ids=run)

@@ -138,9 +138,10 @@ class PerImageEvaluation:
     - evalImgs are assembled in evaluate()'s order (category, area range, image) over the
       images evaluated (np.unique of `image_ids`, as evaluate() sorts them); an image that had
       no detection is evaluated at the end like evaluate() does, with no detection.
-    `add` takes every result record of one image at once, the images in any order."""
+    `add` takes every result record of one image at once, the images in any order; the images
+    scored are `image_ids` (default: those added), fixed when `finish` is called."""
 
-    def __init__(self, ground_truth, image_ids: Iterable[int]):
+    def __init__(self, ground_truth, image_ids: Iterable[int] | None = None):
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -151,7 +152,8 @@ class PerImageEvaluation:
             empty.createIndex()
             self._eval = COCOeval(gt, empty, "bbox")
         params = self._eval.params
-        params.imgIds = list(np.unique([int(i) for i in image_ids]))
+        self._image_ids = None if image_ids is None else list(np.unique([int(i) for i in image_ids]))
+        params.imgIds = list(np.unique(gt.getImgIds())) if self._image_ids is None else self._image_ids  # whose ground truth to index
         params.catIds = list(np.unique(params.catIds))
         params.maxDets = sorted(params.maxDets)
         self._eval._prepare()  # the ground truth per (image, category), ignore flags set, no detection
@@ -181,11 +183,16 @@ class PerImageEvaluation:
             self._eval._dts.pop((image_id, cat), None)
         return entries
 
+    @property
+    def images(self) -> set[int]:
+        return set(self._per_image)
+
     def finish(self) -> dict[str, float]:
         """accumulate and summarize over every image of `image_ids`: the 12 numbers."""
         if not self._any:
             return {name: 0.0 for name in STAT_NAMES}  # as `evaluate` with no result at all
         p = self._eval.params
+        p.imgIds = self._image_ids if self._image_ids is not None else list(np.unique(sorted(self._per_image)))
         for image_id in p.imgIds:
             if int(image_id) not in self._per_image:
                 self._per_image[int(image_id)] = self._evaluate_image(int(image_id))

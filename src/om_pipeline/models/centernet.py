@@ -350,6 +350,8 @@ class CocoBboxEvaluator:
         self._ground_truth = ground_truth if ground_truth is not None else _read_annotations(data)
         self._pending: list[tuple[Sample, list[np.ndarray]]] = []
         self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # image id, boxes, scores, classes
+        # pycocotools' per-image evaluation as images are decoded: only accumulate is left at the end
+        self._per_image = coco_bbox.PerImageEvaluation(self._ground_truth)
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         self._pending.append((sample, [_without_batch_axis(o) for o in outputs]))
@@ -364,6 +366,7 @@ class CocoBboxEvaluator:
         self._pending = []
         for sample, (boxes, scores, classes) in zip(samples, decode_batch(hm, wh, reg, samples, self._settings)):
             self.detections.append((int(sample.meta["image_id"]), boxes, scores, classes))
+            self._per_image.add(int(sample.meta["image_id"]), coco_bbox.detections_to_results(int(sample.meta["image_id"]), boxes, scores, classes))
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -380,7 +383,10 @@ class CocoBboxEvaluator:
         image_ids = {image_id for image_id, *_ in self.detections}
         if not image_ids:
             raise UserError("no image to evaluate")
-        metrics = coco_bbox.evaluate(self._ground_truth, results, image_ids=image_ids)
+        if self._per_image.images == image_ids:  # every image evaluated as it came (equal to evaluate, tested)
+            metrics = self._per_image.finish()
+        else:  # detections that did not come through add (a merge of partial states)
+            metrics = coco_bbox.evaluate(self._ground_truth, results, image_ids=image_ids)
         return {**metrics, "images": float(len(image_ids))}
 
 
