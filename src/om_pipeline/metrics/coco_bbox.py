@@ -141,7 +141,8 @@ class PerImageEvaluation:
     `add` takes every result record of one image at once, the images in any order; the images
     scored are `image_ids` (default: those added), fixed when `finish` is called."""
 
-    def __init__(self, ground_truth, image_ids: Iterable[int] | None = None):
+    def __init__(self, ground_truth, image_ids: Iterable[int] | None = None, cat_ids: Sequence[int] | None = None,
+                 max_dets: Sequence[int] | None = None):
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -154,12 +155,12 @@ class PerImageEvaluation:
         params = self._eval.params
         self._image_ids = None if image_ids is None else list(np.unique([int(i) for i in image_ids]))
         params.imgIds = list(np.unique(gt.getImgIds())) if self._image_ids is None else self._image_ids  # whose ground truth to index
-        params.catIds = list(np.unique(params.catIds))
-        params.maxDets = sorted(params.maxDets)
+        params.catIds = list(np.unique(params.catIds if cat_ids is None else list(cat_ids)))
+        params.maxDets = sorted(params.maxDets if max_dets is None else list(max_dets))
         self._eval._prepare()  # the ground truth per (image, category), ignore flags set, no detection
         self._per_image: dict[int, list] = {}
         self._detections = 0
-        self._any = False
+        self._with_detections: set[int] = set()
 
     def add(self, image_id: int, records: list[dict[str, Any]]) -> None:
         image_id = int(image_id)
@@ -171,7 +172,8 @@ class PerImageEvaluation:
             record.update(area=w * h, id=self._detections, iscrowd=0,
                           segmentation=[[x, y, x, y + h, x + w, y + h, x + w, y]])
             self._eval._dts[image_id, record["category_id"]].append(record)
-        self._any = self._any or bool(records)
+        if records:
+            self._with_detections.add(image_id)
         self._per_image[image_id] = self._evaluate_image(image_id)
 
     def _evaluate_image(self, image_id: int) -> list:
@@ -187,12 +189,16 @@ class PerImageEvaluation:
     def images(self) -> set[int]:
         return set(self._per_image)
 
-    def finish(self) -> dict[str, float]:
-        """accumulate and summarize over every image of `image_ids`: the 12 numbers."""
-        if not self._any:
-            return {name: 0.0 for name in STAT_NAMES}  # as `evaluate` with no result at all
+    def finish(self, image_ids: Iterable[int] | None = None, names: Sequence[str] = STAT_NAMES) -> dict[str, float]:
+        """accumulate and summarize over the images scored (`image_ids` here, else the
+        constructor's, else those added): the 12 numbers under `names`. May be called again."""
         p = self._eval.params
-        p.imgIds = self._image_ids if self._image_ids is not None else list(np.unique(sorted(self._per_image)))
+        if image_ids is not None:
+            p.imgIds = list(np.unique([int(i) for i in image_ids]))
+        else:
+            p.imgIds = self._image_ids if self._image_ids is not None else list(np.unique(sorted(self._per_image)))
+        if not self._with_detections & {int(i) for i in p.imgIds}:
+            return {name: 0.0 for name in names}  # as `evaluate` with no result at all
         for image_id in p.imgIds:
             if int(image_id) not in self._per_image:
                 self._per_image[int(image_id)] = self._evaluate_image(int(image_id))
@@ -203,4 +209,4 @@ class PerImageEvaluation:
         with contextlib.redirect_stdout(io.StringIO()):
             self._eval.accumulate()
             self._eval.summarize()
-        return {name: float(value) for name, value in zip(STAT_NAMES, self._eval.stats)}
+        return {name: float(value) for name, value in zip(names, self._eval.stats)}
