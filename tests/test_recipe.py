@@ -131,3 +131,57 @@ def test_output_dirname_is_a_plain_name(toy):
     parse_recipe(ok, toy.recipes / "toy.yaml")
     bad = base.replace('"--outfmt=BIN", "--batchsize={bs}"]', '"--outfmt=BIN", "--batchsize={bs}", "--output_dirname=../x"]')
     assert "--output_dirname must be a plain directory name" in rendered(error_of(toy, bad))
+
+
+# ---------------------------------------------------------------- loading limits (docs/reliability.md)
+
+
+def error_of_file(path: Path) -> str:
+    with pytest.raises(UserError) as info:
+        load_recipe_file(path)
+    return info.value.render()
+
+
+def test_yaml_aliases_are_refused_before_anything_expands_them(tmp_path, toy):
+    """A 'billion laughs' alias bomb; today's loader expands it (9 levels of 9 grow past 3 GB),
+    so this one stops at 6 levels (~500 k nodes) to fail on it without eating the machine."""
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]
+    path = write(tmp_path, "\n".join(levels) + "\n")
+    message = error_of_file(path)
+    assert "toy.yaml:2" in message and "alias" in message and "*a0" in message
+    plain = (toy.recipes / "toy.yaml").read_text().replace("batch_sizes: [1, 4, 8]", "batch_sizes: &sizes [1, 4, 8]\nmore: *sizes")
+    assert "alias" in error_of_file(write(tmp_path, plain))
+
+
+def test_duplicate_keys_are_an_error_naming_both_lines(toy, tmp_path):
+    text = (toy.recipes / "toy.yaml").read_text().replace("default_bs: 4\n", "default_bs: 4\ndefault_bs: 8\n")
+    first = text.splitlines().index("default_bs: 4") + 1
+    message = error_of_file(write(tmp_path, text))
+    assert f"toy.yaml:{first + 1}" in message and "duplicate key 'default_bs'" in message and f"line {first}" in message
+    nested = (toy.recipes / "toy.yaml").read_text().replace("  simplify:\n    tool: onnxsim\n", "  simplify:\n    tool: onnxsim\n  simplify: {}\n")
+    assert "duplicate key 'simplify'" in error_of_file(write(tmp_path, nested))
+
+
+def test_bytes_that_are_not_utf8_name_the_line(toy, tmp_path):
+    text = (toy.recipes / "toy.yaml").read_text().replace("title: Toy classifier", "title: Toy \xe9 classifier")
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("title:"))
+    path = tmp_path / "toy.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    message = error_of_file(path)
+    assert f"toy.yaml:{line}" in message and "UTF-8" in message and "0xe9" in message
+    path.write_bytes(text.replace("\xe9", "e").encode("utf-16"))
+    message = error_of_file(path)
+    assert "toy.yaml:1" in message and "UTF-16" in message
+
+
+def test_deep_nesting_is_an_error_with_the_line(tmp_path):
+    path = write(tmp_path, "schema_version: 1\nparams: " + "[" * 5000 + "]" * 5000 + "\n")
+    message = error_of_file(path)
+    assert "toy.yaml:2" in message and "nest" in message
+
+
+def test_a_huge_recipe_is_refused_by_its_node_count(tmp_path):
+    path = write(tmp_path, "schema_version: 1\nparams: {big: [" + ", ".join(["1"] * 300_000) + "]}\n")
+    message = error_of_file(path)
+    assert "toy.yaml:2" in message and "nodes" in message

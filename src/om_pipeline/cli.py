@@ -1,8 +1,9 @@
 """The `ompipe` command line: Typer, thin. Each command maps its arguments to one call in
 `commands`. Exit codes: 0 success, 1 user error or failed stage, 2 usage, 3 internal error,
-130 interrupted."""
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP)."""
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -10,9 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import commands
+from . import commands, interrupts, lock
 from .context import Options
-from .errors import UserError
+from .errors import UserError, disk_full_error
 
 app = typer.Typer(
     name="ompipe",
@@ -47,6 +48,7 @@ Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
+Wait = Annotated[bool, typer.Option("--wait", help="when another ompipe is writing to this model's work directory, wait for it instead of stopping")]
 
 
 def _version(value: bool) -> None:
@@ -72,12 +74,12 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, cann: Cann = None, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers, cann=cann)
+                       stream=stream, workers=workers, cann=cann, wait=wait)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -87,11 +89,11 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None, cann: Cann = None,
-          recipes: RecipeDirs = None) -> None:
+          wait: Wait = False, recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -100,10 +102,10 @@ def bench(model: Model, bs: Annotated[Optional[str], typer.Option("--bs", help="
           backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, quiet: Quiet = False, seed: Seed = 0,
-          recipes: RecipeDirs = None) -> None:
+          wait: Wait = False, recipes: RecipeDirs = None) -> None:
     """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG and SVG chart)."""
     options = _options(backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
-                       weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed)
+                       weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed, wait=wait)
     raise typer.Exit(commands.bench(model, bs, options, recipes or []))
 
 
@@ -167,29 +169,42 @@ INTERRUPTED = "interrupted: the stage in progress was discarded; rerun to contin
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        code = app(args=argv, standalone_mode=False, prog_name="ompipe")
-        if code == 130:  # Typer turns Ctrl-C into exit code 130; no command of ours returns it
-            print(INTERRUPTED, file=sys.stderr)
-        return code if isinstance(code, int) else 0
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except typer.TyperException as exc:  # usage errors: bad option, missing argument
-        exc.show() if hasattr(exc, "show") else print(f"error: {exc.format_message()}", file=sys.stderr)
-        return exc.exit_code
-    except UserError as exc:
-        print(exc.render(), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
-    except Exception:  # our bug: everything needed for a bug report
-        traceback.print_exc()
-        print(f"\nompipe crashed (this is a bug, please report it with the above)\n{commands.crash_report()}", file=sys.stderr)
-        return 3
+    lock.set_command_line(list(sys.argv[1:] if argv is None else argv))
+    with interrupts.handled():  # SIGTERM and SIGHUP stop ompipe as Ctrl-C does
+        try:
+            code = app(args=argv, standalone_mode=False, prog_name="ompipe")
+            if code == 130:  # Typer turns KeyboardInterrupt into exit code 130; no command of ours returns it
+                return _interrupted()
+            return code if isinstance(code, int) else 0
+        except typer.Exit as exc:
+            return exc.exit_code
+        except typer.Abort:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except typer.TyperException as exc:  # usage errors: bad option, missing argument
+            exc.show() if hasattr(exc, "show") else print(f"error: {exc.format_message()}", file=sys.stderr)
+            return exc.exit_code
+        except UserError as exc:
+            print(exc.render(), file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            return _interrupted()
+        except Exception as exc:
+            full = disk_full_error(exc)
+            if full:  # the disk, not our bug (a stage's own writes are reported by the runner)
+                print(full.render(), file=sys.stderr)
+                return full.exit_code
+            # our bug: everything needed for a bug report
+            traceback.print_exc()
+            print(f"\nompipe crashed (this is a bug, please report it with the above)\n{commands.crash_report()}", file=sys.stderr)
+            return 3
+
+
+def _interrupted() -> int:
+    """The shell's status for the signal: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP)."""
+    signum = interrupts.received() or signal.SIGINT
+    print(INTERRUPTED + ("" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"), file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

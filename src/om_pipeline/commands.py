@@ -2,18 +2,24 @@
 the CLI minus argument parsing)."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import yaml
 
-from . import versions
+from . import lock, versions
 from .context import Options, Run, resolve_backend
-from .errors import UserError
-from .plan import build_stages, decide, upstream_of
-from .recipe import LoadedRecipe, discover, find_recipe, load_recipe_file
+from .errors import UsageError, UserError, disk_full_error
+from .plan import build_stages, decide, in_scope, upstream_of
+from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
 from .runner import ensure_toolchain, run_pipeline
+from .stages import KINDS
+from .tools import ais_bench
 from .ui import Printer
 
 
@@ -23,7 +29,9 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
     backend, note = resolve_backend(options)
     if note:
         printer.info(note)
-    bs = options.bs or loaded.recipe.bs
+    bs = loaded.recipe.bs if options.bs is None else options.bs
+    check_batch_size(bs, loaded.recipe)
+    check_stage_range(options.from_stage, options.to_stage)
     if bs not in loaded.recipe.batch_sizes:
         printer.info(f"note: bs {bs} is not among the guide's batch sizes {loaded.recipe.batch_sizes}")
     if options.limit is not None and options.limit < 1:
@@ -42,9 +50,76 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
     return run
 
 
+def check_batch_size(bs: int, recipe: Recipe) -> None:
+    """Before anything runs: a batch size the export, atc and ais_bench can all take."""
+    if bs < 1:
+        raise UserError(f"--bs {bs}: a batch size is a number of samples, at least 1",
+                        hint=f"the guide's batch sizes: {', '.join(map(str, recipe.batch_sizes))}")
+    if bs > ais_bench.MAX_BATCHSIZE:
+        raise UserError(f"--bs {bs}: above {ais_bench.MAX_BATCHSIZE}, the largest --batchsize ais_bench accepts",
+                        hint=f"the guide's batch sizes: {', '.join(map(str, recipe.batch_sizes))}")
+    one_batch = bs * sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in recipe.model.inputs)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if one_batch > memory:  # the export's example batch alone would not fit
+        raise UserError(f"--bs {bs}: one batch of inputs is {one_batch / 2**30:.1f} GiB, more than this machine's "
+                        f"memory ({memory / 2**30:.1f} GiB)", hint="use a smaller --bs")
+
+
+def check_stage_range(from_stage: str | None, to_stage: str | None) -> None:
+    order = list(KINDS)
+    if from_stage in order and to_stage in order and order.index(from_stage) > order.index(to_stage):
+        raise UsageError(f"--from {from_stage} --to {to_stage}: {from_stage} comes after {to_stage}, so nothing would run",
+                         hint=f"stages run in this order: {', '.join(order)}")
+
+
+def check_workdir_for_ais_bench(pipeline: Run) -> None:
+    """ais_bench refuses paths outside its character set, and finds out only at infer, after
+    export and atc have run: say so before the first stage, when this run will get there."""
+    options = pipeline.options
+    if pipeline.backend != "ais_bench" or pipeline.tool != "ais_bench":
+        return
+    scope = in_scope(build_stages(pipeline), options.only, options.from_stage, options.to_stage)
+    if any(kind in scope and scope[kind] is None for kind in ("infer", "perf")):
+        check_path_for_ais_bench(pipeline.model_dir)
+
+
+def check_path_for_ais_bench(model_dir: Path) -> None:
+    bad = ais_bench.illegal_path_characters(str(model_dir))
+    if bad:
+        raise UserError(f"work dir {model_dir}: ais_bench refuses paths holding {bad!r} "
+                        "(it accepts only letters, digits, _ / . -), so the run would fail after export and atc",
+                        hint="use a --workdir whose path has only those characters, or --backend onnxruntime")
+
+
 def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
+    check_workdir_for_ais_bench(pipeline)
+    if options.dry_run or options.check:  # reads only: no lock, never waits
+        return _run_locked(pipeline, printer)
+    with naming_a_full_disk(pipeline.model_dir), lock.holding(pipeline.model_dir, options.wait, on_wait=waiting_note(printer)):
+        return _run_locked(pipeline, printer)
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(model_dir: Path) -> Iterator[None]:
+    """A full disk outside any stage (the digest cache while planning, the results JSON): the
+    same one line as a stage's, naming the model's work directory when the error names no file."""
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(exc, writing_under=model_dir)
+        if full is None:
+            raise
+        raise full from None
+
+
+def waiting_note(printer: Printer):
+    return lambda holder: printer.error(f"waiting for another ompipe on this work directory ({holder})")
+
+
+def _run_locked(pipeline: Run, printer: Printer) -> int:
+    options = pipeline.options
     mode = "plan" if options.dry_run or options.check else "run"
     printer.info(f"ompipe {mode} {pipeline.name}: bs {pipeline.bs}, backend {pipeline.backend}, "
                  f"toolchain {options.toolchain}, work dir {pipeline.model_dir}")
@@ -170,7 +245,13 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
     if note:
         printer.info(note)
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes else loaded.recipe.batch_sizes
-    text, out = measure(loaded, options, sizes, backend, printer)
+    for bs in sizes:
+        check_batch_size(bs, loaded.recipe)
+    first = Run(loaded, options, backend, sizes[0], options.workdir)
+    if backend == "ais_bench" and first.tool == "ais_bench":
+        check_path_for_ais_bench(first.model_dir)
+    with naming_a_full_disk(first.model_dir), lock.holding(first.model_dir, options.wait, on_wait=waiting_note(printer)):
+        text, out = measure(loaded, options, sizes, backend, printer)
     print(text)
     print(f"written: {', '.join(str(out.with_suffix(suffix)) for suffix in ('.md', '.json', '.png', '.svg'))}")
     return 0

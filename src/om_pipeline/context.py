@@ -43,6 +43,7 @@ class Options:
     force: bool = False
     dry_run: bool = False
     check: bool = False
+    wait: bool = False  # another writer holds the model's work directory: wait instead of stopping
     quiet: bool = False
     seed: int = 0
     stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files

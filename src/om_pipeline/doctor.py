@@ -1,7 +1,6 @@
 """`ompipe doctor`: is this box ready? Each failing check comes with its fix."""
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +72,11 @@ def check_soc(options: Options) -> Check:
 
 def check_workdir_path(options: Options) -> Check:
     """Current ais_bench refuses paths with characters outside [A-Za-z0-9_/.-] (ascend-tools.md 2.2)."""
+    from .tools.ais_bench import illegal_path_characters
+
     path = str(options.workdir.resolve())
-    bad = sorted(set(re.sub(r"[A-Za-z0-9_/.-]", "", path)))
-    return Check("work dir path", not bad, path + (f" has {''.join(bad)!r}" if bad else ""),
+    bad = illegal_path_characters(path)
+    return Check("work dir path", not bad, path + (f" has {bad!r}" if bad else ""),
                  "use a --workdir whose path has only letters, digits, _ / . -")
 
 

@@ -171,8 +171,15 @@ class SimplifyStage(Strict):
     tool: Literal["onnxsim", "onnxslim"] = "onnxsim"
 
 
+def _timeout_field():
+    """A tool that hangs (atc has, for hours, on some graphs) is stopped after this many seconds
+    (each time it runs). Not an input of the stage: changing it reruns nothing."""
+    return Field(None, gt=0, description="seconds before the tool is stopped and the stage fails (default: no limit)")
+
+
 class ToolStage(Strict):
     args: list[str] = Field(min_length=1, description="argv after the program name; no shell")
+    timeout: Optional[float] = _timeout_field()
 
 
 class InferTool(Strict):
@@ -182,6 +189,7 @@ class InferTool(Strict):
     tool: Literal["ais_bench", "msame"] = "ais_bench"
     args: list[str] = Field(min_length=1, description="python -m ais_bench argv; no shell")
     msame_args: Optional[list[str]] = Field(None, min_length=1, description="msame argv; no shell")
+    timeout: Optional[float] = _timeout_field()
 
     @model_validator(mode="after")
     def _msame_args(self) -> "InferTool":
@@ -327,11 +335,70 @@ def _format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+# Limits of what a recipe may be (the shipped recipes have at most ~300 nodes, nested 9 deep):
+# a hostile or broken file is refused while it is read, before anything walks or expands it.
+MAX_NODES = 50_000
+MAX_DEPTH = 64
+
+
+class RecipeSyntaxError(yaml.MarkedYAMLError):
+    """YAML that a recipe may not use: aliases, duplicate keys, too many nodes, deep nesting."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """The safe loader, refusing while it composes what no recipe needs and what would let a
+    small file grow without bound: aliases (a 2 KB 'billion laughs' file expands to GBs), more
+    than MAX_NODES nodes, nesting deeper than MAX_DEPTH (the composer recurses), and duplicate
+    keys (the last one would silently win)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise RecipeSyntaxError(problem=f"YAML aliases (*{event.anchor}) are not allowed in recipes: write the value out",
+                                    problem_mark=event.start_mark)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise RecipeSyntaxError(problem=f"more than {MAX_NODES} YAML nodes: too large for a recipe", problem_mark=event.start_mark)
+        if self.depth >= MAX_DEPTH:
+            raise RecipeSyntaxError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        first_line: dict[tuple, int] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = first_line.setdefault((key.tag, key.value), key.start_mark.line + 1)
+                if line != key.start_mark.line + 1:
+                    raise RecipeSyntaxError(problem=f"duplicate key {key.value!r} (first at line {line})", problem_mark=key.start_mark)
+        return node
+
+
+def load_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """(composed node, for line numbers; its data), read once with RecipeLoader."""
+    loader = RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
 def parse_recipe(text: str, path: Path) -> Recipe:
     where = _display(path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = load_yaml(text)
+    except RecipeSyntaxError as exc:
+        raise UserError(f"{where}:{exc.problem_mark.line + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -419,13 +486,26 @@ def render(text: str, variables: dict[str, Any]) -> str:
 
 def load_recipe_file(path: Path) -> LoadedRecipe:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read recipe {path}: {exc.strerror}") from None
+    text = decode_recipe(raw, path)
     recipe = parse_recipe(text, path)
     if recipe.name != path.stem:
         raise UserError(f"{_display(path)}: name {recipe.name!r} must match the file name {path.stem!r}")
     return LoadedRecipe(recipe, path.resolve(), text)
+
+
+def decode_recipe(raw: bytes, path: Path) -> str:
+    """Recipes are UTF-8 (a BOM is fine); anything else is a file:line error naming the byte."""
+    hint = "save the recipe as UTF-8"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:4096]:
+        raise UserError(f"{_display(path)}:1: the recipe is UTF-16 (or binary), not UTF-8", hint=hint)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(f"{_display(path)}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x})", hint=hint) from None
 
 
 # ---------------------------------------------------------------- discovery

@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import versions
+from . import interrupts, versions
 from .context import Run
-from .errors import StageFailed, UserError
+from .errors import StageFailed, UserError, disk_full_error
 from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
 from .stages import Stage, StageResult
 from .state import read_json, write_json_atomic
@@ -95,6 +95,7 @@ def _show_plan(decision: Decision, printer: Printer) -> Row:
 def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     stage = decision.stage
     run = stage.run
+    interrupts.raise_if_stopping()  # a Ctrl-C / SIGTERM that Python dropped where it landed
     run.state.forget(stage.key)
     remove_stale_outputs(stage)
     staging = run.model_dir / ".staging" / stage.key
@@ -113,7 +114,10 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
         result = stage.execute(staging)
         outputs = _commit_outputs(stage, staging)
         finished = True
+        seconds = time.monotonic() - started
+        run.state.save_record(stage.key, _record(stage, decision, result, outputs, seconds))
     except BaseException as exc:
+        exc = disk_full_error(exc, writing_under=staging) or exc  # the disk, not our bug: a failed stage
         seconds = time.monotonic() - started
         report.rows.append(Row(stage.key, "FAILED", seconds, _failure_note(exc)))
         printer.table(report.rows)
@@ -121,8 +125,6 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     finally:
         if finished or not stage.resumable:
             shutil.rmtree(staging, ignore_errors=True)
-    seconds = time.monotonic() - started
-    run.state.save_record(stage.key, _record(stage, decision, result, outputs, seconds))
     return Row(stage.key, "RUN", seconds)
 
 

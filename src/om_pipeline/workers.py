@@ -30,7 +30,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import lock
 from .errors import UserError
+from .tools.execute import die_with_parent
 
 # Below this preprocessing time per sample a pool is not worth its start and its round trips.
 # Measured with 2 workers on 2 cores (benchmarks/bench_pipeline.py): SuperPoint's ~0.7 ms ran
@@ -117,7 +119,12 @@ def forked_pool(workers: int, function: Callable) -> Iterator[concurrent.futures
 
 
 def start_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
+    # Ctrl-C, SIGTERM and SIGHUP (sent to the whole process group) are the parent's: it stops
+    # the pool, letting each worker end its current sample.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    lock.close_inherited()  # a worker outliving a killed parent must not keep its work dir locked
+    die_with_parent()  # nor outlive it at all: nobody would stop it
     if "torch" in sys.modules:
         # A forked child's first torch op waits forever for the parent's OpenMP threads, which
         # it does not have, unless it is told to use one (as torch's DataLoader workers do).

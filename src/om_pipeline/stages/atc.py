@@ -77,7 +77,7 @@ class AtcStage(Stage):
         atc_tool.preflight(model, flags, self.run.cann)
         twin = self.fake_twin(model, staging)
         env = {**twin, "OMPIPE_FAKE_ATC_CANN": self.run.cann} if self.run.options.toolchain == "fake" else twin
-        outcome = execute(argv, cwd=staging, log=self.log, env=env)  # cwd: fusion_result.json stays out of the user's way
+        outcome = execute(argv, cwd=staging, log=self.log, env=env, timeout=self.config.timeout)  # cwd: fusion_result.json stays out of the user's way
         warnings = self.write_lint(model, flags)  # after atc's own lines: the log starts with its argv
         result = atc_tool.parse_output(outcome.output)
         if outcome.returncode != 0 or not result.ok:

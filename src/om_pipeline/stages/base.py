@@ -80,7 +80,8 @@ class Stage:
         config = self.config
         # Defaults left out: a field a newer ompipe adds (with its default) must not rerun every
         # stage of every model; a value the recipe states is kept, so changing it still counts.
-        return config.model_dump(mode="json", exclude_defaults=True) if hasattr(config, "model_dump") else {}
+        # A tool's time limit changes no output: it is no parameter.
+        return config.model_dump(mode="json", exclude_defaults=True, exclude={"timeout"}) if hasattr(config, "model_dump") else {}
 
     def commands(self) -> list[list[str]]:
         """The exact argv of each tool run (shown by --dry-run); none for in-process stages."""

@@ -40,7 +40,9 @@ class CloneStage(Stage):
         try:
             missing = git.clone_at_commit(self.source(), self.config.commit, self.staged(staging, "src"), self.log)
         except StageFailed as exc:
-            if self.run.options.source is None:  # cloning from the URL: often an air-gapped server
+            # git's error named no cause we know; cloning from the URL, the likeliest is an
+            # air-gapped server
+            if self.run.options.source is None and not git.error_hint("\n".join(exc.details)):
                 exc.hint = f"no network to {self.config.repo}? pass --source PATH to a local clone or mirror; full log: {self.log}"
             raise
         return StageResult(info={"source": self.source(), "commit": self.config.commit, "absent_files": missing})

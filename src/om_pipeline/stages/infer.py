@@ -126,7 +126,7 @@ class InferStage(Stage):
         raw = staging / RAW / (view or "")
         # ais_bench refuses an existing --output that group or others may read or write (<= 0o750).
         raw.mkdir(mode=0o750, parents=True)
-        outcome = execute(argv, cwd=staging, log=self.log)
+        outcome = execute(argv, cwd=staging, log=self.log, timeout=self.config.timeout)
         info = (run_msame(outcome, raw, out, self.log) if self.run.tool == "msame"
                 else run_ais_bench(outcome, raw, out, self.log, output_dirname(argv)))
         missing = [f"{i}_{k}" for i in ids for k in range(len(self.run.result_outputs)) if not _has_output(out, f"{i}_{k}")]

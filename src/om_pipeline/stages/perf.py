@@ -53,7 +53,7 @@ class PerfStage(Stage):
         else:
             argv = self.argv(staging)
             (staging / RAW).mkdir(mode=0o750)
-            outcome = execute(argv, cwd=staging, log=self.log)
+            outcome = execute(argv, cwd=staging, log=self.log, timeout=self.config.timeout)
             stats = (msame_stats if self.run.tool == "msame" else ais_bench_stats)(outcome, self.run.bs, self.log)
         record = {"tool": self.run.tool, "bs": self.run.bs, **stats}
         write_json_atomic(self.staged(staging, self.run.result_name("perf")), record)

@@ -23,6 +23,15 @@ _STAT = re.compile(r"(min|max|mean|median|percentile\(99%\)) = ([0-9.eE+-]+|nan|
 _OUTPUT_PATH = re.compile(r"^\[INFO\] output path:(.*)$", re.MULTILINE)
 RESULT_DIR_NAME = re.compile(r"\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}")  # time.strftime("%Y_%m_%d-%H_%M_%S")
 _TRACEBACK = "Traceback (most recent call last):"
+# ais_bench since 2023 (path_security_check.py, ascend-tools.md 2.2) refuses a path holding any
+# other character, and caps --batchsize (check_int_args_max_limit).
+_LEGAL_PATH_CHARACTER = re.compile(r"[A-Za-z0-9_/.-]")
+MAX_BATCHSIZE = 4096
+
+
+def illegal_path_characters(path: str) -> str:
+    """The characters of `path` that ais_bench refuses, each once, sorted ('' when none)."""
+    return "".join(sorted(set(_LEGAL_PATH_CHARACTER.sub("", path))))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@ npu-smi, an export environment's python) goes through `execute()`, as tox's `Exe
 
 - argv lists only, never a shell;
 - output is streamed to the stage log (argv at its top) and kept for the parsers;
-- Ctrl-C kills the child's whole process group, so no orphaned atc keeps writing;
+- Ctrl-C, SIGTERM and SIGHUP (turned into KeyboardInterrupt by the CLI) kill the child's whole
+  process group, so no orphaned atc keeps writing; if ompipe itself is killed with SIGKILL, the
+  kernel kills the child (PR_SET_PDEATHSIG on Linux; the child's own children are its business);
+- `timeout` (a recipe's per-stage `timeout:`) kills the group when it expires: ToolTimeout;
 - tests swap the executor with `swapped(fn)` and see every request.
 
 The toolchain (`real` or `fake`) is an environment overlay applied to every request: the fake
@@ -17,11 +20,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from .. import interrupts
 from ..errors import UserError
 
 
@@ -78,6 +83,7 @@ def format_argv(argv: Sequence[str]) -> str:
 
 
 def run_subprocess(request: Request) -> Outcome:
+    interrupts.raise_if_stopping()  # no new tool once ompipe is stopping
     started = time.monotonic()
     log = open(request.log, "a", encoding="utf-8") if request.log else None
     if log:
@@ -98,26 +104,84 @@ def run_subprocess(request: Request) -> Outcome:
                 text=True,
                 errors="replace",
                 start_new_session=True,  # its own process group, so Ctrl-C can take it all down
+                preexec_fn=_die_with(os.getpid()) if _can_die_with_parent() else None,
             )
         except FileNotFoundError:
             raise UserError(
                 f"{request.argv[0]} not found on PATH",
                 hint="source the CANN set_env.sh (atc, ais_bench), install the tool, or use --toolchain fake",
             ) from None
+        # The output is read until the tool closes it, so a tool that hangs silently is stopped
+        # from another thread; the read then ends.
+        timed_out = threading.Event()
+        timer = threading.Timer(request.timeout, _stop_on_timeout, (proc, timed_out)) if request.timeout else None
         try:
+            # A signal that came while the tool started may have been dropped (an at-fork hook).
+            interrupts.raise_if_stopping()
+            if timer:
+                timer.start()
             for line in proc.stdout:
                 chunks.append(line)
                 if log:
                     log.write(line)
                     log.flush()
-            returncode = proc.wait(timeout=request.timeout)
+            returncode = proc.wait()
+            interrupts.raise_if_stopping()
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            if timer:
+                timer.cancel()
+                timer.join()
+        if timed_out.is_set():
+            raise ToolTimeout(f"{request.argv[0]} did not finish within its timeout of {request.timeout:g} s and was stopped",
+                              hint="the recipe's `timeout:` for this stage sets the limit (recipes/README.md)"
+                                   + (f"; log: {request.log}" if request.log else ""))
     finally:
         if log:
             log.close()
     return Outcome(tuple(request.argv), returncode, "".join(chunks), time.monotonic() - started)
+
+
+class ToolTimeout(UserError):
+    """A tool ran past the timeout its stage gives it and was killed."""
+
+
+def _stop_on_timeout(proc: subprocess.Popen, timed_out: threading.Event) -> None:
+    timed_out.set()
+    _kill_group(proc)
+
+
+def _can_die_with_parent() -> bool:
+    # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: only the main thread
+    # lives as long as ompipe.
+    return _prctl is not None and threading.current_thread() is threading.main_thread()
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    def set_parent_death_signal() -> None:  # runs in the child, between fork and exec
+        die_with_parent()
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return set_parent_death_signal
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies (a SIGKILLed ompipe
+    cannot stop its tools or workers itself). Elsewhere: nothing."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+_prctl = None
+if sys.platform.startswith("linux"):
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

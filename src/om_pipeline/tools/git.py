@@ -13,14 +13,38 @@ from ..errors import StageFailed, UserError
 from .execute import Outcome, execute
 
 
+# What git's own error output says -> what to do about it; the first match wins.
+ERROR_HINTS = (
+    (("No space left on device", "Disk quota exceeded"),
+     "the disk is full: free some space under the work directory (or use a --workdir on a larger disk), then rerun"),
+    (("Could not resolve host", "Failed to connect", "Connection timed out", "Connection refused",
+      "Network is unreachable", "Could not resolve proxy"),
+     "git could not reach the remote: no network? on an air-gapped machine pass --source PATH to a local clone or mirror"),
+    (("Authentication failed", "could not read Username", "Permission denied (publickey)"),
+     "the remote asks for credentials (a private or mistyped repository?): check the recipe's clone.repo, or pass --source PATH"),
+    (("Repository not found", "does not appear to be a git repository", "does not exist", "not found"),
+     "no repository there: check the recipe's clone.repo or the --source path"),
+    (("index.lock", "Another git process"),
+     "another git process is working in this checkout: wait for it, or remove the stale .git/index.lock"),
+    (("Permission denied", "Read-only file system"),
+     "git cannot write there: check the work directory's permissions"),
+)
+
+
+def error_hint(output: str) -> str | None:
+    """The hint matching git's error output, or None when none does."""
+    return next((hint for needles, hint in ERROR_HINTS if any(n in output for n in needles)), None)
+
+
 def git(args: list[str], repo: Path | None, log: Path | None, *, check: bool = True) -> Outcome:
     argv = ["git", *(["-C", str(repo)] if repo else []), *args]
     outcome = execute(argv, log=log, env={"GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1"})
     if check and not outcome.ok:
+        hint = "; ".join(filter(None, [error_hint(outcome.output), f"full log: {log}" if log else None]))
         raise StageFailed(
             f"`{' '.join(argv[:4])} ...` failed (exit {outcome.returncode})",
             details=outcome.output.strip().splitlines()[-8:],
-            hint=f"full log: {log}" if log else None,
+            hint=hint or None,
         )
     return outcome
 
