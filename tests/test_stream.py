@@ -63,6 +63,7 @@ def test_a_mergeable_evaluator_runs_in_worker_processes_with_the_same_metric(omp
     from om_pipeline.testing import toy_plugin
 
     monkeypatch.setattr(toy_plugin, "evaluator", lambda data, params: MergeableTop1())
+    monkeypatch.setattr(toy_plugin, "EVALUATE_IN_WORKERS", True, raising=False)
     common = ("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--toolchain", "fake", "--backend", "onnxruntime", "--bs", "2")
     assert ompipe(*common).code == 0
     files = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs2.json").read_text())["metrics"]

@@ -87,7 +87,7 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
 @contextlib.contextmanager
 def _evaluation(run, samples: list[Sample], evaluator, workers: int | None) -> Iterator[Callable[[Sample, Any], None]]:
     """add(sample, reduced outputs): the evaluator's own here, or its shards' in worker processes."""
-    shards = evaluation_workers(evaluator, workers)
+    shards = evaluation_workers(run.plugin, evaluator, workers)
     if shards == 0:
         yield evaluator.add
         return
@@ -95,11 +95,15 @@ def _evaluation(run, samples: list[Sample], evaluator, workers: int | None) -> I
         yield sharded.add
 
 
-def evaluation_workers(evaluator, requested: int | None) -> int:
-    """Processes for postprocessing and the metric's update: `--workers` when given, else one
-    per usable core (up to MAX_DEFAULT_WORKERS) on 2 cores or more; 0 (this process) when the
-    evaluator cannot be split (no state/merge)."""
-    if not (hasattr(evaluator, "state") and hasattr(evaluator, "merge")):
+def evaluation_workers(plugin, evaluator, requested: int | None) -> int:
+    """Processes for postprocessing and the metric's update, for a plugin whose postprocessing
+    is heavier than the NPU's time per sample (EVALUATE_IN_WORKERS: SuperPoint's matching and
+    RANSAC, TransPose's DARK decoding and OKS-NMS) and whose evaluator can be split
+    (state/merge): `--workers` when given, else one per usable core (up to MAX_DEFAULT_WORKERS)
+    on 2 cores or more. Otherwise 0: this process scores while the NPU runs the next batch, and
+    an evaluator that scores as results arrive (COCO's per-image evaluation) leaves the least
+    after the last batch; merged shards would redo that at the end."""
+    if not getattr(plugin, "EVALUATE_IN_WORKERS", False) or not (hasattr(evaluator, "state") and hasattr(evaluator, "merge")):
         return 0
     if requested is not None:
         return requested
