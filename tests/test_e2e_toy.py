@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
+import onnx
 import pytest
 
+from om_pipeline import fp16
 from om_pipeline.testing import toy_plugin
 from om_pipeline.testing.dry_run import closing_table
 from om_pipeline.tools import execute
@@ -27,8 +28,9 @@ def run_toy(ompipe, toy, *extra):
 
 def expected_metrics(toy, workdir: Path, bs: int) -> dict[str, float]:
     """The metric computed directly: the plugin's preprocessing, ONNX Runtime on the exported
-    model, one sample at a time (no batching, no files, no fake tools)."""
-    session = onnxruntime.InferenceSession(str(workdir / f"toy/onnx/toy_bs{bs}.ascend.sim.onnx"), providers=["CPUExecutionProvider"])
+    model computing as the .om does (ATC's default force_fp16, emulated), one sample at a time
+    (no batching, no files, no fake tools)."""
+    session = fp16.session(onnx.load(str(workdir / f"toy/onnx/toy_bs{bs}.ascend.sim.onnx")), fp16.Precision())
     evaluator = toy_plugin.evaluator(toy.data, {})
     for sample in toy_plugin.list_samples(toy.data, {}):
         (image,) = toy_plugin.preprocess(sample, {})
@@ -49,8 +51,10 @@ def test_full_run_with_fake_toolchain_then_all_cached(ompipe, toy, tmp_path):
     assert results["argv"]["atc"][0] == "atc" and "--input_shape=image:4,3,16,16" in results["argv"]["atc"]
     assert results["argv"]["infer"][1:3] == ["-m", "ais_bench"]
     assert results["perf"]["fps"] > 0 and results["perf"]["batchsize"] == 4
-    assert results["compare"]["rungs"] == ["pytorch", "onnx", "simplified onnx", "om"]
-    assert results["compare"]["stats"]["om"]["logits"]["cosine"] == pytest.approx(1, abs=1e-6)
+    assert results["compare"]["rungs"] == ["pytorch", "onnx", "simplified onnx", "om (fp16 emulated)"]
+    assert 0.999 < results["compare"]["stats"]["om (fp16 emulated)"]["logits"]["cosine"] < 1
+    assert results["compare"]["stats"]["simplified onnx"]["logits"]["cosine"] == pytest.approx(1, abs=1e-6)
+    assert results["precision"] == "fp16-emulated" and "emulated fp16" in results["provenance"]
     assert results["weights"]["verified_by"] == "sha256" and not results["random_weights"]  # the toy pins both; sha256 is checked first
     assert (tmp_path / "work/toy/om/toy_bs4.om").is_file()
     assert not (tmp_path / "work/toy/.staging").exists() or not any((tmp_path / "work/toy/.staging").iterdir())
@@ -120,8 +124,34 @@ def test_onnxruntime_backend_gives_the_same_metric(ompipe, toy, tmp_path):
     ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"]
     ort = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs4.json").read_text())["metrics"]
     assert ort["top1"] == ais["top1"]
-    assert ort["mean_confidence"] == pytest.approx(ais["mean_confidence"], rel=1e-6)
+    assert ort["mean_confidence"] == pytest.approx(ais["mean_confidence"], rel=1e-3)  # fp32 vs the .om's fp16
+    assert ort["mean_confidence"] != ais["mean_confidence"]
     assert closing_table(result.out)["clone"] == "CACHED"  # backend-independent stages are shared
+
+
+def test_onnxruntime_fp16_preview_gives_the_om_metric_beside_fp32(ompipe, toy, tmp_path):
+    assert run_toy(ompipe, toy).code == 0
+    assert run_toy(ompipe, toy, "--backend", "onnxruntime").code == 0
+    result = run_toy(ompipe, toy, "--backend", "onnxruntime", "--precision", "fp16")
+    assert result.code == 0, result.err
+    table = closing_table(result.out)
+    assert table["infer-bs4-onnxruntime-fp16"] == table["eval-bs4-onnxruntime-fp16"] == "RUN"
+    assert table["perf-bs4-onnxruntime-fp16"] == "SKIPPED" and table["export-bs4-onnxruntime"] == "CACHED"
+    results = tmp_path / "work/toy/results"
+    ais = json.loads((results / "toy_ais_bench_bs4.json").read_text())
+    fp32 = json.loads((results / "toy_onnxruntime_bs4.json").read_text())
+    half = json.loads((results / "toy_onnxruntime_bs4_fp16.json").read_text())
+    assert (fp32["precision"], half["precision"], ais["precision"]) == ("fp32", "fp16-emulated", "fp16-emulated")
+    assert fp32["provenance"] == [] and half["provenance"] == ["emulated fp16"]
+    assert half["metrics"]["mean_confidence"] == pytest.approx(ais["metrics"]["mean_confidence"], rel=1e-6)
+    assert half["metrics"]["mean_confidence"] != fp32["metrics"]["mean_confidence"]
+    assert half["compare"]["rungs"] == ["pytorch", "onnx", "simplified onnx", "onnx (fp16 emulated)"]
+    assert (tmp_path / "work/toy/infer/onnxruntime_bs4_fp16").is_dir() and (tmp_path / "work/toy/infer/onnxruntime_bs4").is_dir()
+
+
+def test_fp16_preview_needs_the_onnxruntime_backend(ompipe, toy):
+    result = run_toy(ompipe, toy, "--precision", "fp16")
+    assert result.code == 1 and "--backend onnxruntime" in result.err and "Traceback" not in result.err
 
 
 def test_random_weights_are_marked(ompipe, toy, tmp_path):
@@ -227,7 +257,7 @@ def test_fake_atc_runs_the_standard_op_twin_of_an_ascend_only_graph(ompipe, toy,
     assert result.code == 0, result.err
     assert "NPUMish" in [n.op_type for n in __import__("onnx").load(str(tmp_path / "work/toy/onnx/toy_bs4.ascend.onnx")).graph.node]
     compare = json.loads((tmp_path / "work/toy/results/compare_ais_bench_bs4.json").read_text())
-    assert compare["rungs"] == ["pytorch", "om"]  # the Ascend graph is no ONNX Runtime rung
+    assert compare["rungs"] == ["pytorch", "om (fp16 emulated)"]  # the Ascend graph is no ONNX Runtime rung
     ort = run_toy(ompipe, toy, "--backend", "onnxruntime")
     assert ort.code == 0, ort.err
     ais = json.loads((tmp_path / "work/toy/results/toy_ais_bench_bs4.json").read_text())["metrics"]

@@ -3,6 +3,7 @@
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -47,6 +48,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the 
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --backend onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 Wait = Annotated[bool, typer.Option("--wait", help="when another ompipe is writing to this model's work directory, wait for it instead of stopping")]
 
@@ -74,12 +76,13 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers, cann=cann, wait=wait)
+                       stream=stream, workers=workers, cann=cann, wait=wait,
+                       precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -89,11 +92,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None, cann: Cann = None,
-          wait: Wait = False, recipes: RecipeDirs = None) -> None:
+          wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
-                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait)
+                       dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait,
+                       precision=precision)
     raise typer.Exit(commands.run(model, options, recipes or []))
 
 
@@ -168,8 +172,17 @@ def synth_hpatches(out: Annotated[Path, typer.Argument(help="directory to write 
 INTERRUPTED = "interrupted: the stage in progress was discarded; rerun to continue"
 
 
+def no_group_or_other_write() -> None:
+    """ais_bench refuses a model, input or output path that its group or others may write to
+    (docs/ais_bench-args.md, path rules), so under a common `umask 002` every `.om` and `.bin`
+    ompipe or atc wrote would be refused at infer, after minutes of export and atc. Mask those
+    bits for everything ompipe and its tools create; a stricter umask is kept as it is."""
+    os.umask(os.umask(0) | 0o022)
+
+
 def main(argv: list[str] | None = None) -> int:
     lock.set_command_line(list(sys.argv[1:] if argv is None else argv))
+    no_group_or_other_write()
     with interrupts.handled():  # SIGTERM and SIGHUP stop ompipe as Ctrl-C does
         try:
             code = app(args=argv, standalone_mode=False, prog_name="ompipe")

@@ -19,6 +19,7 @@ from .state import StateStore, digest_of
 from .tools import execute
 
 BACKENDS = ("ais_bench", "onnxruntime")
+PRECISIONS = ("fp32", "fp16")
 TARGET_OF_BACKEND = {"ais_bench": "ascend", "onnxruntime": "onnxruntime"}
 
 
@@ -49,6 +50,9 @@ class Options:
     stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files
     workers: int | None = None  # preprocessing processes (None: workers.workers_for decides)
     cann: str | None = None  # ATC op table generation ("8", "5"); None: the installed CANN's, else 8
+    # fp32, or fp16: with --backend onnxruntime, the model computes as the .om would under the
+    # recipe's atc precision_mode (ATC's default force_fp16), emulated (om_pipeline.fp16)
+    precision: str = "fp32"
 
     @property
     def plans_only(self) -> bool:
@@ -66,6 +70,11 @@ def resolve_backend(options: Options) -> tuple[str, str | None]:
     """(backend, note to print once). The fake toolchain counts as CANN being present."""
     if options.infer_tool not in (None, "ais_bench", "msame"):
         raise UserError(f"unknown inference tool {options.infer_tool!r}", hint="choose ais_bench or msame")
+    if options.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {options.precision!r}", hint=f"choose one of {', '.join(PRECISIONS)}")
+    if options.precision != "fp32" and options.backend != "onnxruntime":
+        raise UserError(f"--precision {options.precision} previews the .om's numerics with --backend onnxruntime",
+                        hint="add --backend onnxruntime; the .om itself computes as the recipe's atc precision_mode says")
     if options.backend:
         if options.backend not in BACKENDS:
             raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
@@ -106,6 +115,50 @@ class Run:
             return "onnxruntime"
         infer = self.recipe.stages.infer or self.recipe.stages.perf
         return self.options.infer_tool or (infer.tool if infer else "ais_bench")
+
+    @property
+    def tool_variant(self) -> str:
+        """The tool, and `-fp16` for the emulated-fp16 preview: names the per-tool stage records."""
+        return f"{self.tool}{self.precision_suffix.replace('_', '-')}"
+
+    @property
+    def emulated_precision(self):
+        """The fp16.Precision ONNX Runtime computes with (--precision fp16: the recipe's atc
+        precision_mode, emulated), or None for plain fp32."""
+        if self.backend != "onnxruntime" or self.options.precision == "fp32":
+            return None
+        from .fp16 import Precision
+
+        atc = self.recipe.stages.atc
+        return Precision(atc.precision_mode if atc else "force_fp16")
+
+    @property
+    def numerics(self) -> str:
+        """How the model's numbers are made: fp32, fp16-emulated (the fake .om, or ONNX Runtime
+        with --precision fp16), or `npu (<precision_mode>)` for a real .om."""
+        if self.backend == "onnxruntime":
+            precision = self.emulated_precision
+            return precision.numerics if precision else "fp32"
+        if self.options.toolchain == "fake":
+            from .fp16 import precision_of
+            from .testing.fake_om import NotAFakeOm, read_fake_om_meta
+
+            try:
+                return precision_of(read_fake_om_meta(self.path(self.om_name))).numerics
+            except (OSError, NotAFakeOm):
+                return "unknown (no fake .om)"
+        atc = self.recipe.stages.atc
+        return f"npu ({atc.precision_mode if atc else 'force_fp16'})"
+
+    def precision_params(self) -> dict[str, str]:
+        """What the model's numbers depend on beyond its files, for the fingerprints of the stages
+        that run it: the emulated precision (--precision fp16), or the fake .om's numerics (the
+        fake runtime emulates atc's precision mode; a cached fp32 run of an older fake reruns)."""
+        if self.emulated_precision:
+            return {"precision": self.emulated_precision.mode}
+        if self.backend == "ais_bench" and self.options.toolchain == "fake":
+            return {"fake_om_numerics": self.numerics}
+        return {}
 
     @property
     def model_stage(self) -> str:
@@ -229,15 +282,20 @@ class Run:
 
     @property
     def infer_name(self) -> str:
-        return f"infer/{self.tool}_bs{self.bs}"
+        return f"infer/{self.tool}_bs{self.bs}{self.precision_suffix}"
 
     @property
     def mode_suffix(self) -> str:
         """Streaming results sit beside the files mode's, not over them."""
         return "_stream" if self.options.stream else ""
 
+    @property
+    def precision_suffix(self) -> str:
+        """The emulated-fp16 preview's outputs and results sit beside the fp32 ones, not over them."""
+        return "_fp16" if self.options.precision == "fp16" else ""
+
     def result_name(self, what: str) -> str:
-        return f"results/{what}_{self.tool}_bs{self.bs}{self.mode_suffix}.json"
+        return f"results/{what}_{self.tool}_bs{self.bs}{self.mode_suffix}{self.precision_suffix}.json"
 
     @property
     def model_onnx(self) -> str:

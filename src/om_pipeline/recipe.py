@@ -217,6 +217,9 @@ class Tolerance(Strict):
 class CompareStage(Strict):
     samples: int = Field(4, ge=1, description="how many dataset samples make the golden inputs")
     tolerance: Tolerance = Tolerance()
+    fp16_tolerance: Optional[Tolerance] = Field(
+        None, description="for the rungs that compute at fp16 (the .om under atc's force_fp16, emulated or on the "
+                          "NPU; ONNX Runtime with --precision fp16); default: tolerance")
 
 
 class InferStage(InferTool):

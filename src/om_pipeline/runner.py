@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import interrupts, versions
+from . import fp16, interrupts, versions
 from .context import Run
 from .errors import StageFailed, UserError, disk_full_error
 from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
@@ -237,6 +237,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "tool": run.tool,
         "mode": "stream" if run.options.stream else "files",
         "target": run.target,
+        "precision": run.numerics,  # how the numbers were computed: fp32, fp16-emulated, npu (<mode>)
         "toolchain": run.options.toolchain,
         "weights": weights,
         "random_weights": weights.get("mode") == "random",
@@ -250,14 +251,14 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
         "stages": [asdict(row) for row in report.rows],
         "versions": versions.report(run.options.toolchain),
-        "provenance": provenance_labels(records, weights),
+        "provenance": provenance_labels(records, weights, run.numerics),
     }
-    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}.json")
+    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}{run.precision_suffix}.json")
     write_json_atomic(path, results)
     return path, results
 
 
-def provenance_labels(records: dict[str, dict | None], weights: dict) -> list[str]:
+def provenance_labels(records: dict[str, dict | None], weights: dict, numerics: str) -> list[str]:
     """What made the numbers, when it is not the real thing: short labels that every result and
     report shows beside them. Read from the records of the stages that made them (their
     fingerprints name the toolchain), so a label cannot be lost to a cached stage."""
@@ -266,6 +267,8 @@ def provenance_labels(records: dict[str, dict | None], weights: dict) -> list[st
         labels.append("fake toolchain")
     if weights.get("mode") == "random":
         labels.append("random weights")
+    if numerics == "fp16-emulated":
+        labels.append(fp16.LABEL)
     if any((record or {}).get("parts", {}).get("tools", {}).get("npu") for record in records.values()):
         labels.append("paced emulator")  # versions.fake_npu: outputs replayed by the fake's paced NPU
     return labels

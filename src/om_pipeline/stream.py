@@ -28,10 +28,10 @@ from .stages.preprocess import model_inputs
 from .workers import MAX_DEFAULT_WORKERS, BatchRing, call_job, forked_pool, start_worker, usable_cores, workers_for
 
 class OnnxRuntimeModel:
-    def __init__(self, onnx_path: Path, model_io):
+    def __init__(self, onnx_path: Path, model_io, precision=None):
         from .backends.onnxruntime import session
 
-        self._session = session(onnx_path)
+        self._session = session(onnx_path, precision)
         self._inputs = [spec.name for spec in model_io.inputs]
         self._outputs = [spec.name for spec in model_io.outputs]
 
@@ -175,7 +175,8 @@ def _shard_state() -> dict:
 
 def _model(run):
     if run.tool == "onnxruntime":
-        return OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}))
+        return OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
+                                run.emulated_precision)
     return InferSessionModel(run.path(run.om_name), run.options.toolchain)
 
 

@@ -27,7 +27,10 @@ from om_pipeline.recipe import find_recipe
 from om_pipeline.stages.eval import read_outputs
 
 SMALL = (128, 192)
-TOOLS = {"msame": (), "ais_bench": ("--infer-tool", "ais_bench"), "onnxruntime": ("--backend", "onnxruntime")}
+# ONNX Runtime previews the .om's numerics (ATC's force_fp16, emulated as the fake .om computes):
+# the three tools then compute the same tensors
+TOOLS = {"msame": (), "ais_bench": ("--infer-tool", "ais_bench"), "onnxruntime": ("--backend", "onnxruntime", "--precision", "fp16")}
+SUFFIX = {"onnxruntime": "_fp16"}
 
 
 def small_recipe(directory):
@@ -46,16 +49,16 @@ def small_recipe(directory):
 
 
 def results(tmp_path, tool):
-    return json.loads((tmp_path / f"work/gfocalv2/results/gfocalv2_{tool}_bs1.json").read_text())
+    return json.loads((tmp_path / f"work/gfocalv2/results/gfocalv2_{tool}_bs1{SUFFIX.get(tool, '')}.json").read_text())
 
 
-def ground_truth_from_detections(tmp_path, coco, keep_empty: set[int]):
-    """Rewrite the annotations: ONNX Runtime's 3 best detections per image become the ground
-    truth of the 8 images run, except those in `keep_empty`."""
+def ground_truth_from_detections(tmp_path, coco, keep_empty: set[int], infer_name: str = "onnxruntime_bs1_fp16"):
+    """Rewrite the annotations: ONNX Runtime's 3 best detections per image (from
+    `infer/<infer_name>`) become the ground truth of the 8 images run, except those in `keep_empty`."""
     recipe = find_recipe(str(tmp_path / "recipes/gfocalv2.yaml")).recipe
     params = recipe.stage_params("eval")
     evaluator = plugin.evaluator(coco, params)
-    infer = tmp_path / "work/gfocalv2/infer/onnxruntime_bs1"
+    infer = tmp_path / "work/gfocalv2/infer" / infer_name
     for sample in plugin.list_samples(coco, params)[:8]:
         evaluator.add(sample, read_outputs(infer, sample.id, recipe.model.outputs_for("onnxruntime")))
     best: dict[int, list] = {}
@@ -95,7 +98,7 @@ def test_native_path_runs_with_msame_ais_bench_and_onnxruntime(ompipe, tmp_path)
     specs = find_recipe(str(recipes / "gfocalv2.yaml")).recipe.model.outputs_for("onnxruntime")
     infer = tmp_path / "work/gfocalv2/infer"
     for sample_id in ("000000001000", "000000001259"):
-        want = read_outputs(infer / "onnxruntime_bs1", sample_id, specs)
+        want = read_outputs(infer / "onnxruntime_bs1_fp16", sample_id, specs)
         for tool in ("msame", "ais_bench"):
             for got, expected in zip(read_outputs(infer / f"{tool}_bs1", sample_id, specs), want):
                 assert np.allclose(got, expected, rtol=1e-5, atol=1e-4)

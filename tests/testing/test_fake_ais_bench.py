@@ -7,9 +7,10 @@ import os
 import re
 
 import numpy as np
-import onnxruntime
+import onnx
 import pytest
 
+from om_pipeline import fp16
 from om_pipeline.testing.toolchain import FAKE_PYTHON
 from om_pipeline.tools import ais_bench
 
@@ -24,7 +25,8 @@ def write_samples(directory, count, seed=0):
 
 
 def reference_outputs(tiny_onnx, sample):
-    session = onnxruntime.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    """What the .om computes: ATC's default force_fp16, emulated (om_pipeline.fp16)."""
+    session = fp16.session(onnx.load(str(tiny_onnx)), fp16.Precision())
     return session.run(["y", "m"], {"x": sample})
 
 

@@ -15,9 +15,16 @@ import numpy as np
 from ..progress import progress
 
 
-def session(onnx_path: Path):
+def session(onnx_path: Path, precision=None):
+    """A CPU session; with `precision` (an fp16.Precision), computing as the .om would."""
     import onnxruntime
 
+    if precision is not None:
+        import onnx
+
+        from .. import fp16
+
+        return fp16.session(onnx.load(str(onnx_path)), precision)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise here
     return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

@@ -6,6 +6,11 @@ default has wrecked accuracy silently: Ascend/pytorch#125).
 
 PyTorch is the first rung when the plugin offers `torch_forward(ctx) -> callable(arrays) ->
 outputs`; otherwise the exported ONNX is the reference, and the report says so.
+
+The rungs that compute at fp16 are named so and held to the recipe's `fp16_tolerance`: the fake
+.om under ATC's force_fp16 ("om (fp16 emulated)", om_pipeline.fp16), ONNX Runtime with
+`--precision fp16` ("onnx (fp16 emulated)"), and a real .om whose precision_mode reduces. A
+value fp16 cannot hold (above 65504: inf, or NaN after it) stops the run naming the output.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fp16
 from ..errors import StageFailed
 from ..state import Fingerprint, write_json_atomic
 from .base import Stage, StageResult, write_log_header
@@ -20,14 +26,24 @@ from .dataset import load_samples
 from .preprocess import model_inputs
 
 
+OM_FP16 = "om (fp16 emulated)"
+ONNX_FP16 = "onnx (fp16 emulated)"
+
+
 def similarity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Cosine, max abs and relative L2 error over the values finite in both, and how many values
+    the candidate lost to inf / NaN where the reference is finite (`nonfinite`)."""
     a = np.asarray(reference, np.float64).ravel()
     b = np.asarray(candidate, np.float64).ravel()
+    lost = np.isfinite(a) & ~np.isfinite(b)
+    both = np.isfinite(a) & np.isfinite(b)
+    a, b = a[both], b[both]
     norms = np.linalg.norm(a) * np.linalg.norm(b)
     return {
         "cosine": float(a @ b / norms) if norms else float(np.array_equal(a, b)),
         "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0,
         "rel_l2": float(np.linalg.norm(a - b) / np.linalg.norm(a)) if np.linalg.norm(a) else float(np.linalg.norm(b)),
+        "nonfinite": int(lost.sum()),
     }
 
 
@@ -37,7 +53,7 @@ class CompareStage(Stage):
 
     @property
     def variant(self) -> str:
-        return self.run.tool
+        return self.run.tool_variant
 
     def needs(self) -> list[str]:
         stages = self.run.recipe.stages
@@ -48,6 +64,7 @@ class CompareStage(Stage):
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "bs": self.run.bs, "tool": self.run.tool}
+        params.update(self.run.precision_params())
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def tools_used(self) -> list[str]:
@@ -60,13 +77,16 @@ class CompareStage(Stage):
         outputs = {name: [forward(batch) for batch in feeds] for name, forward in rungs}
         reference_name = rungs[0][0]
         table = {name: self.stats(outputs[reference_name], outputs[name]) for name, _ in rungs[1:]}
+        tolerances = {name: self.tolerance(name).model_dump() for name, _ in rungs[1:]}
         record = {"reference": reference_name, "rungs": [name for name, _ in rungs], "stats": table,
-                  "samples": self.config.samples, "tolerance": self.config.tolerance.model_dump()}
+                  "samples": self.config.samples, "tolerance": self.config.tolerance.model_dump(),
+                  "tolerances": tolerances, "precision": self.run.numerics}
         write_json_atomic(self.staged(staging, self.run.result_name("compare")), record)
         broken = self.broken(table)
         if broken:
             raise StageFailed("golden comparison out of tolerance, before any dataset-wide evaluation", details=broken,
-                              hint="check atc's --precision_mode (default force_fp16) or the simplifier; "
+                              hint="check atc's --precision_mode (default force_fp16; must_keep_origin_dtype keeps fp32, "
+                                   "--keep_dtype keeps named nodes) or the simplifier; "
                                    f"numbers in {self.run.path(self.run.result_name('compare'))}")
         return StageResult(info=record)
 
@@ -101,8 +121,12 @@ class CompareStage(Stage):
             # The Ascend target's graph may hold ops only atc knows (DeformableConv2D): not a rung.
             if not nonstandard_ops(self.run.path(relative)):
                 rungs.append((name, OnnxRuntimeModel(self.run.path(relative), model_io)))
+        precision = self.run.emulated_precision
+        if precision and precision.reduces:
+            rungs.append((ONNX_FP16, OnnxRuntimeModel(self.run.path(self.run.model_onnx), model_io, precision)))
         if self.run.backend == "ais_bench":
-            rungs.append(("om", InferSessionModel(self.run.path(self.run.om_name), self.run.options.toolchain)))
+            name = OM_FP16 if self.run.numerics == "fp16-emulated" else "om"
+            rungs.append((name, InferSessionModel(self.run.path(self.run.om_name), self.run.options.toolchain)))
         if len(rungs) < 2:
             raise StageFailed("nothing to compare: the plugin has no torch_forward and the graph has Ascend-only ops",
                               hint="add torch_forward(ctx) to the plugin, or drop the compare stage from the recipe")
@@ -114,14 +138,27 @@ class CompareStage(Stage):
         for index, spec in enumerate(self.run.result_outputs):
             values = [similarity(ref[index], cand[index]) for ref, cand in zip(reference, candidate)]
             result[spec.name] = {"cosine": min(v["cosine"] for v in values), "max_abs": max(v["max_abs"] for v in values),
-                                 "rel_l2": max(v["rel_l2"] for v in values)}
+                                 "rel_l2": max(v["rel_l2"] for v in values), "nonfinite": sum(v["nonfinite"] for v in values)}
         return result
 
+    def computes_fp16(self, rung: str) -> bool:
+        """The emulated rungs, and a real .om whose precision_mode reduces (ATC's default does)."""
+        atc = self.run.recipe.stages.atc
+        real_om = rung == "om" and self.run.options.toolchain != "fake"
+        return rung in (OM_FP16, ONNX_FP16) or (real_om and fp16.reduces(atc.precision_mode if atc else fp16.DEFAULT_MODE))
+
+    def tolerance(self, rung: str):
+        return (self.config.fp16_tolerance if self.computes_fp16(rung) else None) or self.config.tolerance
+
     def broken(self, table: dict) -> list[str]:
-        tolerance = self.config.tolerance
         problems = []
         for rung, outputs in table.items():
+            tolerance = self.tolerance(rung)
             for output, stats in outputs.items():
+                if stats["nonfinite"]:
+                    problems.append(f"{rung} {output}: {stats['nonfinite']} value(s) inf or NaN where the reference is "
+                                    "finite: fp16 overflow (|x| > 65504) in this output or before it")
+                    continue
                 if stats["cosine"] < tolerance.cosine:
                     problems.append(f"{rung} {output}: cosine {stats['cosine']:.6f} < {tolerance.cosine}")
                 if tolerance.rel_l2 is not None and stats["rel_l2"] > tolerance.rel_l2:

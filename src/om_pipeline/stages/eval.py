@@ -20,7 +20,7 @@ class EvalStage(Stage):
 
     @property
     def variant(self) -> str:
-        return f"{self.run.tool}{self.run.mode_suffix.replace('_', '-')}"
+        return f"{self.run.tool_variant}{self.run.mode_suffix.replace('_', '-')}"
 
     def needs(self) -> list[str]:
         if not self.run.options.stream:
@@ -38,8 +38,9 @@ class EvalStage(Stage):
 
     def fingerprint(self) -> Fingerprint:
         params = {**self.params(), "recipe params": self.run.recipe.params}
-        if self.run.options.stream:  # preprocessing happens here too, so its settings count
+        if self.run.options.stream:  # preprocessing and inference happen here too, so their settings count
             params.update(bs=self.run.bs, **preprocessing_params(self.run))
+            params.update(self.run.precision_params())
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def tools_used(self) -> list[str]:
@@ -61,6 +62,7 @@ class EvalStage(Stage):
             write_json_atomic(artifacts / f"{name}.json", value)
         weights = read_json(self.run.path("weights.json")) or {}
         record = {"metrics": metrics, "samples": len(samples), "tool": self.run.tool, "bs": self.run.bs,
+                  "precision": self.run.numerics,
                   "mode": "stream" if self.run.options.stream else "files", "weights": weights.get("mode", "none")}
         write_json_atomic(self.staged(staging, self.run.result_name("eval")), record)
         return StageResult(info=record)

@@ -61,7 +61,7 @@ class InferStage(Stage):
 
     @property
     def variant(self) -> str:
-        return self.run.tool
+        return self.run.tool_variant
 
     def skip_reason(self) -> str | None:
         return "--stream: inference runs in memory inside eval" if self.run.options.stream else None
@@ -82,6 +82,7 @@ class InferStage(Stage):
         else:
             params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
             fingerprint = Fingerprint(params=params)
+        fingerprint.params.update(self.run.precision_params())
         if self.run.chunked:  # preprocessing and the reduction happen here
             fingerprint.params.update(chunk=self.config.chunk, **preprocessing_params(self.run))
             fingerprint.inputs["plugin"] = self.run.plugin_source_digest()
@@ -138,7 +139,7 @@ class InferStage(Stage):
     @functools.cached_property
     def ort_session(self):
         """One ONNX Runtime session for every view and chunk (PointRend's graph is 190 MB)."""
-        return ort_backend.session(self.run.path(self.run.model_onnx))
+        return ort_backend.session(self.run.path(self.run.model_onnx), self.run.emulated_precision)
 
     def execute_chunked(self, staging: Path, samples: list) -> StageResult:
         size = self.config.chunk

@@ -21,7 +21,12 @@ class PerfStage(Stage):
 
     @property
     def variant(self) -> str:
-        return self.run.tool
+        return self.run.tool_variant
+
+    def skip_reason(self) -> str | None:
+        if self.run.emulated_precision:
+            return "--precision fp16 previews accuracy; throughput is measured at fp32 (or on the NPU)"
+        return None
 
     def needs(self) -> list[str]:
         return [self.run.model_stage]

@@ -46,6 +46,7 @@ from ..tools.atc import (
     out_node_tensors,
     parse_flags,
 )
+from .. import fp16
 from ..atc_ops import DEFAULT_CANN, SOLUTION_NEW, SOLUTION_OLD, atc_problems
 from .fake_om import write_fake_om
 
@@ -216,6 +217,7 @@ def convert(flags: Mapping[str, str], argv: list[str], env: Mapping[str, str]) -
     check_mode_and_framework(flags)
     check_required_flags(flags)
     check_emulated(flags)
+    check_precision_flags(flags)
     model = load_onnx(flags["model"])
     cann = env.get("OMPIPE_FAKE_ATC_CANN") or DEFAULT_CANN
     problems = atc_problems(model, flags, cann)
@@ -269,6 +271,30 @@ def check_emulated(flags: Mapping[str, str]) -> None:
     input_format = flags.get("input_format", "")
     if input_format and input_format not in ONNX_INPUT_FORMATS:
         raise invalid_value(input_format, "input_format", "The value must be NCHW, ND or NCDHW in ONNX model.")
+
+
+def check_precision_flags(flags: Mapping[str, str]) -> None:
+    """option_utils.cc CheckPrecisionModeV2Conflict / CheckKeepTypeParamValid; the values
+    themselves are checked while parsing (VALUE_RANGES). The fake .om computes as the mode says
+    (om_pipeline.fp16); the bf16 / hif8 modes (no 310P has them) are not emulated."""
+    if flags.get("precision_mode") and flags.get("precision_mode_v2"):
+        raise AtcFailure("E10056", "Cannot configure both parameters --precision_mode and --precision_mode_v2 simultaneously.")
+    for name in ("precision_mode", "precision_mode_v2"):
+        if flags.get(name) and flags[name] not in fp16.EMULATED_MODES:
+            raise not_emulated(flags[name], name)
+    keep = flags.get("keep_dtype")
+    if keep and not Path(keep).is_file():
+        raise AtcFailure("E10001", f"Value {keep} for parameter --keep_dtype is invalid. Reason: File defined by keep_dtype is not found.")
+
+
+def precision_meta(flags: Mapping[str, str]) -> dict:
+    """What the fake .om records for the fake runtime to compute with (fp16.precision_of)."""
+    meta = {"precision_mode": flags.get("precision_mode") or ("" if flags.get("precision_mode_v2") else "force_fp16")}
+    if flags.get("precision_mode_v2"):
+        meta["precision_mode_v2"] = flags["precision_mode_v2"]
+    if flags.get("keep_dtype"):
+        meta["keep_dtype"] = fp16.read_keep_dtype(Path(flags["keep_dtype"]))
+    return meta
 
 
 def load_onnx(path: str) -> onnx.ModelProto:
@@ -344,7 +370,7 @@ def compile_model(model: onnx.ModelProto, flags: Mapping[str, str], argv: list[s
         "framework": flags["framework"],
         "inputs": inputs,
         "outputs": outputs,
-        "precision_mode": flags.get("precision_mode") or "force_fp16",  # atc's default (§1.2)
+        **precision_meta(flags),  # atc's default force_fp16 (§1.2) when no mode is given
         "argv": argv,
     }
     return model.SerializeToString(), meta
