@@ -264,7 +264,8 @@ def _minutes(seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", choices=sorted(FULL_SET))
+    parser.add_argument("models", nargs="*", help=f"any of {sorted(FULL_SET)}")
+    parser.add_argument("--combine", nargs="+", type=Path, default=[], help="only write one table and chart from these JSONs")
     parser.add_argument("--n", action="append", default=[], metavar="MODEL=N",
                         help="samples for MODEL (default: N for a --floor seconds floor)")
     parser.add_argument("--floor", type=float, default=20.0, help="choose N so the floor is this many seconds")
@@ -277,8 +278,14 @@ def main() -> None:
     parser.add_argument("--setup-only", action="store_true", help="build, record and stop (with --keep: measure later)")
     options = parser.parse_args()
     from om_pipeline import bench as ompipe_bench
-    from om_pipeline import plots
 
+    if options.combine:
+        parts = [json.loads(path.read_text()) for path in options.combine]
+        write(options.out, [row for part in parts for row in part["rows"]], "; ".join(dict.fromkeys(part["machine"] for part in parts)))
+        return
+    unknown = [model for model in options.models if model not in FULL_SET]
+    if unknown or not options.models:
+        parser.error(f"models: give some of {', '.join(sorted(FULL_SET))}")
     rows = []
     root = options.keep or Path(tempfile_dir())
     for model in options.models:
@@ -297,16 +304,21 @@ def main() -> None:
               f"{runs['stream']['seconds']:.1f} s, floor {row['floor_s']:.1f} s ({time.perf_counter() - started:.0f} s)", flush=True)
     if options.setup_only:
         return
-    machine = f"{ompipe_bench.host_cpu()}, load average {os.getloadavg()[0]:.1f} at the end"
-    options.out.mkdir(parents=True, exist_ok=True)
-    data = {"machine": machine, "chip": CHIP, "rows": rows, "provenance": ["fake toolchain", "random weights", "paced emulator"]}
-    (options.out / "time_to_metric.json").write_text(json.dumps(data, indent=1))
-    text = markdown(rows, machine)
-    (options.out / "time_to_metric.md").write_text(text + "\n")
-    plots.save(plots.time_to_metric(rows, machine), options.out / "time_to_metric")
-    print(text)
+    write(options.out, rows, f"{ompipe_bench.host_cpu()}, load average {os.getloadavg()[0]:.1f} at the end")
     if not options.keep:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def write(out: Path, rows: list[dict], machine: str) -> None:
+    from om_pipeline import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"machine": machine, "chip": CHIP, "rows": rows, "provenance": ["fake toolchain", "random weights", "paced emulator"]}
+    (out / "time_to_metric.json").write_text(json.dumps(data, indent=1))
+    text = markdown(rows, machine)
+    (out / "time_to_metric.md").write_text(text + "\n")
+    plots.save(plots.time_to_metric(rows, machine), out / "time_to_metric")
+    print(text)
 
 
 def tempfile_dir() -> str:
