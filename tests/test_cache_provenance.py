@@ -199,7 +199,7 @@ def test_a_copied_work_directory_never_reads_the_original(ompipe, toy, tmp_path)
 def test_a_failed_atc_rerun_leaves_no_previous_om_or_results(ompipe, toy, tmp_path):
     assert run_toy(ompipe, toy).code == 0
     assert (tmp_path / "work/toy/om/toy_bs4.om").is_file() and (tmp_path / RESULTS).is_file()
-    edit_recipe(toy, "--input_shape=image:{bs},3,16,16", "--input_shape=images:{bs},3,16,16")
+    edit_recipe(toy, "--input_shape={input_shape}", "--input_shape=images:{bs},3,16,16")
     failed = run_toy(ompipe, toy)
     assert failed.code == 1
     assert not (tmp_path / "work/toy/om/toy_bs4.om").exists()

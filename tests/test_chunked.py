@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import export, list_samples, torch_forward
+from om_pipeline.testing.toy_plugin import Settings, export, list_samples, torch_forward
 
 
-def preprocess(sample, params):
+def preprocess(sample, settings):
     flag = os.environ.get("TOY_INTERRUPT_FLAG")
     if flag and sample.id == os.environ.get("TOY_INTERRUPT_AT") and not Path(flag).exists():
         Path(flag).touch()
         raise KeyboardInterrupt
-    return toy_plugin.preprocess(sample, params)
+    return toy_plugin.preprocess(sample, settings)
 
 
 def reduce_outputs(outputs):
@@ -42,7 +42,7 @@ class Evaluator(toy_plugin.Top1):
         super().add(sample, [logits])
 
 
-def evaluator(data, params):
+def evaluator(data, settings):
     return Evaluator()
 '''
 

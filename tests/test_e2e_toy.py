@@ -31,9 +31,10 @@ def expected_metrics(toy, workdir: Path, bs: int) -> dict[str, float]:
     model computing as the .om does (ATC's default force_fp16, emulated), one sample at a time
     (no batching, no files, no fake tools)."""
     session = fp16.session(onnx.load(str(workdir / f"toy/onnx/toy_bs{bs}.ascend.sim.onnx")), fp16.Precision())
-    evaluator = toy_plugin.evaluator(toy.data, {})
-    for sample in toy_plugin.list_samples(toy.data, {}):
-        (image,) = toy_plugin.preprocess(sample, {})
+    settings = toy_plugin.Settings()
+    evaluator = toy_plugin.evaluator(toy.data, settings)
+    for sample in toy_plugin.list_samples(toy.data, settings):
+        (image,) = toy_plugin.preprocess(sample, settings)
         batch = np.repeat(image[None], bs, axis=0)
         evaluator.add(sample, [session.run(None, {"image": batch})[0][0]])
     return evaluator.result()
@@ -80,7 +81,7 @@ def test_changed_parameter_reruns_exactly_the_downstream_stages(ompipe, toy):
     assert rerun.code == 0
     ran = {k for k, v in closing_table(rerun.out).items() if v == "RUN"}
     assert ran == {"atc-bs4-ascend", "compare-bs4-ais_bench", "infer-bs4-ais_bench", "eval-bs4-ais_bench", "perf-bs4-ais_bench"}
-    edit_recipe(toy, "  eval: {}", "  eval: {params: {unused: 1}}")
+    edit_recipe(toy, "  eval: {}", "  eval: {params: {labels: labels.json}}")  # the default, stated: params changed
     rerun = run_toy(ompipe, toy)
     assert {k for k, v in closing_table(rerun.out).items() if v == "RUN"} == {"eval-bs4-ais_bench"}
 
@@ -177,7 +178,7 @@ def test_source_without_the_weights_blob(ompipe, toy, tmp_path):
 
 
 def test_failed_atc_shows_the_tool_error_and_keeps_no_om(ompipe, toy, tmp_path):
-    edit_recipe(toy, "--input_shape=image:{bs},3,16,16", "--input_shape=images:{bs},3,16,16")
+    edit_recipe(toy, "--input_shape={input_shape}", "--input_shape=images:{bs},3,16,16")
     result = run_toy(ompipe, toy)
     assert result.code == 1
     assert "images" in result.err and "--input_shape" in result.err
@@ -235,7 +236,7 @@ def test_files_beside_the_recipe_are_inputs_of_atc(ompipe, toy):
 ASCEND_ONLY_PLUGIN = '''
 import onnx
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import evaluator, list_samples, preprocess, torch_forward
+from om_pipeline.testing.toy_plugin import Settings, evaluator, list_samples, preprocess, torch_forward
 
 
 def export(ctx):
@@ -288,7 +289,7 @@ def test_msame_as_the_inference_tool(ompipe, toy, tmp_path):
 NOISY_TORCH_PLUGIN = '''
 import numpy as np
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import evaluator, export, list_samples, preprocess
+from om_pipeline.testing.toy_plugin import Settings, evaluator, export, list_samples, preprocess
 
 
 def torch_forward(ctx):
@@ -331,7 +332,7 @@ def test_the_guides_output_dirname_names_the_result_directory(ompipe, toy, tmp_p
 def test_evaluator_artifacts_are_kept_beside_the_metrics(ompipe, toy, tmp_path):
     (toy.recipes / "toy_keep.py").write_text('''
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import export, list_samples, preprocess, torch_forward
+from om_pipeline.testing.toy_plugin import Settings, export, list_samples, preprocess, torch_forward
 
 
 class Keeping(toy_plugin.Top1):
@@ -339,7 +340,7 @@ class Keeping(toy_plugin.Top1):
         return {"per_sample": {"count": self.count}}
 
 
-def evaluator(data, params):
+def evaluator(data, settings):
     return Keeping()
 ''')
     edit_recipe(toy, "plugin: om_pipeline.testing.toy_plugin", "plugin: file:toy_keep.py")

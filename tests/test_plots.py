@@ -98,3 +98,29 @@ def test_time_to_metric_draws_each_way_and_the_npu_floor_and_says_the_npu_is_emu
     assert sorted(line.get_xdata()[0] for line in floors) == [0.24, 20.5]
     text = "\n".join(plots.texts(figure))
     assert "paced emulator" in text and "61.0 s" in text and "floor 20.5 s" in text
+
+
+def test_the_fp16_chart_plots_each_metrics_fp32_fp16_and_guide_values_with_deltas_and_provenance(tmp_path):
+    from test_report import fp16_pair
+
+    from om_pipeline import report
+
+    results = fp16_pair(tmp_path)
+    previews = report.fp16_previews(report.rows(list(results.values())))
+    figure = report.fp16_figure("m", previews)
+    axes = figure.axes[0]
+    plotted = {bars.get_label(): {round(bar.get_x() + bar.get_width() / 2): bar.get_height() for bar in bars}
+               for bars in axes.containers}
+    fp32, fp16 = results["m_onnxruntime_bs1"]["metrics"], results["m_onnxruntime_bs1_fp16"]["metrics"]
+    metrics = ["loss_10", "miou", "pixel_acc"]
+    assert plotted == {"fp32": {x: fp32[m] for x, m in enumerate(metrics)}, "fp16 emulated": {x: fp16[m] for x, m in enumerate(metrics)},
+                       "guide 310P": {1: 0.7885}}  # no guide bar where the guide has no 310P figure
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["loss_10\ndelta +0.25", "miou\ndelta -1.8e-05", "pixel_acc\ndelta +0"]
+    assert sorted(t.get_text() for t in axes.texts) == sorted(["2.5", "0.004609", "0.3125", "2.75", "0.004591", "0.3125", "0.7885"])
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["fp32", "fp16 emulated", "guide 310P"]
+    caption = next(text for text in figure.texts if text.get_gid() == "caption").get_text()
+    assert "ONNX Runtime fp16 emulated: emulated fp16, random weights" in caption
+    assert "ONNX Runtime fp32: random weights" in caption and "emulated fp16: fp16 emulated on the CPU" in caption
+    assert "guide 310P: Ascend310P3, guide table (bs 1)" in caption
+    svg = plots.save(figure, tmp_path / "fp16")[1].read_text()
+    assert "emulated fp16" in svg and "0.004591" in svg

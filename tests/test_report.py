@@ -15,13 +15,13 @@ def test_report_puts_the_om_result_beside_the_onnxruntime_baseline(ompipe, toy):
     assert cells[5] == "0.25" and cells[7] != "" and cells[12] == "RANDOM"  # guide ref, ONNX Runtime baseline
     assert cells[11] == "1"  # golden comparison: the .om's worst cosine against PyTorch
     assert cells[7] == cells[4]  # the fake .om gives the same top1 as ONNX Runtime
-    assert cells[10] == "force_fp16" and cells[14] == "fake toolchain, random weights"
+    assert cells[10] == "fp16-emulated" and cells[14] == "fake toolchain, random weights, emulated fp16"  # the fake .om's fp16
     ort_row = next(line for line in table.out.splitlines() if line.startswith("| toy | onnxruntime | 4 | top1 |"))
     assert [c.strip() for c in ort_row.strip("|").split("|")][10::4] == ["fp32", "random weights"]  # not made by the fake
     rows = json.loads(ompipe("report", "--json").out)
     assert {(r["tool"], r["metric"]) for r in rows} >= {("ais_bench", "top1"), ("onnxruntime", "mean_confidence")}
     assert all(r["weights"] == "RANDOM" for r in rows)
-    assert {r["tool"]: r["provenance"] for r in rows} == {"ais_bench": ["fake toolchain", "random weights"],
+    assert {r["tool"]: r["provenance"] for r in rows} == {"ais_bench": ["fake toolchain", "random weights", "emulated fp16"],
                                                           "onnxruntime": ["random weights"]}
 
 
@@ -110,3 +110,71 @@ def test_throughput_takes_the_bench_figure_over_a_runs_own_for_the_same_batch_si
         assert entry["measured"] == {"ais_bench": {1: 5.0, 4: 40.0}} and entry["provenance"] == {"ais_bench": ["fake toolchain"]}
         assert entry["reference_sources"] == []
     assert entry["references"] == {"T4": {4: 400.0}, "Ascend310P3": {1: 100.0}}
+
+
+def fp16_pair(root, fp32=True, fp16=True):
+    """The two results `--backend onnxruntime` and `--backend onnxruntime --precision fp16` write,
+    built directly (no pipeline run): bs 1, three metrics, a 310P guide figure for one of them."""
+    reference = {"accuracy": [{"metric": "miou", "value": 0.7885, "chip": "Ascend310P3", "source": "guide table (bs 1)"},
+                              {"metric": "miou", "value": 0.789, "source": "upstream README"},
+                              {"metric": "pixel_acc", "value": 0.95, "source": "upstream README"}], "fps": {}}
+    common = {"model": "m", "bs": 1, "tool": "onnxruntime", "backend": "onnxruntime", "toolchain": "real", "mode": "files",
+              "random_weights": True, "samples": 8, "reference": reference}
+    results = {}
+    if fp32:
+        results["m_onnxruntime_bs1"] = dict(common, precision="fp32", provenance=["random weights"],
+                                            metrics={"miou": 0.004609, "pixel_acc": 0.3125, "loss_10": 2.5})
+    if fp16:
+        results["m_onnxruntime_bs1_fp16"] = dict(common, precision="fp16-emulated", provenance=["emulated fp16", "random weights"],
+                                                 metrics={"miou": 0.004591, "pixel_acc": 0.3125, "loss_10": 2.75})
+    (root / "m/results").mkdir(parents=True, exist_ok=True)
+    for name, result in results.items():
+        (root / f"m/results/{name}.json").write_text(json.dumps(result))
+    return results
+
+
+def test_report_sets_fp32_emulated_fp16_and_the_guides_310p_figure_side_by_side(ompipe, tmp_path):
+    results = fp16_pair(tmp_path / "work")
+    fp32, fp16 = results["m_onnxruntime_bs1"]["metrics"], results["m_onnxruntime_bs1_fp16"]["metrics"]
+    rows = json.loads(ompipe("report", "--json").out)
+    assert [r["metric"] for r in rows] == ["loss_10", "miou", "pixel_acc"] * 2  # both runs' rows carry the preview
+    previews = {r["metric"]: r["fp16_preview"] for r in rows}
+    assert all(r["fp16_preview"] == previews[r["metric"]] for r in rows)
+    for metric, preview in previews.items():
+        assert (preview["fp32"], preview["fp16_emulated"]) == (fp32[metric], fp16[metric])
+        assert preview["delta"] == fp16[metric] - fp32[metric]
+    assert previews["miou"]["guide_310p"] == 0.7885 and previews["miou"]["guide_source"] == "guide table (bs 1)"
+    assert previews["pixel_acc"]["guide_310p"] is None  # the upstream README is not the guide's 310P figure
+    assert previews["miou"]["provenance"] == {"fp32": ["random weights"], "fp16-emulated": ["emulated fp16", "random weights"]}
+
+    lines = ompipe("report", "--md").out.splitlines()
+    header = lines.index("| model | bs | metric | fp32 | fp16 emulated | guide 310P | delta fp16 - fp32 | provenance |")
+    assert lines[header + 2:header + 5] == [
+        "| m | 1 | loss_10 | 2.5 | 2.75 |  | +0.25 | emulated fp16, random weights |",
+        "| m | 1 | miou | 0.004609 | 0.004591 | 0.7885 | -1.8e-05 | emulated fp16, random weights |",
+        "| m | 1 | pixel_acc | 0.3125 | 0.3125 |  | +0 | emulated fp16, random weights |"]
+    terminal = ompipe("report").out
+    assert "m: fp32 vs emulated fp16 (onnxruntime)" in terminal and "-1.8e-05" in terminal and "0.7885" in terminal
+
+
+def test_the_fp16_preview_with_one_of_the_two_runs(ompipe, tmp_path):
+    fp16_pair(tmp_path / "work", fp32=False)
+    rows = json.loads(ompipe("report", "--json").out)
+    assert [(r["fp16_preview"]["fp32"], r["fp16_preview"]["delta"]) for r in rows] == [(None, None)] * 3
+    assert "| m | 1 | miou |  | 0.004591 | 0.7885 |  | emulated fp16, random weights |" in ompipe("report", "--md").out
+    (tmp_path / "work/m/results/m_onnxruntime_bs1_fp16.json").unlink()
+    fp16_pair(tmp_path / "work", fp16=False)
+    assert all(r["fp16_preview"] is None for r in json.loads(ompipe("report", "--json").out))  # nothing to compare
+    result = ompipe("report", "--md")
+    assert result.code == 0 and "fp16 emulated" not in result.out
+
+
+def test_the_fp16_preview_of_the_toys_two_onnxruntime_runs(ompipe, toy, tmp_path):
+    common = ("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--backend", "onnxruntime", "--weights", "random", "-q")
+    assert ompipe(*common).code == 0 and ompipe(*common, "--precision", "fp16").code == 0
+    fp32, fp16 = (json.loads((tmp_path / f"work/toy/results/toy_onnxruntime_bs4{suffix}.json").read_text()) for suffix in ("", "_fp16"))
+    previews = {r["metric"]: r["fp16_preview"] for r in json.loads(ompipe("report", "--json").out) if r["fp16_preview"]}
+    assert set(previews) == set(fp32["metrics"]) == set(fp16["metrics"])
+    for metric, preview in previews.items():
+        assert (preview["fp32"], preview["fp16_emulated"]) == (fp32["metrics"][metric], fp16["metrics"][metric])
+    assert previews["top1"]["guide_310p"] is None  # the toy's reference is chance level, not a 310P figure

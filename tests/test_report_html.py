@@ -118,8 +118,9 @@ def test_each_metric_sits_beside_the_guide_and_the_onnxruntime_baseline(page, wo
     assert top1["ais_bench (fake)"] == f"{om['metrics']['top1']:.4g} ×{om['metrics']['top1'] / 0.25:.3f} guide, ×1.000 ONNX Runtime"
     assert [row[1] for row in metrics[1:]] == ["mean_confidence", "top1"]
     assert runs[0] == ["run", "bs", "precision", "golden cosine", "samples", "made by"]
-    cosine = min(s["cosine"] for s in om["compare"]["stats"]["om"].values())
-    assert runs[1] == ["ais_bench", "4", om["atc"]["precision_mode"], f"{cosine:.6g}", str(om["samples"]), "fake toolchain random weights"]
+    cosine = min(s["cosine"] for s in om["compare"]["stats"][om["compare"]["rungs"][-1]].values())  # "om (fp16 emulated)"
+    assert runs[1] == ["ais_bench", "4", om["precision"], f"{cosine:.6g}", str(om["samples"]),
+                       "fake toolchain random weights emulated fp16"]
     assert runs[2][:3] == ["onnxruntime", "4", "fp32"] and runs[2][-1] == "random weights"
 
 
@@ -127,7 +128,8 @@ def test_the_throughput_table_and_chart_hold_the_bench_and_run_figures(page, wor
     table = Page(page.read_text()).tables["toy"][2]
     bench = json.loads((workdir / "toy/bench/toy_ais_bench.json").read_text())
     results = results_of(workdir)
-    assert table[0] == ["bs", "ais_bench fps fake toolchain random weights", "onnxruntime fps random weights", "Ascend310P3 fps (guide)"]
+    assert table[0] == ["bs", "ais_bench fps fake toolchain random weights emulated fp16", "onnxruntime fps random weights",
+                        "Ascend310P3 fps (guide)"]
     shown = {row[0]: row[1:] for row in table[1:]}
     assert shown["1"][0] == f"{bench['rows'][0]['fps']:,.0f}" and shown["4"][0] == f"{bench['rows'][1]['fps']:,.0f}"
     assert shown["4"][1] == f"{results['toy_onnxruntime_bs4']['perf']['fps']:,.0f}" and shown["1"][1] == ""
@@ -136,7 +138,7 @@ def test_the_throughput_table_and_chart_hold_the_bench_and_run_figures(page, wor
     entry = report.throughput(report.collect(workdir), report.collect_bench(workdir))["toy"]
     figure = report.throughput_figure("toy", entry, "subtitle")
     plotted = {line.get_label(): dict(zip(line.get_xdata(), line.get_ydata())) for line in figure.axes[0].get_lines()}
-    assert plotted["ais_bench (fake toolchain, random weights)"] == {row["bs"]: row["fps"] for row in bench["rows"]}
+    assert plotted["ais_bench (fake toolchain, random weights, emulated fp16)"] == {row["bs"]: row["fps"] for row in bench["rows"]}
     assert plotted["onnxruntime (random weights)"] == {4: results["toy_onnxruntime_bs4"]["perf"]["fps"]}
 
 
@@ -194,3 +196,31 @@ def test_the_browser_check_catches_a_broken_image_and_a_console_error(tmp_path):
     rendered = headless_chromium.render(page, chromium)
     assert rendered.broken_images == ["not a png"]
     assert any("something failed" in error for error in rendered.console_errors)
+
+
+def test_the_model_section_sets_fp32_emulated_fp16_and_the_guides_310p_figure_side_by_side(tmp_path):
+    from test_report import fp16_pair
+
+    results = fp16_pair(tmp_path)
+    text = html_report.render(tmp_path)
+    html5lib.HTMLParser(strict=True).parse(text)
+    parsed = Page(text)
+    table = next(t for t in parsed.tables["m"] if t[0][:3] == ["bs", "metric", "fp32"])
+    assert table[0] == ["bs", "metric", "fp32", "fp16 emulated", "guide 310P", "delta fp16 - fp32"]
+    fp32, fp16 = results["m_onnxruntime_bs1"]["metrics"], results["m_onnxruntime_bs1_fp16"]["metrics"]
+    shown = {row[1]: row for row in table[1:]}
+    assert list(shown) == ["loss_10", "miou", "pixel_acc"]
+    for metric, row in shown.items():
+        assert row[2:4] == [f"{fp32[metric]:.4g}", f"{fp16[metric]:.4g}"] and row[5] == f"{fp16[metric] - fp32[metric]:+.3g}"
+    assert shown["miou"][4] == "0.7885 (guide table (bs 1))" and shown["pixel_acc"][4] == ""
+    assert [image["alt"] for image in parsed.images] == ["m: fp32 vs emulated fp16 accuracy"]
+    assert {"emulated", "random"} <= set(parsed.badges)
+
+
+def test_an_fp32_run_alone_gets_the_hint_that_adds_the_fp16_preview(tmp_path):
+    from test_report import fp16_pair
+
+    fp16_pair(tmp_path, fp16=False)
+    parsed = Page(html_report.render(tmp_path))
+    assert all(t[0][:3] != ["bs", "metric", "fp32"] for t in parsed.tables["m"]) and parsed.images == []
+    assert "ompipe run m --backend onnxruntime --precision fp16" in html_report.render(tmp_path)

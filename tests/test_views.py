@@ -10,13 +10,13 @@ import pytest
 FLIP_PLUGIN = '''
 import numpy as np
 from om_pipeline.testing import toy_plugin
-from om_pipeline.testing.toy_plugin import export, list_samples
+from om_pipeline.testing.toy_plugin import Settings, export, list_samples
 
 VIEWS = ("normal", "flip")
 
 
-def preprocess(sample, params):
-    (image,) = toy_plugin.preprocess(sample, params)
+def preprocess(sample, settings):
+    (image,) = toy_plugin.preprocess(sample, settings)
     return {"normal": [image], "flip": [np.ascontiguousarray(image[:, :, ::-1])]}
 
 
@@ -30,7 +30,7 @@ class FlipAverage(toy_plugin.Top1):
         return {**super().result(), "flip_differs": float(self.flip_differs)}
 
 
-def evaluator(data, params):
+def evaluator(data, settings):
     return FlipAverage()
 '''
 

@@ -47,6 +47,11 @@ Check = Annotated[bool, typer.Option("--check", help="as --dry-run, and exit 1 w
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="only errors and the final results")]
 Seed = Annotated[int, typer.Option(help="seed for --weights random")]
 Stream = Annotated[bool, typer.Option("--stream", help="preprocess -> model -> metric in memory: no .bin files")]
+ShardOption = Annotated[Optional[str], typer.Option("--shard", help="run one shard of the samples: I/N (0-based), auto or auto/N (reads JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID/_COUNT); then ompipe merge")]
+DevicesOption = Annotated[Optional[str], typer.Option("--devices", help="one shard per NPU of this host, concurrently, then merged: e.g. 0,1,2,3")]
+ExecutorOption = Annotated[Optional[str], typer.Option("--executor", help="ray: the shards as Ray tasks ({'NPU': 1} each, or CPUs for onnxruntime), then merged (pip install 'om-pipeline[ray]')")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local one)")]
+ShardsOption = Annotated[Optional[int], typer.Option("--shards", help="--executor ray: number of shards (default: the cluster's NPUs, or CPUs for onnxruntime)")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
 Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --backend onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
@@ -76,14 +81,39 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
-        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
+        stream: Stream = False, workers: Workers = None, cann: Cann = None, wait: Wait = False, precision: Precision = "fp32",
+        shard: ShardOption = None, devices: DevicesOption = None, executor: ExecutorOption = None,
+        ray_address: RayAddress = None, shards: ShardsOption = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
     options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
-                       stream=stream, workers=workers, cann=cann, wait=wait,
-                       precision=precision)
+                       stream=stream, workers=workers, cann=cann, wait=wait, precision=precision, shard=_shard(shard),
+                       devices=_devices(devices), executor=executor, ray_address=ray_address, shards=shards)
     raise typer.Exit(commands.run(model, options, recipes or []))
+
+
+def _shard(spec: str | None):
+    from .shard import parse_shard
+
+    return parse_shard(spec) if spec else None
+
+
+def _devices(spec: str | None):
+    from .devices import parse_devices
+
+    return parse_devices(spec) if spec else None
+
+
+@app.command()
+def merge(model: Model, shards: Annotated[Optional[int], typer.Option("--shards", help="the N of the --shard I/N runs (default: the one N found)")] = None,
+          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
+          soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
+          workdir: Workdir = Path("work"), quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, wait: Wait = False, recipes: RecipeDirs = None) -> None:
+    """Check that every shard of MODEL is present, finished and up to date, then compute the metric and results JSON once."""
+    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+                       weights=weights, data=data, limit=limit, workdir=workdir, quiet=quiet, seed=seed, stream=stream, wait=wait)
+    raise typer.Exit(commands.merge(model, shards, options, recipes or []))
 
 
 @app.command()
@@ -128,8 +158,15 @@ def show(model: Model, recipes: RecipeDirs = None) -> None:
 @app.command()
 def validate(files: Annotated[Optional[list[Path]], typer.Argument(help="recipe files (default: all found)")] = None,
              recipes: RecipeDirs = None) -> None:
-    """Check recipes against the schema; every problem with file:line and field."""
+    """Check recipes against the schema and their plugins' settings; every problem with file:line and field."""
     raise typer.Exit(commands.validate(files or [], recipes or []))
+
+
+@app.command()
+def new(name: Annotated[str, typer.Argument(help="the new model's recipe name (lower case, digits, _ and -)")],
+        dir_: Annotated[Path, typer.Option("--dir", help="directory to write NAME.yaml and NAME.py into")] = Path(".")) -> None:
+    """Write a recipe and plugin skeleton for a new model, ready to validate and dry-run."""
+    raise typer.Exit(commands.new(name, dir_))
 
 
 @app.command()

@@ -16,8 +16,10 @@ from . import lock, versions
 from .context import Options, Run, resolve_backend
 from .errors import UsageError, UserError, disk_full_error
 from .plan import build_stages, decide, in_scope, upstream_of
+from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
 from .runner import ensure_toolchain, run_pipeline
+from .shard import SHARED_KINDS
 from .stages import KINDS
 from .tools import ais_bench
 from .ui import Printer
@@ -44,6 +46,7 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
         if value is not None and stage is None:
             raise UserError(f"{flag} given, but recipe {loaded.recipe.name} has no {flag[2:]} stage to use it")
     run = Run(loaded, options, backend, bs, options.workdir)
+    check_settings(loaded, run.plugin)
     if run.tool == "msame" and bs != 1:
         raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {bs})",
                         hint="use --infer-tool ais_bench for other batch sizes")
@@ -92,6 +95,12 @@ def check_path_for_ais_bench(model_dir: Path) -> None:
 
 
 def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    if options.executor not in (None, "local", "ray"):
+        raise UserError(f"--executor {options.executor}: choose local (this host; with --devices) or ray")
+    if options.shards is not None and options.executor != "ray":
+        raise UserError("--shards is for --executor ray", hint="on one host: --devices 0,1,...; one shard: --shard I/N")
+    if options.devices or options.executor == "ray":
+        return run_distributed(model, options, recipe_dirs)
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
     check_workdir_for_ais_bench(pipeline)
@@ -114,6 +123,18 @@ def naming_a_full_disk(model_dir: Path) -> Iterator[None]:
         raise full from None
 
 
+def build_shared_stages(pipeline: Run, printer: Printer) -> None:
+    """A shard's shared stages, in the model's directory, once for all shards: under that
+    directory's lock, waited for (the other shards of an array start at the same time and
+    queue here; the first builds, the others find the stages CACHED). The shard's own
+    directory has its own lock, which the caller holds."""
+    if pipeline.options.dry_run or pipeline.options.check:
+        run_pipeline(pipeline.unsharded, printer, kinds=SHARED_KINDS)
+        return
+    with lock.holding(pipeline.shared_dir, wait=True, on_wait=waiting_note(printer)):
+        run_pipeline(pipeline.unsharded, printer, kinds=SHARED_KINDS)
+
+
 def waiting_note(printer: Printer):
     return lambda holder: printer.error(f"waiting for another ompipe on this work directory ({holder})")
 
@@ -121,8 +142,10 @@ def waiting_note(printer: Printer):
 def _run_locked(pipeline: Run, printer: Printer) -> int:
     options = pipeline.options
     mode = "plan" if options.dry_run or options.check else "run"
-    printer.info(f"ompipe {mode} {pipeline.name}: bs {pipeline.bs}, backend {pipeline.backend}, "
-                 f"toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    printer.info(f"ompipe {mode} {pipeline.name}{f' shard {pipeline.shard}' if pipeline.shard else ''}: bs {pipeline.bs}, "
+                 f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    if pipeline.shard and not options.shared_built:
+        build_shared_stages(pipeline, printer)
     report = run_pipeline(pipeline, printer)
     if not options.quiet:
         printer.table(report.rows)
@@ -131,6 +154,68 @@ def _run_locked(pipeline: Run, printer: Printer) -> int:
         return 1
     if report.results:
         print_results(report.results, report.results_path, Printer())  # shown with --quiet too
+    elif pipeline.shard and mode == "run":
+        printer.info(f"shard {pipeline.shard} done; when every shard is: ompipe merge {pipeline.name}")
+    return 0
+
+
+def run_distributed(model: str, options: Options, recipe_dirs: list[Path]) -> int:
+    """`--devices 0,1,...` (one shard per device of this host, concurrently) or `--executor ray`
+    (one shard per Ray task): the shared stages once, here, then the shards, then the merge."""
+    from dataclasses import replace
+
+    if options.shard:
+        raise UserError("--shard with --devices or --executor: those make the shards themselves")
+    ray = options.executor == "ray"
+    if ray and options.devices:
+        raise UserError("--devices with --executor ray: Ray assigns the NPUs", hint="leave out --devices (--shards N sets the count)")
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, replace(options, devices=None, executor=None), recipe_dirs, printer)
+    where = "Ray" if ray else f"devices {','.join(map(str, options.devices))}"
+    printer.info(f"ompipe run {pipeline.name} on {where}: bs {pipeline.bs}, "
+                 f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+    if options.dry_run or options.check:  # reads only: no lock
+        report = run_pipeline(pipeline, printer, kinds=SHARED_KINDS)
+        printer.table(report.rows)
+        return 1 if options.check and report.would_run else 0
+    # This process is the model directory's one writer for the whole command. The shard
+    # processes or tasks it starts are told the shared stages are built (shared_built): they
+    # only check them, take only their own shard directory's lock, and so never wait for it.
+    with naming_a_full_disk(pipeline.model_dir), lock.holding(pipeline.shared_dir, options.wait, on_wait=waiting_note(printer)):
+        return _distribute(model, options, recipe_dirs, pipeline, printer)
+
+
+def _distribute(model: str, options: Options, recipe_dirs: list[Path], pipeline: Run, printer: Printer) -> int:
+    from .devices import device_table, run_devices
+    from .merge import merge_shards
+
+    run_pipeline(pipeline, printer, kinds=SHARED_KINDS)
+    if options.executor == "ray":
+        from .ray_executor import run_on_ray
+
+        records = run_on_ray(model, options, recipe_dirs, pipeline.backend, options.shards, options.ray_address)
+    else:
+        records = run_devices(model, options, recipe_dirs, pipeline)
+    device_table(records, printer)
+    merged = merge_shards(pipeline, len(records), printer, devices=records)
+    print_results(merged.results, merged.results_path, Printer())
+    return 0
+
+
+def merge(model: str, count: int | None, options: Options, recipe_dirs: list[Path]) -> int:
+    """`ompipe merge`: every shard checked, the metric and results JSON written once."""
+    from .merge import default_data, merge_shards
+
+    printer = Printer(options.quiet)
+    pipeline = make_run(model, options, recipe_dirs, printer)
+    with_data = default_data(pipeline, options)
+    if with_data is not options:
+        pipeline = make_run(model, with_data, recipe_dirs, printer)
+    with lock.holding(pipeline.shared_dir, options.wait, on_wait=waiting_note(printer)):  # it writes the results there
+        report = merge_shards(pipeline, count, printer)
+    if not options.quiet:
+        printer.table(report.rows)
+    print_results(report.results, report.results_path, Printer())
     return 0
 
 
@@ -153,6 +238,12 @@ def print_results(results: dict, path: Path, printer: Printer) -> None:
                 for chip, fps in references["fps"].items() if str(results["bs"]) in fps]
         printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps"
                      + (f"   reference: {'; '.join(refs)}" if refs else ""))
+    shards = results.get("shards")
+    if shards:
+        devices = [d for d in shards.get("devices") or [] if d.get("throughput")]
+        summed = (f"; {sum(d['throughput'] for d in devices):.2f} samples/s summed over {len(devices)} devices "
+                  "(infer stage, wall clock: not comparable with a guide's one-device fps)") if devices else ""
+        printer.info(f"merged from {shards['count']} shards ({', '.join(map(str, shards['samples']))} samples){summed}")
     printer.info(f"results: {path}")
 
 
@@ -185,12 +276,36 @@ def validate(files: list[Path], recipe_dirs: list[Path]) -> int:
     failed = 0
     for path in paths:
         try:
-            load_recipe_file(path)
+            loaded = load_recipe_file(path)
+            check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
             printer.info(f"ok      {path}")
         except UserError as exc:
             failed += 1
             printer.error(exc.render())
     return 1 if failed else 0
+
+
+def new(name: str, directory: Path) -> int:
+    """NAME.yaml and NAME.py from the skeleton templates (a working toy classifier to replace
+    part by part); never over an existing file."""
+    from string import Template
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise UserError(f"{name!r} is not a recipe name", hint="lower case letters, digits, _ and -, starting with a letter or digit")
+    skeleton = Path(__file__).parent / "skeleton"
+    files = {directory / f"{name}.yaml": skeleton / "recipe.yaml.template", directory / f"{name}.py": skeleton / "plugin.py.template"}
+    existing = [str(path) for path in files if path.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist(s); ompipe new writes only new files", hint="choose another NAME or --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, template in files.items():
+        path.write_text(Template(template.read_text()).substitute(name=name))
+    printer = Printer()
+    printer.info(f"wrote {' and '.join(str(path) for path in files)}; next:")
+    printer.info(f"  ompipe validate {directory / f'{name}.yaml'}")
+    printer.info(f"  ompipe run {name} --recipes {directory} --dry-run --toolchain fake")
+    printer.info("then replace each 'fill in' (recipes/README.md, \"Writing a plugin\")")
+    return 0
 
 
 def status(model: str, options: Options, recipe_dirs: list[Path]) -> int:
@@ -240,6 +355,7 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
 
     printer = Printer(options.quiet)
     loaded = find_recipe(model, recipe_dirs)
+    check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
     ensure_toolchain(options.toolchain, options.workdir)
     backend, note = resolve_backend(options)
     if note:

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .errors import UserError
-from .plugin import load_plugin, plugin_views
+from .plugin import load_plugin, plugin_views, stage_settings
 from .recipe import LoadedRecipe, Recipe
+from .shard import Shard
 from .state import StateStore, digest_of
 from .tools import execute
 
 BACKENDS = ("ais_bench", "onnxruntime")
 PRECISIONS = ("fp32", "fp16")
 TARGET_OF_BACKEND = {"ais_bench": "ascend", "onnxruntime": "onnxruntime"}
+# Stages only the Ascend path has: `ompipe stage M atc` names that path, it never means "skip atc".
+ASCEND_ONLY_STAGES = ("atc",)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class Options:
     seed: int = 0
     stream: bool = False  # preprocess -> model -> evaluator in memory, no .bin files
     workers: int | None = None  # preprocessing processes (None: workers.workers_for decides)
+    shard: Shard | None = None  # run only this shard's samples, under <model>/shards/<I>-of-<N>/
+    device: int | None = None  # the NPU (ACL device id) ais_bench runs on; None: the recipe's (0)
+    # The shared stages were built by the process that started this one, which holds the model
+    # directory's lock (`--devices`): check that they are up to date, never build them.
+    shared_built: bool = False
+    devices: tuple[int, ...] | None = None  # `--devices`: one shard per device, concurrently, then merged
+    executor: str | None = None  # "ray": the shards as Ray tasks (ray_executor), then merged
+    ray_address: str | None = None  # the cluster to join; None: a local one (or RAY_ADDRESS)
+    shards: int | None = None  # --executor ray: how many shards (default: the cluster's NPUs or CPUs)
     cann: str | None = None  # ATC op table generation ("8", "5"); None: the installed CANN's, else 8
     # fp32, or fp16: with --backend onnxruntime, the model computes as the .om would under the
     # recipe's atc precision_mode (ATC's default force_fp16), emulated (om_pipeline.fp16)
@@ -75,14 +87,22 @@ def resolve_backend(options: Options) -> tuple[str, str | None]:
     if options.precision != "fp32" and options.backend != "onnxruntime":
         raise UserError(f"--precision {options.precision} previews the .om's numerics with --backend onnxruntime",
                         hint="add --backend onnxruntime; the .om itself computes as the recipe's atc precision_mode says")
+    ascend_stage = options.only if options.only in ASCEND_ONLY_STAGES else None
     if options.backend:
         if options.backend not in BACKENDS:
             raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
+        if ascend_stage and options.backend != "ais_bench":
+            raise UserError(f"stage {ascend_stage} is on the Ascend path; --backend {options.backend} runs the ONNX model without it",
+                            hint="drop --backend (or pass --backend ais_bench) to run it")
         return options.backend, None
     if options.toolchain == "fake":
         return "ais_bench", "backend: ais_bench (fake toolchain)"
     if cann_present():
         return "ais_bench", "backend: ais_bench (CANN found)"
+    if ascend_stage:
+        raise UserError(f"stage {ascend_stage} runs Ascend's atc, and no CANN environment was found "
+                        "(ASCEND_TOOLKIT_HOME unset or atc not on PATH)",
+                        hint="source CANN's set_env.sh, or pass --toolchain fake to run it with the fake atc (no NPU needed)")
     return "onnxruntime", "backend: onnxruntime (no CANN environment found; pass --backend ais_bench after sourcing set_env.sh)"
 
 
@@ -144,7 +164,7 @@ class Run:
             from .testing.fake_om import NotAFakeOm, read_fake_om_meta
 
             try:
-                return precision_of(read_fake_om_meta(self.path(self.om_name))).numerics
+                return precision_of(read_fake_om_meta(self.shared_path(self.om_name))).numerics
             except (OSError, NotAFakeOm):
                 return "unknown (no fake .om)"
         atc = self.recipe.stages.atc
@@ -188,22 +208,56 @@ class Run:
         Ascend-only graph (see AtcStage.fake_twin)."""
         if self.backend == "onnxruntime":
             return self.output_specs("onnxruntime")
-        record = self.state.record(self.stage_key("atc", self.target)) or {}
+        record = self.unsharded.state.record(self.stage_key("atc", self.target)) or {}
         if (record.get("info") or {}).get("runs_twin"):
             return self.output_specs("onnxruntime")
         return self.output_specs("ascend")
 
+    @property
+    def shard(self) -> Shard | None:
+        return self.options.shard
+
+    @functools.cached_property
+    def shared_dir(self) -> Path:
+        """The model's work directory: where the sample-independent stages (clone ... atc) put
+        their outputs, once for every shard."""
+        return (self.workdir / self.name).resolve()
+
     @functools.cached_property
     def model_dir(self) -> Path:
-        return (self.workdir / self.name).resolve()
+        """Where this run's stages write: the shared directory, or a shard's own under it."""
+        return self.shared_dir / "shards" / self.shard.name if self.shard else self.shared_dir
 
     @functools.cached_property
     def state(self) -> StateStore:
         return StateStore(self.model_dir)
 
     @functools.cached_property
+    def unsharded(self) -> "Run":
+        """This run without the shard: the one that owns the shared stages."""
+        if not self.shard:
+            return self
+        return Run(self.loaded, replace(self.options, shard=None), self.backend, self.bs, self.workdir, self.extra_patch_dirs)
+
+    def shared_path(self, relative: str) -> Path:
+        """An output of a shared stage (the model, the weights record, the checkout)."""
+        return self.shared_dir / relative
+
+    @functools.cached_property
     def plugin(self) -> ModuleType:
         return load_plugin(self.recipe.plugin, self.loaded.directory)
+
+    @functools.cached_property
+    def _settings(self) -> dict[str, Any]:
+        return {}
+
+    def settings(self, kind: str):
+        """The plugin's Settings for a stage kind (dataset, preprocess, eval, export), built once
+        per run: the recipe's params merged with the stage's (and the chosen export path's)."""
+        if kind not in self._settings:
+            path = self.export_path[1] if kind == "export" else None
+            self._settings[kind] = stage_settings(self.loaded, self.plugin, kind, path)
+        return self._settings[kind]
 
     @functools.cached_property
     def views(self) -> tuple[str | None, ...]:
@@ -218,6 +272,11 @@ class Run:
         chunk's), comma-separated in model input order, as ais_bench and msame take them."""
         base = (root or self.model_dir) / self.inputs_dir(view)
         return ",".join(str(base / spec.name) for spec in self.recipe.model.inputs)
+
+    @property
+    def input_shape(self) -> str:
+        """`{input_shape}`: atc's --input_shape value, `name:bs,d1,d2,...` per model input, `;` between."""
+        return ";".join(f"{spec.name}:{','.join(map(str, [self.bs, *spec.shape]))}" for spec in self.recipe.model.inputs)
 
     @property
     def chunked(self) -> bool:
@@ -309,11 +368,12 @@ class Run:
             "model": self.name,
             "work": str(self.model_dir),
             "recipe_dir": str(self.loaded.directory),
-            "source": str(self.path("src")),
+            "source": str(self.shared_path("src")),
             "data": str(self.options.data or ""),
-            "onnx": str(self.path(self.model_onnx)),
-            "om": str(self.path(self.om_name)),
+            "onnx": str(self.shared_path(self.model_onnx)),
+            "om": str(self.shared_path(self.om_name)),
             "inputs": self.inputs_arg(view),
+            "input_shape": self.input_shape,
         }
         values.update(extra)
         return values

@@ -107,13 +107,28 @@ def check_disk(loaded: LoadedRecipe, options: Options) -> Check:
     return Check("disk", True, f"{_gib(per_sample)} per sample, {_gib(free)} free at {probe}", required=False)
 
 
+def check_shard_variables() -> Check:
+    """What `--shard auto` would read here (information, never a failure)."""
+    from .shard import parse_shard, visible_shard_variables
+
+    seen = visible_shard_variables()
+    if not seen:
+        return Check("shard variables", True, "none set (no job array): --shard auto needs JOB_COMPLETION_INDEX or "
+                     "SLURM_ARRAY_TASK_ID/_COUNT", required=False)
+    shown = ", ".join(f"{name}={value}" for name, value in seen.items())
+    try:
+        return Check("shard variables", True, f"{shown} -> --shard auto is shard {parse_shard('auto')}", required=False)
+    except UserError as exc:
+        return Check("shard variables", False, f"{shown}: {exc.message}", exc.hint or "", required=False)
+
+
 def _count_samples(loaded: LoadedRecipe, options: Options) -> int | None:
     if not options.data:
         return None
-    from .plugin import load_plugin
+    from .plugin import load_plugin, stage_settings
 
     plugin = load_plugin(loaded.recipe.plugin, loaded.directory)
-    return len(plugin.list_samples(Path(options.data), loaded.recipe.stage_params("dataset")))
+    return len(plugin.list_samples(Path(options.data), stage_settings(loaded, plugin, "dataset")))
 
 
 def check_atc_graph(loaded: LoadedRecipe, options: Options) -> tuple[Check, list[str]]:
@@ -152,7 +167,7 @@ def _gib(value: float) -> str:
 def run_checks(loaded: LoadedRecipe | None, options: Options, printer: Printer) -> int:
     checks = [check_cann_env(), check_atc(), check_ais_bench(),
               check_program("npu-smi", "install the Ascend driver; npu-smi ships with it"), check_soc(options),
-              check_packages(), check_workdir_path(options)]
+              check_packages(), check_workdir_path(options), check_shard_variables()]
     lint_rows: list[str] = []
     if loaded:
         checks.append(check_disk(loaded, options))

@@ -1,7 +1,8 @@
 """Export environments: upstream stacks pin conflicting torch / mmcv versions, so a recipe may
 declare the environment its export runs in. ompipe builds it once in the cache, keyed by its
 requirements (as pre-commit builds hook environments), and runs the export there through the
-tool seam; the main ompipe environment stays lean.
+tool seam: the plugin's export() (export_in_env), or the export path's own `command:`, e.g. the
+guide's script (export_by_command). The main ompipe environment stays lean.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 from .download import cache_dir
-from .errors import StageFailed
+from .errors import StageFailed, UserError
 from .plugin import ExportContext
-from .recipe import ExportEnv
+from .recipe import ExportEnv, ExportPath, render
 from .state import digest_of
 from .tools.execute import execute
 
@@ -45,11 +46,44 @@ def ensure_env(env: ExportEnv, log: Path, say: Callable[[str], None] = lambda te
     return python
 
 
-def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
-    say = (lambda text: None) if run.options.quiet else (lambda text: print(f"        {text}", file=sys.stderr, flush=True))
-    python = ensure_env(env, log, say)
+def _say(run) -> Callable[[str], None]:
+    return (lambda text: None) if run.options.quiet else (lambda text: print(f"        {text}", file=sys.stderr, flush=True))
+
+
+def prepared_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> Path:
+    """The environment's interpreter, built (and the checkout installed, when it asks) if needed."""
+    python = ensure_env(env, log, _say(run))
     if env.install_source:
-        install_source(python, ctx.source, log, say)
+        install_source(python, ctx.source, log, _say(run))
+    return python
+
+
+def export_by_command(run, path: ExportPath, env: ExportEnv | None, ctx: ExportContext, log: Path) -> None:
+    """The export path's `command:` in the checkout, in `env` when given (its bin/ first on PATH,
+    so `python` is its interpreter), with {weights} and {export_onnx} filled in. With random
+    weights the plugin's `random_checkpoint(ctx)` writes them as the file the command reads."""
+    overlay = {}
+    if env is not None:
+        python = prepared_env(run, env, ctx, log)
+        overlay = {"PATH": str(python.parent), "VIRTUAL_ENV": str(python.parent.parent)}
+    weights = ctx.weights
+    if weights is None:
+        random_checkpoint = getattr(run.plugin, "random_checkpoint", None)
+        if random_checkpoint is None:
+            raise UserError(f"export path {ctx.export_path} runs a command that reads a checkpoint, and plugin "
+                            f"{run.recipe.plugin} has no random_checkpoint(ctx) for --weights random", hint="pass --weights PATH")
+        weights = random_checkpoint(ctx)
+    try:
+        variables = run.variables(weights=str(weights), export_onnx=str(ctx.out))
+        argv = [render(arg, variables) for arg in path.command]
+        _checked(execute(argv, cwd=ctx.source, log=log, env=overlay), f"the export command ({' '.join(argv[:2])})")
+    finally:
+        if ctx.weights is None:
+            weights.unlink(missing_ok=True)
+
+
+def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:
+    python = prepared_env(run, env, ctx, log)
     request = ctx.out.with_suffix(".request.json")
     request.write_text(json.dumps({"plugin": run.recipe.plugin, "recipe_dir": str(run.loaded.directory),
                                    "context": asdict(ctx)}, default=str))

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .plugin import ExportContext, load_plugin
+from .plugin import ExportContext, load_plugin, settings_from_params, settings_type
 
 
 def main(argv: list[str]) -> int:
@@ -15,6 +15,7 @@ def main(argv: list[str]) -> int:
     for key in ("source", "weights", "out"):
         context[key] = Path(context[key]) if context[key] is not None else None
     plugin = load_plugin(request["plugin"], Path(request["recipe_dir"]))
+    context["settings"] = settings_from_params(settings_type(plugin), context["settings"])  # a dict in JSON
     plugin.export(ExportContext(**context))
     return 0
 

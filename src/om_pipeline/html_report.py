@@ -106,7 +106,8 @@ def _model_section(model: str, results: list[dict], rows: list[dict], throughput
     parts = [f'<section id="{_e(model)}">', f"<h2>{_e(model)} {badges(labels)}</h2>",
              f'<p class="muted">guide: {_e(guide or "unknown")}</p>' if guide else "",
              "<h3>Accuracy</h3>", _runs_table([row for row in rows if row["metric"] is not None]),
-             _metrics_table([row for row in rows if row["metric"] is not None], model)]
+             _metrics_table([row for row in rows if row["metric"] is not None], model),
+             _fp16_section(model, rows)]
     if throughput:
         parts += ["<h3>Throughput</h3>", _throughput_table(throughput, benches), _chart(model, throughput, benches)]
     parts.append("</section>")
@@ -153,6 +154,33 @@ def _metrics_table(rows: list[dict], model: str) -> str:
               '<p class="muted">Under each value: its ratio to the guide\'s reference (a gap there is the pipeline\'s: '
               "preprocessing, postprocessing, data, weights) and to our ONNX Runtime run of the same ONNX model "
               "(a gap there is the conversion's).</p>"]
+    return "\n".join(lines)
+
+
+def _fp16_section(model: str, rows: list[dict]) -> str:
+    """fp32 vs emulated fp16 (ONNX Runtime, `--precision fp16`): one row per metric with the
+    guide's 310P figure and the delta, then the chart. A hint where only the fp32 run exists."""
+    previews = report.fp16_previews(rows)
+    if not previews:
+        fp32 = any(row["tool"] == report.BASELINE_TOOL and row["precision"] == "fp32" and row["metric"] for row in rows)
+        return (f'<p class="muted">fp16 preview: <code>ompipe run {_e(model)} --backend onnxruntime --precision fp16</code> '
+                "adds the metric with ATC's fp16 emulated beside this fp32 one.</p>" if fp32 else "")
+    from . import plots
+
+    lines = ["<h3>fp32 vs emulated fp16</h3>", "<table>",
+             _header(["bs", "metric", "fp32", "fp16 emulated", "guide 310P", "delta fp16 - fp32"]), "<tbody>"]
+    for p in previews:
+        guide = (f'{_n(p["guide_310p"])} <span class="muted">({_e(p["guide_source"])})</span>'
+                 if p["guide_310p"] is not None else "")
+        lines.append(f'<tr>{_num_cell(p["bs"])}<td>{_e(p["metric"])}</td>{_num_cell(p["fp32"])}{_num_cell(p["fp16_emulated"])}'
+                     f'<td class="num">{guide}</td><td class="num">{_e(report.delta_text(p["delta"]))}</td></tr>')
+    made_by = dict.fromkeys(label for p in previews for labels in p["provenance"].values() for label in labels)
+    figure = report.fp16_figure(model, previews)
+    lines += ["</tbody>", "</table>",
+              f'<p class="muted">Both columns are ONNX Runtime on this machine, same data and postprocessing; '
+              f"fp16 emulated rounds every float tensor to fp16 as ATC's precision mode would on the NPU. "
+              f"Made by: {badges(list(made_by))}</p>",
+              f'<img class="chart" alt="{_e(model)}: fp32 vs emulated fp16 accuracy" src="{plots.png_data_uri(figure)}">']
     return "\n".join(lines)
 
 

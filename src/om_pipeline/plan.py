@@ -31,7 +31,12 @@ class Decision:
 
 
 def build_stages(run: Run) -> list[Stage]:
-    return [cls(run) for kind, cls in KINDS.items() if getattr(run.recipe.stages, kind) is not None]
+    """The recipe's stages; in a shard run, the shared ones belong to the unsharded run (its
+    directory, records and fingerprints: a shard never builds its own model)."""
+    from .shard import SHARED_KINDS
+
+    return [cls(run.unsharded if kind in SHARED_KINDS else run) for kind, cls in KINDS.items()
+            if getattr(run.recipe.stages, kind) is not None]
 
 
 def in_scope(stages: list[Stage], only: str | None, from_stage: str | None, to_stage: str | None) -> dict[str, str | None]:

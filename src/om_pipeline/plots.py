@@ -106,6 +106,41 @@ def time_to_metric(rows: list[dict], machine: str) -> Figure:
     return figure
 
 
+PRECISION_COLORS = {"fp32": "#1f5fbf", "fp16 emulated": "#7048e8", "guide 310P": "#c92a2a"}
+
+
+def fp16_metrics(title: str, subtitle: str, groups: dict[str, dict[str, float | None]],
+                 deltas: dict[str, float | None], caption: list[str]) -> Figure:
+    """Grouped bars, one group per metric: fp32, fp16 emulated and the guide's 310P figure
+    (a series' bar is left out where it has no value), every bar labelled with its value and
+    each group's tick with its delta fp16 - fp32 (a loss of 1e-5 reads there, not in the bars)."""
+    figure, axes = _figure(title, subtitle, caption)
+    names = list(groups)
+    series = [name for name in PRECISION_COLORS if any(values.get(name) is not None for values in groups.values())]
+    width = 0.8 / max(len(series), 1)
+    for index, name in enumerate(series):
+        at = [(x, values[name]) for x, values in enumerate(groups.values()) if values.get(name) is not None]
+        bars = axes.bar([x + (index - (len(series) - 1) / 2) * width for x, _ in at], [v for _, v in at], width * 0.92,
+                        label=name, color=PRECISION_COLORS[name], alpha=0.55 if name == "guide 310P" else 1.0,
+                        hatch="//" if name == "guide 310P" else None, edgecolor="white")
+        axes.bar_label(bars, labels=[_short(v) if abs(v) >= 100 else f"{v:.4g}" for _, v in at], padding=2, fontsize=8,
+                       color=PRECISION_COLORS[name])
+    axes.set_xticks(range(len(names)))
+    axes.set_xticklabels([name if deltas.get(name) is None else f"{name}\ndelta {deltas[name]:+.3g}" for name in names])
+    axes.set_xlim(-0.6, len(names) - 0.4)
+    values = [v for values in groups.values() for v in values.values() if v is not None]
+    if values:  # room above the tallest bar for its label; negative metrics keep their floor
+        axes.set_ylim(min(0.0, min(values) * 1.15), max(0.0, max(values)) * 1.15 or 1.0)
+    axes.axhline(0, color="#adb5bd", linewidth=0.8)
+    axes.set_xlabel("metric (delta: fp16 emulated - fp32)")
+    axes.set_ylabel("metric value")
+    axes.grid(True, axis="y", alpha=0.45)
+    axes.set_axisbelow(True)
+    if series:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return figure
+
+
 def save(figure: Figure, stem: Path) -> list[Path]:
     """stem.png and stem.svg, each written to a temporary name and renamed into place."""
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ lists, and every `{variable}` must be one ompipe knows (checked at load time, no
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import string
@@ -35,6 +36,9 @@ TEMPLATE_VARIABLES = {
     "om": "the compiled .om model",
     "inputs": "the preprocessed input directories, comma-separated in model input order",
     "output": "the directory the inference tool writes its results into",
+    "input_shape": "atc --input_shape from model.inputs at this batch size, e.g. image:{bs},1,240,320 (';' between inputs)",
+    "weights": "the checkpoint file an export path's command reads (--weights random: the plugin's random_checkpoint)",
+    "export_onnx": "the ONNX file an export path's command writes",
 }
 # Flags whose value is a path the tool writes: they must come from ompipe's variables.
 OUTPUT_FLAGS = ("--output", "-o")
@@ -143,6 +147,10 @@ class ExportPath(Strict):
 
     source: bool = Field(True, description="needs the patched upstream checkout; false skips clone and patch")
     env: Optional[ExportEnv] = None
+    command: Optional[list[str]] = Field(
+        None, min_length=1,
+        description="argv of the export instead of the plugin's export(), e.g. the guide's script; run in the checkout, in env "
+                    "(its bin/ first on PATH, so `python` is its interpreter); templated like atc args")
     params: dict[str, Any] = {}
 
 
@@ -308,6 +316,17 @@ class LoadedRecipe:
     def directory(self) -> Path:
         return self.path.parent
 
+    @functools.cached_property
+    def _lines(self) -> dict[tuple, int]:
+        node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        return dict(_line_map(node)) if node is not None else {}
+
+    def where(self, loc: tuple = ()) -> str:
+        """`file:line field.path` of a place in the recipe (the file alone for the whole recipe)."""
+        if not loc:
+            return _display(self.path)
+        return f"{_display(self.path)}:{_line_of(self._lines, loc)} {_format_loc(loc)}"
+
 
 # ---------------------------------------------------------------- loading, with file:line errors
 
@@ -443,16 +462,21 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[tuple, str]]:
         stage = getattr(recipe.stages, kind)
         for field_name in ("args", "msame_args"):
             args = getattr(stage, field_name, None) or []
-            for index, arg in enumerate(args):
-                loc = ("stages", kind, field_name, index)
-                try:
-                    names = template_names(arg)
-                except ValueError as exc:
-                    yield loc, str(exc)
-                    continue
-                for name in names - TEMPLATE_VARIABLES.keys():
-                    yield loc, f"unknown variable {{{name}}}"
+            yield from _variable_problems(("stages", kind, field_name), args)
             yield from _output_flag_problems(("stages", kind, field_name), args)
+    for name, path in recipe.stages.export.paths.items():
+        yield from _variable_problems(("stages", "export", "paths", name, "command"), path.command or [])
+
+
+def _variable_problems(where: tuple, args: list[str]) -> Iterator[tuple[tuple, str]]:
+    for index, arg in enumerate(args):
+        try:
+            names = template_names(arg)
+        except ValueError as exc:
+            yield (*where, index), str(exc)
+            continue
+        for name in names - TEMPLATE_VARIABLES.keys():
+            yield (*where, index), f"unknown variable {{{name}}}"
 
 
 def _output_flag_problems(where: tuple, args: list[str]) -> Iterator[tuple[tuple, str]]:
@@ -484,7 +508,11 @@ def render(text: str, variables: dict[str, Any]) -> str:
     for name in template_names(text):
         if not re.fullmatch(r"[a-z_]+", name):
             raise UserError(f"template {text!r}: only plain {{name}} variables are allowed")
-    return text.format_map(variables)
+    try:
+        return text.format_map(variables)
+    except KeyError as exc:
+        raise UserError(f"template {text!r}: {{{exc.args[0]}}} has no value here",
+                        hint="see the variables table in recipes/README.md for where each one applies") from None
 
 
 def load_recipe_file(path: Path) -> LoadedRecipe:

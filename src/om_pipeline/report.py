@@ -60,6 +60,7 @@ def rows(results: list[dict]) -> list[dict]:
     # order; an emulated-fp16 run is what the baseline is compared with, not the baseline).
     candidates = sorted(results, key=lambda r: (r.get("precision", "fp32") == "fp32", _is_files_mode(r)))
     baselines = {(r["model"], r["bs"]): r for r in candidates if r.get("tool") == BASELINE_TOOL}
+    previews = {(p["model"], p["bs"], p["metric"]): p for p in fp16_preview(results)}
     table = []
     for result in results:
         baseline = baselines.get((result["model"], result["bs"]))
@@ -87,8 +88,74 @@ def rows(results: list[dict]) -> list[dict]:
                 "samples": result.get("samples"),
                 "cann": result.get("versions", {}).get("cann"),
                 "provenance": provenance_of(result),
+                "fp16_preview": previews.get((result["model"], result["bs"], metric)),
             })
     return table
+
+
+GUIDE_CHIP = "Ascend310P"  # the chip whose guide figure the fp16 preview is set beside (310P1/310P3)
+FP16 = "fp16-emulated"
+
+
+def fp16_preview(results: list[dict]) -> list[dict]:
+    """ATC's fp16 seen on the CPU: per model, batch size and metric, ONNX Runtime's fp32 metric,
+    the same evaluation with fp16 emulated (`--precision fp16`), the guide's 310P figure and the
+    delta fp16 - fp32. Made where an emulated-fp16 run exists (its fp32 twin may be missing: its
+    cells stay empty); an fp32 run alone has nothing to compare with. Keyed on `precision`, never
+    on file names, and files-mode results win over --stream ones (the same metrics)."""
+    runs: dict[tuple, dict[str, dict]] = {}
+    for result in sorted(results, key=_is_files_mode):  # files mode last: it wins
+        kind = FP16 if result.get("precision") == FP16 else precision(result)
+        if result.get("tool") == BASELINE_TOOL and kind in ("fp32", FP16):
+            runs.setdefault((result["model"], result["bs"]), {})[kind] = result
+    table = []
+    for (model, bs), pair in sorted(runs.items(), key=lambda item: (item[0][0], item[0][1])):
+        if FP16 not in pair:
+            continue
+        fp32, fp16 = (pair.get(kind, {}).get("metrics") or {} for kind in ("fp32", FP16))
+        for metric in sorted(fp32.keys() | fp16.keys(), key=natural_key):
+            guide = next((r for r in pair[FP16]["reference"]["accuracy"]
+                          if r["metric"] == metric and (r.get("chip") or "").startswith(GUIDE_CHIP)), None)
+            table.append({
+                "model": model, "bs": bs, "metric": metric,
+                "fp32": fp32.get(metric), "fp16_emulated": fp16.get(metric),
+                "delta": fp16[metric] - fp32[metric] if metric in fp16 and metric in fp32 else None,
+                "guide_310p": guide["value"] if guide else None,
+                "guide_chip": guide.get("chip") if guide else None,
+                "guide_source": guide["source"] if guide else None,
+                "provenance": {kind: provenance_of(pair[kind]) for kind in ("fp32", FP16) if kind in pair},
+            })
+    return table
+
+
+def fp16_previews(table: list[dict]) -> list[dict]:
+    """The fp16 preview entries `rows` attached to its rows, each once, in order."""
+    entries = {(p["model"], p["bs"], p["metric"]): p for p in (row.get("fp16_preview") for row in table) if p}
+    return list(entries.values())
+
+
+def fp16_figure(model: str, previews: list[dict]):
+    """The fp32 vs emulated-fp16 metric chart of one model's preview entries: per metric (and
+    batch size) a bar for fp32, fp16 emulated and the guide's 310P figure where the recipe has
+    one; what made each series in the caption."""
+    from . import plots
+
+    several = len({p["bs"] for p in previews}) > 1
+    groups = {f"{p['metric']} (bs {p['bs']})" if several else p["metric"]:
+              {"fp32": p["fp32"], "fp16 emulated": p["fp16_emulated"], "guide 310P": p["guide_310p"]} for p in previews}
+    deltas = {name: p["delta"] for name, p in zip(groups, previews)}
+    runs = {"fp32": "ONNX Runtime fp32", FP16: "ONNX Runtime fp16 emulated"}
+    labels: dict[str, list[str]] = {}
+    for p in previews:
+        for kind, found in p["provenance"].items():
+            known = labels.setdefault(runs[kind], [])
+            known += [label for label in found if label not in known]
+    guides = dict.fromkeys(f"guide 310P: {p['guide_chip']}, {p['guide_source']}" for p in previews if p["guide_310p"] is not None)
+    bs = ", ".join(str(b) for b in dict.fromkeys(p["bs"] for p in previews))
+    subtitle = (f"ONNX Runtime on the CPU, batch size {bs}: the same ONNX model in fp32 and with ATC's fp16 emulated "
+                "(every float tensor stored in fp16), beside the guide's Ascend 310P figure")
+    return plots.fp16_metrics(f"{model}: fp32 vs emulated fp16 accuracy", subtitle, groups, deltas,
+                              provenance_caption(labels) + list(guides))
 
 
 def tool_label(result: dict) -> str:
@@ -181,6 +248,11 @@ def markdown(table: list[dict]) -> str:
     lines = ["| " + " | ".join(MARKDOWN_COLUMNS) + " |", "|" + "---|" * len(MARKDOWN_COLUMNS)]
     for row in table:
         lines.append("| " + " | ".join(_cells(row)) + " |")
+    previews = fp16_previews(table)
+    if previews:  # a second table: fp32 vs emulated fp16, one row per metric
+        lines += ["", f"fp32 vs emulated fp16 ({BASELINE_TOOL}, `--precision fp16`) beside the guide's 310P figure:", "",
+                  "| " + " | ".join(FP16_COLUMNS) + " |", "|" + "---|" * len(FP16_COLUMNS)]
+        lines += ["| " + " | ".join(_fp16_cells(p)) + " |" for p in previews]
     return "\n".join(lines)
 
 
@@ -203,6 +275,9 @@ def rich_table(table: list[dict]):
             cells["guide fps"] = ", ".join(f"{fps:g} @{chip.removeprefix('Ascend')}" for chip, fps in row["reference_fps"].items())
             out.add_row(*[cells[column] for column in TERMINAL_COLUMNS[:-1]], _rich_provenance(row["provenance"]))
         tables += [out, Text("")]
+        previews = [p for p in fp16_previews(table) if p["model"] == model]
+        if previews:
+            tables += [_rich_fp16_table(model, previews), Text("")]
     used = dict.fromkeys(label for row in table for label in row["provenance"])
     notes = [f"{SHORT.get(label, label)}: {PROVENANCE_NOTES.get(label, label)}" for label in used]
     return Group(*tables, *(Text(note, style="dim") for note in notes))
@@ -214,6 +289,33 @@ TERMINAL_COLUMNS = ("tool", "bs", "metric", "value", "guide ref", "vs ref", "ONN
                     "golden cosine", "provenance")
 NUMERIC_COLUMNS = {"bs", "value", "guide ref", "vs ref", "ONNX Runtime", "fps", "golden cosine", "samples"}
 SHORT = {"fake toolchain": "fake", "random weights": "random weights", "emulated fp16": "emulated fp16", "paced emulator": "paced"}
+
+
+FP16_COLUMNS = ("model", "bs", "metric", "fp32", "fp16 emulated", "guide 310P", "delta fp16 - fp32", "provenance")
+
+
+def _fp16_cells(preview: dict) -> list[str]:
+    fp16 = preview["provenance"].get(FP16, [])
+    return [preview["model"], str(preview["bs"]), preview["metric"], _num(preview["fp32"]), _num(preview["fp16_emulated"]),
+            _num(preview["guide_310p"]), delta_text(preview["delta"]), ", ".join(fp16) or REAL]
+
+
+def _rich_fp16_table(model: str, previews: list[dict]):
+    from rich.table import Table
+
+    out = Table(title=f"{model}: fp32 vs emulated fp16 ({BASELINE_TOOL})", title_justify="left", title_style="bold",
+                show_edge=False, pad_edge=False, header_style="bold")
+    for column in FP16_COLUMNS[1:]:
+        out.add_column(column, justify="left" if column in ("metric", "provenance") else "right", no_wrap=True)
+    for preview in previews:
+        cells = _fp16_cells(preview)
+        out.add_row(*cells[1:-1], _rich_provenance(preview["provenance"].get(FP16, [])))
+    return out
+
+
+def delta_text(value) -> str:
+    """Signed, and enough digits to show a small fp16 loss (-1.8e-05) rather than round it away."""
+    return "" if value is None else f"{value:+.3g}"
 
 
 def _cells(row: dict) -> list[str]:

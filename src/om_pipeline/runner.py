@@ -48,7 +48,9 @@ class RunReport:
         return any(row.status == "RUN" for row in self.rows)
 
 
-def run_pipeline(run: Run, printer: Printer) -> RunReport:
+def run_pipeline(run: Run, printer: Printer, kinds: tuple[str, ...] | None = None) -> RunReport:
+    """Plan and run the stages in scope; `kinds` limits them further (a sharded run's shared
+    phase: the sample stages then run per shard)."""
     stages = build_stages(run)
     by_kind = {s.kind: s for s in stages}
     options = run.options
@@ -56,12 +58,16 @@ def run_pipeline(run: Run, printer: Printer) -> RunReport:
     fingerprints: dict[str, str | None] = {}
     report = RunReport()
     for stage in stages:
-        left_out = scope[stage.kind] or stage.skip_reason()
+        left_out = scope[stage.kind] or stage.skip_reason() or _left_out_by_sharding(run, stage, kinds)
         if left_out:
             report.rows.append(Row(stage.key, "SKIPPED", note=left_out))
             fingerprints[stage.kind] = _recorded_fingerprint(stage, required=scope[stage.kind] == "before --from")
             continue
-        decision = decide(stage, upstream_of(stage, fingerprints, by_kind), options.force)
+        decision = decide(stage, upstream_of(stage, fingerprints, by_kind), options.force and stage.run is run)
+        if stage.run is not run:  # a shard run's shared stage: built by the shared phase, never here
+            report.rows.append(_shared_row(decision))
+            fingerprints[stage.kind] = decision.fingerprint.value if decision.fingerprint else None
+            continue
         if options.dry_run or options.check:
             report.rows.append(_show_plan(decision, printer))
             fingerprints[stage.kind] = WILL_RUN if decision.action == "RUN" else decision.fingerprint.value
@@ -73,9 +79,30 @@ def run_pipeline(run: Run, printer: Printer) -> RunReport:
         else:
             report.rows.append(_execute(decision, printer, report))
         fingerprints[stage.kind] = decision.fingerprint.value
-    if not (options.dry_run or options.check):
+    if not (options.dry_run or options.check or run.shard or kinds):
         report.results_path, report.results = write_results(run, stages, report)
     return report
+
+
+def _left_out_by_sharding(run: Run, stage: Stage, kinds: tuple[str, ...] | None) -> str | None:
+    from .shard import SAMPLE_KINDS, SHARED_KINDS
+
+    if kinds is not None and stage.kind not in kinds:
+        return "runs per shard"
+    if run.shard and stage.kind not in SHARED_KINDS + SAMPLE_KINDS:
+        return "not run per shard (run it unsharded)"
+    return None
+
+
+def _shared_row(decision: Decision) -> Row:
+    """A shared stage seen from a shard: it must be up to date in the model's directory."""
+    stage = decision.stage
+    if decision.action == "RUN" and not (stage.run.options.dry_run or stage.run.options.check):
+        raise UserError(f"shared stage {stage.key} in {stage.run.model_dir} is not up to date ({decision.reason})",
+                        hint=f"build it first: ompipe run {stage.run.name} --to atc (a --shard run does that itself, "
+                             "unless started by --devices or an executor that built it)")
+    note = "shared" if decision.action == "CACHED" else f"shared: {decision.reason}"
+    return Row(stage.key, decision.action, 0.0 if decision.action == "CACHED" else None, note=note)
 
 
 def _recorded_fingerprint(stage: Stage, required: bool) -> str | None:
@@ -221,10 +248,17 @@ def _record(stage: Stage, decision: Decision, result: StageResult, outputs: dict
 # ---------------------------------------------------------------- results
 
 
-def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Path | None, dict | None]:
+def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict | None = None) -> tuple[Path | None, dict | None]:
     """One JSON per (model, backend, bs): metrics, fps, references, argv of every tool stage,
-    tool versions and the weights used, built from the stage records (cached stages included)."""
+    tool versions and the weights used, built from the stage records (cached stages included).
+    `merged`: the metrics, sample count and shards of `ompipe merge`, in place of an eval record."""
     records = {s.kind: run.state.record(s.key) for s in stages}
+    shard_records = {}
+    if merged:
+        merged = dict(merged)
+        shard_records = merged.pop("stage_records")  # the shards' own: what made their numbers
+        records["eval"] = {"info": merged}
+        records.pop("infer", None)
     if not (records.get("eval") or records.get("perf")):
         return None, None
     weights = read_json(run.path("weights.json")) or {"mode": "none"}
@@ -240,7 +274,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "precision": run.numerics,  # how the numbers were computed: fp32, fp16-emulated, npu (<mode>)
         "toolchain": run.options.toolchain,
         "weights": weights,
-        "random_weights": weights.get("mode") == "random",
+        "random_weights": weights.get("mode") in ("random", "none"),  # no weights stage: the export gets None, random weights
         "limit": run.options.limit,
         "metrics": (records.get("eval") or {}).get("info", {}).get("metrics"),
         "samples": (records.get("eval") or {}).get("info", {}).get("samples"),
@@ -251,8 +285,10 @@ def write_results(run: Run, stages: list[Stage], report: RunReport) -> tuple[Pat
         "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
         "stages": [asdict(row) for row in report.rows],
         "versions": versions.report(run.options.toolchain),
-        "provenance": provenance_labels(records, weights, run.numerics),
+        "provenance": provenance_labels({**records, **shard_records}, weights, run.numerics),
     }
+    if merged:
+        results["shards"] = merged["shards"]
     path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}{run.precision_suffix}.json")
     write_json_atomic(path, results)
     return path, results

@@ -42,7 +42,7 @@ class OnnxRuntimeModel:
 class InferSessionModel:
     """The .om through ais_bench's Python API (the fake toolchain provides a fake of it)."""
 
-    def __init__(self, om_path: Path, toolchain: str):
+    def __init__(self, om_path: Path, toolchain: str, device: int = 0):
         if toolchain == "fake":
             from .testing.toolchain import FAKE_PYTHON
 
@@ -53,7 +53,7 @@ class InferSessionModel:
         except ImportError:
             raise UserError("--stream with the .om needs ais_bench's Python API (ais_bench.infer.interface)",
                             hint="install the aclruntime and ais_bench wheels, or use --backend onnxruntime") from None
-        self._session = InferSession(0, str(om_path))
+        self._session = InferSession(device, str(om_path))  # the ACL device id (--devices: this shard's)
 
     def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return list(self._session.infer(arrays, mode="static"))
@@ -175,9 +175,9 @@ def _shard_state() -> dict:
 
 def _model(run):
     if run.tool == "onnxruntime":
-        return OnnxRuntimeModel(run.path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
+        return OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
                                 run.emulated_precision)
-    return InferSessionModel(run.path(run.om_name), run.options.toolchain)
+    return InferSessionModel(run.shared_path(run.om_name), run.options.toolchain, run.options.device or 0)
 
 
 def _run_views(model, inputs: dict, views: tuple) -> dict:
@@ -192,13 +192,12 @@ def preprocessed_batches(run, samples: list[Sample], workers: int | None, held: 
     if not samples:
         yield iter(())
         return
-    params = run.recipe.stage_params("preprocess")
-    workers = workers_for(workers, lambda: model_inputs(run, params, samples[0]))
+    workers = workers_for(workers, lambda: model_inputs(run, samples[0]))
     batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
     ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs) + held - 1))
 
     def fill(slot: int, row: int, sample: Sample) -> None:  # here, or in a worker forked after the ring
-        ring.put(slot, row, model_inputs(run, params, sample))
+        ring.put(slot, row, model_inputs(run, sample))
 
     with _submitter(fill, workers) as submit:
         yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit, held))

@@ -33,11 +33,11 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def test_writes_the_hpatches_layout_the_plugin_reads(dataset):
     assert sorted(p.name for p in dataset.iterdir()) == ["i_coffee", "v_astronaut"]
-    samples = superpoint.list_samples(dataset, {})
+    samples = superpoint.list_samples(dataset, superpoint.Settings())
     assert [s.id for s in samples[:6]] == [f"i_coffee_{n}" for n in range(1, 7)]
     assert len(samples) == 12
     for sample in samples:
-        assert superpoint.preprocess(sample, {})[0].shape == (1, 240, 320)
+        assert superpoint.preprocess(sample, superpoint.Settings())[0].shape == (1, 240, 320)
     assert np.loadtxt(dataset / "v_astronaut" / "H_1_6").shape == (3, 3)
 
 

@@ -14,7 +14,7 @@ from om_pipeline.errors import UserError
 from om_pipeline.models import centernet
 from om_pipeline.models.centernet_tinycoco import write_tiny_coco
 from om_pipeline.metrics.coco_bbox import COCO80_CATEGORY_IDS
-from om_pipeline.plugin import ExportContext
+from om_pipeline.plugin import ExportContext, settings_from_params
 
 # Upstream's normalisation, quoted (BGR order, as upstream reads images with cv2):
 # xingyizhou/CenterNet @ 2b7692c377c6686fb35e473dac2de6105eed62c6, src/lib/datasets/dataset/coco.py:16-19
@@ -42,7 +42,7 @@ def test_samples_follow_the_annotation_file(tiny_copy):
     dataset = annotations(tiny_copy)
     dataset["images"].reverse()  # upstream's order is the file's (coco.getImgIds()), not sorted
     (tiny_copy / "annotations" / "instances_val2017.json").write_text(json.dumps(dataset))
-    samples = centernet.list_samples(tiny_copy, {})
+    samples = centernet.list_samples(tiny_copy, centernet.Settings())
     assert [s.meta["image_id"] for s in samples] == [image["id"] for image in dataset["images"]]
     assert [s.id for s in samples] == [image["file_name"][:-4] for image in dataset["images"]]
     assert all(s.path == tiny_copy / "val2017" / s.meta["file_name"] for s in samples)
@@ -55,17 +55,17 @@ def test_unsafe_file_names_get_the_image_id(tiny_copy):
     (tiny_copy / "val2017" / image["file_name"]).rename(tiny_copy / "val2017" / "my photo.v2.jpg")
     image["file_name"] = "my photo.v2.jpg"
     (tiny_copy / "annotations" / "instances_val2017.json").write_text(json.dumps(dataset))
-    assert centernet.list_samples(tiny_copy, {})[0].id == f"image_{image['id']}"
+    assert centernet.list_samples(tiny_copy, centernet.Settings())[0].id == f"image_{image['id']}"
     assert centernet.sample_id_for(139, "000000000139.jpg") == "000000000139"
 
 
 def test_missing_images_and_annotations_are_user_errors(tiny_copy):
     (tiny_copy / "val2017" / annotations(tiny_copy)["images"][2]["file_name"]).unlink()
     with pytest.raises(UserError, match="1 image"):
-        centernet.list_samples(tiny_copy, {})
+        centernet.list_samples(tiny_copy, centernet.Settings())
     (tiny_copy / "annotations" / "instances_val2017.json").unlink()
     with pytest.raises(UserError, match="instances_val2017.json does not exist"):
-        centernet.list_samples(tiny_copy, {})
+        centernet.list_samples(tiny_copy, centernet.Settings())
 
 
 def test_normalisation_is_upstreams():
@@ -74,8 +74,8 @@ def test_normalisation_is_upstreams():
 
 
 def test_preprocess_is_the_letterbox_warp(tiny):
-    for sample in centernet.list_samples(tiny, {})[:3]:
-        (array,) = centernet.preprocess(sample, {})
+    for sample in centernet.list_samples(tiny, centernet.Settings())[:3]:
+        (array,) = centernet.preprocess(sample, centernet.Settings())
         assert array.shape == (3, 512, 512) and array.dtype == np.float32
         image = cv2.imread(str(sample.path))
         height, width = image.shape[:2]
@@ -90,10 +90,10 @@ def test_preprocess_is_the_letterbox_warp(tiny):
 
 
 def test_preprocess_checks_the_annotated_size(tiny):
-    sample = centernet.list_samples(tiny, {})[0]
+    sample = centernet.list_samples(tiny, centernet.Settings())[0]
     wrong = type(sample)(sample.id, sample.path, {**sample.meta, "height": sample.meta["height"] + 1})
     with pytest.raises(UserError, match="annotation says"):
-        centernet.preprocess(wrong, {})
+        centernet.preprocess(wrong, centernet.Settings())
 
 
 def encoded_outputs(dataset: dict, image: dict, settings: centernet.Settings):
@@ -120,8 +120,8 @@ def test_outputs_holding_the_ground_truth_score_ap_one(tiny, decode_batch):
     dataset = annotations(tiny)
     images = {image["id"]: image for image in dataset["images"]}
     settings = centernet.Settings()
-    evaluator = centernet.evaluator(tiny, {"decode_batch": decode_batch})
-    for sample in centernet.list_samples(tiny, {}):
+    evaluator = centernet.evaluator(tiny, centernet.Settings(decode_batch=decode_batch))
+    for sample in centernet.list_samples(tiny, centernet.Settings()):
         outputs = encoded_outputs(dataset, images[sample.meta["image_id"]], settings)
         evaluator.add(sample, [o[np.newaxis] if sample.meta["image_id"] % 2 else o for o in outputs])  # with/without batch axis
     metrics = evaluator.result()
@@ -133,30 +133,32 @@ def test_outputs_holding_the_ground_truth_score_ap_one(tiny, decode_batch):
 def test_limit_scores_only_the_images_that_ran(tiny):
     dataset = annotations(tiny)
     images = {image["id"]: image for image in dataset["images"]}
-    evaluator = centernet.evaluator(tiny, {})
-    for sample in centernet.list_samples(tiny, {})[:2]:
+    evaluator = centernet.evaluator(tiny, centernet.Settings())
+    for sample in centernet.list_samples(tiny, centernet.Settings())[:2]:
         evaluator.add(sample, encoded_outputs(dataset, images[sample.meta["image_id"]], centernet.Settings()))
     metrics = evaluator.result()
     assert metrics["images"] == 2 and metrics["ap"] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_settings_are_upstreams_and_checked():
-    settings = centernet.Settings.from_params({"K": "50", "mean": [0.1, 0.2, 0.3], "unrelated": 1})
+    settings = settings_from_params(centernet.Settings, {"K": "50", "mean": [0.1, 0.2, 0.3]})
     assert settings.K == 50 and settings.mean == (0.1, 0.2, 0.3) and settings.output_size == (128, 128)
     assert centernet.Settings() == centernet.Settings(input_h=512, input_w=512, down_ratio=4, K=100, max_per_image=100)
     with pytest.raises(UserError, match="multiples of 32"):
-        centernet.Settings.from_params({"input_h": 500})
+        settings_from_params(centernet.Settings, {"input_h": 500})
     with pytest.raises(UserError, match="DLA-34"):
-        centernet.Settings.from_params({"arch": "hourglass"})
+        settings_from_params(centernet.Settings, {"arch": "hourglass"})
     with pytest.raises(UserError, match="not valid"):
-        centernet.Settings.from_params({"K": "many"})
+        settings_from_params(centernet.Settings, {"K": "many"})
+    with pytest.raises(UserError, match="unknown setting"):
+        settings_from_params(centernet.Settings, {"unrelated": 1})
 
 
 def test_export_refuses_an_opset_without_deformconv(tmp_path):
     ctx = ExportContext(source=tmp_path, weights=None, target="onnxruntime", bs=1, out=tmp_path / "x.onnx", opset=11,
                         input_names=["actual_input"], output_names=["output1", "output2", "output3"],
-                        params={"onnxruntime_opset": 17})
+                        settings=centernet.Settings(onnxruntime_opset=17))
     with pytest.raises(UserError, match="opset 19"):
         centernet.export(ctx)
     with pytest.raises(UserError, match="not a|expected upstream checkout"):
-        centernet.export(ExportContext(**{**ctx.__dict__, "params": {}}))
+        centernet.export(ExportContext(**{**ctx.__dict__, "settings": centernet.Settings()}))

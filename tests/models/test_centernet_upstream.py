@@ -58,7 +58,8 @@ def upstream(checkout):
 
 def context(checkout, target, bs, out, params=SMALL, weights=None) -> ExportContext:
     return ExportContext(source=checkout, weights=weights, target=target, bs=bs, out=out, opset=11,
-                         input_names=["actual_input"], output_names=["output1", "output2", "output3"], params=dict(params))
+                         input_names=["actual_input"], output_names=["output1", "output2", "output3"],
+                         settings=centernet.Settings(**params))
 
 
 def agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
@@ -132,7 +133,7 @@ def test_patched_dcn_equals_ours(upstream):
 
 
 def test_a_checkpoint_loads_strictly(checkout, tmp_path):
-    settings = centernet.Settings.from_params(SMALL)
+    settings = centernet.Settings(**SMALL)
     with centernet.upstream_modules(checkout):
         network = centernet.build_network(settings, None, seed=3)
         state = {f"module.{k}": v for k, v in network.state_dict().items()}  # saved from DataParallel
@@ -153,9 +154,9 @@ def test_preprocess_matches_upstream(upstream, tmp_path):
     data = write_tiny_coco(tmp_path / "coco", images=4, seed=1)
     opt = types.SimpleNamespace(fix_res=True, input_h=512, input_w=512, pad=31, flip_test=False, down_ratio=4)
     detector = types.SimpleNamespace(opt=opt, mean=upstream.coco.COCO.mean, std=upstream.coco.COCO.std)
-    for sample in centernet.list_samples(data, {}):
+    for sample in centernet.list_samples(data, centernet.Settings()):
         images, meta = upstream.base.BaseDetector.pre_process(detector, cv2.imread(str(sample.path)), 1)
-        np.testing.assert_array_equal(centernet.preprocess(sample, {})[0], images.numpy()[0])
+        np.testing.assert_array_equal(centernet.preprocess(sample, centernet.Settings())[0], images.numpy()[0])
         center, scale = post.center_and_scale(sample.meta["height"], sample.meta["width"])
         assert np.array_equal(meta["c"], center) and meta["s"] == scale and meta["out_height"] == meta["out_width"] == 128
 
@@ -171,7 +172,7 @@ def test_our_path_gives_upstreams_detections(upstream, checkout, tmp_path, monke
     import functools
 
     data = write_tiny_coco(tmp_path / "coco", images=3, seed=4)
-    settings = centernet.Settings.from_params(SMALL)
+    settings = centernet.Settings(**SMALL)
     ctx = context(checkout, "onnxruntime", 1, tmp_path / "unused.onnx")
     network = centernet.build_network(settings, None, seed=0)
     torch.save({"epoch": 1, "state_dict": network.state_dict()}, tmp_path / "random.pth")
@@ -181,9 +182,9 @@ def test_our_path_gives_upstreams_detections(upstream, checkout, tmp_path, monke
     opt = upstream.opts.opts().parse(["ctdet", "--gpus", "-1", "--load_model", str(tmp_path / "random.pth"), "--input_res", "64"])
     opt = upstream.opts.opts().update_dataset_info_and_set_heads(opt, upstream.coco.COCO)
     detector = upstream.ctdet.CtdetDetector(opt)
-    for sample in centernet.list_samples(data, {}):
+    for sample in centernet.list_samples(data, centernet.Settings()):
         theirs = detector.run(str(sample.path))["results"]
-        hm, wh, reg = forward([centernet.preprocess(sample, SMALL)[0][np.newaxis]])
+        hm, wh, reg = forward([centernet.preprocess(sample, centernet.Settings(**SMALL))[0][np.newaxis]])
         ((boxes, scores, classes),) = centernet.decode_batch(hm, wh, reg, [sample], settings)
         for c in range(80):
             mine = np.c_[boxes[classes == c], scores[classes == c]]

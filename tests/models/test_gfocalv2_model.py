@@ -227,12 +227,12 @@ def test_dgqp_last_axis_topk_equals_upstreams_bin_axis_topk():
 # ---------------------------------------------------------------- exported graphs
 
 
-def export(tmp_path, target: str, bs: int = 1, weights=None, **params) -> onnx.ModelProto:
+def export(tmp_path, target: str, bs: int = 1, weights=None) -> onnx.ModelProto:
     out = tmp_path / f"gfocalv2_bs{bs}.{target}.onnx"
     names = ["dets", "labels"] if target == "ascend" else ["boxes", "scores"]
     plugin.export(ExportContext(source=tmp_path, weights=weights, target=target, bs=bs, out=out, opset=11,
                                 input_names=["input.1"], output_names=names,
-                                params={"input_size": list(SMALL), "nms_pre": 100, **params}, seed=0))
+                                settings=plugin.Settings(input_size=tuple(SMALL), nms_pre=100), seed=0))
     return onnx.load(str(out))
 
 

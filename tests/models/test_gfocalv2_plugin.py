@@ -6,25 +6,32 @@
   and mmcv's imnormalize, against NumPy arithmetic from the formulas (within 1 float32 ulp);
 - the evaluator: both output forms give the same AP; detections equal to the ground truth
   score 1; the guide's image set and the standard one are both reported;
-- the upstream path, correct by construction: the environment of the guide's stack is built
-  once, `setup.py develop` and `tools/pytorch2onnx.py` run with the guide's arguments in it
-  (the subprocess seam records them; the export itself is stood in for), random weights go
-  in as an mmdet checkpoint.
+- the upstream path, the recipe's env and command: the environment of the guide's stack is
+  built once, the checkout installed into it, `tools/pytorch2onnx.py` run with the guide's
+  arguments in it (the subprocess seam records them; the export itself is stood in for), random
+  weights go in as an mmdet checkpoint (the plugin's random_checkpoint).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from om_pipeline.errors import UserError
+from om_pipeline.context import Options, Run
+from om_pipeline.envs import export_by_command
+from om_pipeline.errors import StageFailed, UserError
 from om_pipeline.models import gfocalv2 as plugin
 from om_pipeline.models import gfocalv2_postprocess as post
 from om_pipeline.models.gfocalv2_tinycoco import COCO_IDS, write_tiny_coco
-from om_pipeline.plugin import ExportContext, Sample
+from om_pipeline.plugin import Sample, settings_from_params
+from om_pipeline.recipe import find_recipe, render
+from om_pipeline.stages.export import ExportStage
 from om_pipeline.tools import execute
 
 F32 = np.float32
@@ -36,7 +43,7 @@ def coco(tmp_path_factory):
 
 
 def test_samples_are_the_annotation_files_images_by_name(coco):
-    samples = plugin.list_samples(coco, {})
+    samples = plugin.list_samples(coco, plugin.Settings())
     dataset = json.loads((coco / "annotations/instances_val2017.json").read_text())
     assert [s.id for s in samples] == sorted(f"{img['id']:012d}" for img in dataset["images"])
     assert all(s.path == coco / "val2017" / f"{s.id}.jpg" and s.meta["image_id"] == int(s.id) for s in samples)
@@ -49,7 +56,7 @@ def test_a_missing_image_is_named(coco, tmp_path):
     (tmp_path / "annotations/instances_val2017.json").write_text(json.dumps(dataset))
     (tmp_path / "val2017").symlink_to(coco / "val2017")
     with pytest.raises(UserError, match="000000000005.jpg"):
-        plugin.list_samples(tmp_path, {})
+        plugin.list_samples(tmp_path, plugin.Settings())
 
 
 @pytest.mark.parametrize("size", [(427, 640), (640, 427), (360, 640), (50, 70)])  # (h, w)
@@ -57,7 +64,7 @@ def test_preprocessing_is_the_guides(size, tmp_path):
     height, width = size
     image = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "x.png"), image)
-    (array,) = plugin.preprocess(Sample(id="x", path=tmp_path / "x.png"), {})
+    (array,) = plugin.preprocess(Sample(id="x", path=tmp_path / "x.png"), plugin.Settings())
     assert array.shape == (3, 800, 1216) and array.dtype == np.float32
     scale = min(1216 / width, 800 / height)
     new_w, new_h = int(np.floor(width * scale)), int(np.floor(height * scale))
@@ -72,14 +79,16 @@ def test_preprocessing_is_the_guides(size, tmp_path):
 def test_the_guides_example_image_geometry(tmp_path):
     """000000397133.jpg is 640 x 427: resized to 1199 x 800, 17 zero columns on the right."""
     cv2.imwrite(str(tmp_path / "x.png"), np.full((427, 640, 3), 200, np.uint8))
-    (array,) = plugin.preprocess(Sample(id="x", path=tmp_path / "x.png"), {})
+    (array,) = plugin.preprocess(Sample(id="x", path=tmp_path / "x.png"), plugin.Settings())
     assert array[:, :, 1198].all() and not array[:, :, 1199:].any() and array[:, 799, :1199].all()
 
 
 def test_settings_reject_bad_params():
     with pytest.raises(UserError, match="input_size"):
-        plugin.Settings.from_params({"input_size": [800]})
-    assert plugin.Settings.from_params({"input_size": [128, 192], "other": 1}).input_size == (128, 192)
+        settings_from_params(plugin.Settings, {"input_size": [800]})
+    assert settings_from_params(plugin.Settings, {"input_size": [128, 192]}).input_size == (128, 192)
+    with pytest.raises(UserError, match="unknown setting"):
+        settings_from_params(plugin.Settings, {"other": 1})
 
 
 # ---------------------------------------------------------------- evaluator
@@ -107,8 +116,8 @@ def ground_truth_outputs(coco, sample, form: str):
 
 @pytest.mark.parametrize("form", ["ascend", "pre_nms"])
 def test_ground_truth_as_outputs_scores_one_in_both_forms(coco, form):
-    evaluator = plugin.evaluator(coco, {})
-    for sample in plugin.list_samples(coco, {}):
+    evaluator = plugin.evaluator(coco, plugin.Settings())
+    for sample in plugin.list_samples(coco, plugin.Settings()):
         evaluator.add(sample, ground_truth_outputs(coco, sample, form))
     metrics = evaluator.result()
     assert metrics["images_annotated"] == 6 and metrics["images_all"] == 8
@@ -117,8 +126,8 @@ def test_ground_truth_as_outputs_scores_one_in_both_forms(coco, form):
 
 
 def test_detections_on_empty_images_count_only_in_the_standard_set(coco):
-    evaluator = plugin.evaluator(coco, {})
-    samples = plugin.list_samples(coco, {})
+    evaluator = plugin.evaluator(coco, plugin.Settings())
+    samples = plugin.list_samples(coco, plugin.Settings())
     dataset = json.loads((coco / "annotations/instances_val2017.json").read_text())
     annotated = {a["image_id"] for a in dataset["annotations"]}
     for sample in samples:
@@ -132,103 +141,93 @@ def test_detections_on_empty_images_count_only_in_the_standard_set(coco):
 
 
 def test_unidentifiable_outputs_name_the_sample(coco):
-    sample = plugin.list_samples(coco, {})[0]
+    sample = plugin.list_samples(coco, plugin.Settings())[0]
     with pytest.raises(UserError, match=sample.id):
-        plugin.evaluator(coco, {}).add(sample, [np.zeros((10, 3), F32), np.zeros(10, np.int64)])
+        plugin.evaluator(coco, plugin.Settings()).add(sample, [np.zeros((10, 3), F32), np.zeros(10, np.int64)])
 
 
 # ---------------------------------------------------------------- the upstream export path
 
 
-UPSTREAM_PARAMS = {"export_path": "upstream", "input_size": [96, 160],
-                   "upstream": {"python": "python3.7", "requirements": ["torch==1.8.0", "mmcv-full==1.2.4"]}}
-
-
 @pytest.fixture
-def checkout(tmp_path):
-    source = tmp_path / "GFocalV2"
+def upstream_run(tmp_path):
+    """A run of the shipped recipe on its upstream export path, with a stand-in checkout where
+    the stage puts the patched one."""
+    run = Run(find_recipe("gfocalv2"), Options(export_path="upstream"), "ais_bench", 1, tmp_path / "work")
     for relative in ("tools/pytorch2onnx.py", "configs/gfocal/gfocal_r50_fpn_1x.py", "demo/demo.jpg", "setup.py"):
-        (source / relative).parent.mkdir(parents=True, exist_ok=True)
-        (source / relative).write_text("")
-    return source
+        (run.path("src") / relative).parent.mkdir(parents=True, exist_ok=True)
+        (run.path("src") / relative).write_text("")
+    return run
 
 
-def upstream_context(checkout, tmp_path, weights=None, target="ascend"):
-    return ExportContext(source=checkout, weights=weights, target=target, bs=1, out=tmp_path / "gfocalv2_bs1.ascend.onnx",
-                         opset=11, input_names=["input.1"], output_names=["dets", "labels"], params=UPSTREAM_PARAMS, seed=0)
+def test_upstream_command_is_the_guides(upstream_run):
+    """python3.7 ./GFocalV2/tools/pytorch2onnx.py ./GFocalV2/configs/gfocal/gfocal_r50_fpn_1x.py
+    ./gfocal_r50_fpn_1x.pth --output-file gfocal.onnx --input-img ./GFocalV2/demo/demo.jpg
+    --shape 800 1216 --show, run in the checkout."""
+    _, path = upstream_run.export_path
+    variables = upstream_run.variables(weights="/w/gfocal_r50_fpn_1x.pth", export_onnx="/o/gfocal.onnx")
+    assert [render(arg, variables) for arg in path.command] == [
+        "python", "tools/pytorch2onnx.py", "configs/gfocal/gfocal_r50_fpn_1x.py", "/w/gfocal_r50_fpn_1x.pth",
+        "--output-file", "/o/gfocal.onnx", "--input-img", "demo/demo.jpg", "--shape", "800", "1216", "--show"]
+    assert path.env.python == "python3.7" and path.env.install_source and "mmcv-full==1.2.4" in path.env.requirements
 
 
-def test_upstream_commands_are_the_guides(checkout, tmp_path):
-    upstream = plugin.UpstreamSettings.from_params(UPSTREAM_PARAMS)
-    commands = plugin.upstream_commands("/env/bin/python", checkout, tmp_path / "gfocal_r50_fpn_1x.pth",
-                                        tmp_path / "gfocal.onnx", (800, 1216), upstream)
-    assert commands == [
-        (["/env/bin/python", "setup.py", "develop"], checkout),
-        (["/env/bin/python", str(checkout / "tools/pytorch2onnx.py"), str(checkout / "configs/gfocal/gfocal_r50_fpn_1x.py"),
-          str(tmp_path / "gfocal_r50_fpn_1x.pth"), "--output-file", str(tmp_path / "gfocal.onnx"),
-          "--input-img", str(checkout / "demo/demo.jpg"), "--shape", "800", "1216", "--show"], checkout),
-    ]
-
-
-def test_upstream_export_drives_the_guides_commands_with_the_stack_stubbed(checkout, tmp_path):
-    """Through the execute seam with every command stubbed (venv, pip, setup.py develop and
-    pytorch2onnx.py, whose graph our native exporter stands in for): the argv, the environment
-    built once and reused, the random weights handed over as an mmdet checkpoint and removed.
+def test_upstream_export_drives_the_guides_command_with_the_stack_stubbed(upstream_run, tmp_path):
+    """Through the execute seam with every command stubbed (venv, pip, the editable install and
+    pytorch2onnx.py, whose graph our native exporter stands in for): the environment built once
+    and reused, the command run in the checkout with the environment first on PATH, every step
+    writing to the stage log, the random weights handed over as an mmdet checkpoint and removed.
     The real python3.7 / torch 1.8 / mmcv-full environment is built only by the gated
     test_gfocalv2_upstream.py::test_upstream_export_path_builds_the_guides_environment."""
     calls, checkpoints = [], []
+    stage = ExportStage(upstream_run)
+    ctx = stage.context(tmp_path / "gfocalv2_bs1.ascend.onnx", "ascend")
+    small = replace(ctx, settings=plugin.Settings(input_size=(96, 160)))
 
     def guide_stack(request):
         calls.append(request)
         argv = request.argv
-        if argv[1:3] in (("-m", "venv"), ("-m", "pip")) or argv[1:] == ("setup.py", "develop"):
+        if argv[1:3] in (("-m", "venv"), ("-m", "pip")):
             return execute.Outcome(argv, 0, "")
-        if argv[1].endswith("tools/pytorch2onnx.py"):  # stand in for torch 1.8: our ascend graph, same names
+        if argv[:2] == ("python", "tools/pytorch2onnx.py"):  # stand in for torch 1.8: our ascend graph, same names
             state = torch.load(argv[3], weights_only=True)["state_dict"]
             checkpoints.append(sorted(state) == sorted(plugin.mmdet_key_names()))
-            out = argv[argv.index("--output-file") + 1]
-            plugin.export_native(ExportContext(source=checkout, weights=None, target="ascend", bs=1, out=type(checkout)(out),
-                                               opset=11, input_names=["input.1"], output_names=["dets", "labels"],
-                                               params=UPSTREAM_PARAMS, seed=0))
+            plugin.export_native(replace(small, out=type(ctx.out)(argv[argv.index("--output-file") + 1])))
             return execute.Outcome(argv, 0, "Successfully exported ONNX model")
         raise AssertionError(f"unexpected command {argv}")
 
-    ctx = upstream_context(checkout, tmp_path)
+    log = tmp_path / "export.log"
+    path = upstream_run.export_path[1]
     with execute.swapped(guide_stack):
-        plugin.export(ctx)
-        plugin.export(ctx)
+        export_by_command(upstream_run, path, path.env, ctx, log)
+        export_by_command(upstream_run, path, path.env, ctx, log)
     argvs = [c.argv for c in calls]
     venvs = [a for a in argvs if a[1:3] == ("-m", "venv")]
     pips = [a for a in argvs if a[1:3] == ("-m", "pip")]
     assert len(venvs) == 1 and venvs[0][0] == "python3.7"  # built once in the cache, then reused
-    assert pips == [(pips[0][0], "-m", "pip", "install", "--disable-pip-version-check", "torch==1.8.0", "mmcv-full==1.2.4")]
-    scripts = [c for c in calls if c.argv[1:] == ("setup.py", "develop") or c.argv[1].endswith("pytorch2onnx.py")]
-    assert [c.argv[0] for c in scripts] == [pips[0][0]] * 4 and all(c.cwd == checkout for c in scripts)
+    assert pips[0][3:] == ("install", "--disable-pip-version-check", *path.env.requirements)
+    assert pips[1][-2:] == ("-e", str(upstream_run.path("src"))) and len(pips) == 2  # the checkout installed once
+    scripts = [c for c in calls if c.argv[0] == "python"]
+    env_bin = str(Path(pips[0][0]).parent)
+    assert len(scripts) == 2 and all(c.cwd == upstream_run.path("src") and c.env["PATH"] == env_bin for c in scripts)
+    assert all(c.log == log for c in calls)  # the pip build and the guide's script write to the stage log
     assert checkpoints == [True, True]  # random weights went in as an mmdet checkpoint, removed after
     assert not list(tmp_path.glob("*.random-weights.pth")) and ctx.out.is_file()
+    assert [n.op_type for n in onnx.load(str(ctx.out)).graph.node].count("BatchMultiClassNMS") == 1
 
 
-def test_upstream_path_makes_only_the_ascend_graph(checkout, tmp_path):
-    with pytest.raises(UserError, match="Ascend graph only"):
-        plugin.export(upstream_context(checkout, tmp_path, target="onnxruntime"))
-
-
-def test_upstream_path_checks_what_the_script_wrote(checkout, tmp_path):
-    def wrong_graph(request):
-        if request.argv[1].endswith("pytorch2onnx.py"):
-            out = request.argv[request.argv.index("--output-file") + 1]
-            plugin.export_native(ExportContext(source=checkout, weights=None, target="onnxruntime", bs=1, out=type(checkout)(out),
-                                               opset=11, input_names=["input.1"], output_names=["boxes", "scores"],
-                                               params=UPSTREAM_PARAMS, seed=0))
+def test_upstream_command_failure_is_a_stage_failure_with_the_log_tail(upstream_run, tmp_path):
+    def failing_script(request):
+        if request.argv[0] == "python":
+            return execute.Outcome(request.argv, 1, "ImportError: No module named mmcv._ext")
         return execute.Outcome(request.argv, 0, "")
 
-    with execute.swapped(wrong_graph), pytest.raises(UserError, match="BatchMultiClassNMS"):
-        plugin.export(upstream_context(checkout, tmp_path))
-
-
-def test_upstream_path_needs_the_patched_checkout(tmp_path):
-    with pytest.raises(UserError, match="pytorch2onnx.py"):
-        plugin.export(upstream_context(tmp_path, tmp_path))
+    path = upstream_run.export_path[1]
+    ctx = ExportStage(upstream_run).context(tmp_path / "gfocalv2_bs1.ascend.onnx", "ascend")
+    with execute.swapped(failing_script), pytest.raises(StageFailed, match="export command") as failure:
+        export_by_command(upstream_run, path, path.env, ctx, tmp_path / "export.log")
+    assert "mmcv._ext" in "\n".join(failure.value.details)
+    assert not list(tmp_path.glob("*.random-weights.pth"))
 
 
 def test_an_annotation_file_with_a_subset_of_the_categories_is_evaluated_on_those(coco, tmp_path):
@@ -244,8 +243,8 @@ def test_an_annotation_file_with_a_subset_of_the_categories_is_evaluated_on_thos
     dataset["categories"] = [c for c in dataset["categories"] if c["id"] in used]
     assert 0 < len(dataset["categories"]) < 80
     path.write_text(json.dumps(dataset))
-    evaluator = plugin.evaluator(subset, {})
-    for sample in plugin.list_samples(subset, {}):
+    evaluator = plugin.evaluator(subset, plugin.Settings())
+    for sample in plugin.list_samples(subset, plugin.Settings()):
         evaluator.add(sample, ground_truth_outputs(subset, sample, "ascend"))
     metrics = evaluator.result()
     assert metrics["images_annotated"] == 6
@@ -262,4 +261,4 @@ def test_an_annotation_file_without_any_coco_category_is_a_user_error(coco, tmp_
     dataset["categories"] = [{"id": 1000, "name": "widget", "supercategory": "none"}]
     path.write_text(json.dumps(dataset))
     with pytest.raises(UserError, match="none of COCO's 80"):
-        plugin.evaluator(other, {})
+        plugin.evaluator(other, plugin.Settings())

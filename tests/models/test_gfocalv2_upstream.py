@@ -211,7 +211,7 @@ def test_preprocessing_equals_mmcvs_calls(upstream, size, tmp_path):
     height, width = size
     image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "x.png"), image)
-    (ours,) = plugin.preprocess(plugin.Sample(id="x", path=tmp_path / "x.png"), {})
+    (ours,) = plugin.preprocess(plugin.Sample(id="x", path=tmp_path / "x.png"), plugin.Settings())
     img = mmcv.imread(str(tmp_path / "x.png"), backend="cv2")
     scale = min(1216 / width, 800 / height)
     img = mmcv.imresize(img, (int(np.floor(width * scale)), int(np.floor(height * scale))), backend="cv2")
@@ -230,24 +230,25 @@ def runnable(command: str) -> bool:
 @pytest.mark.skipif(not runnable("python3.7"), reason="python3.7 is not runnable here (the guide's stack needs it)")
 def test_upstream_export_path_builds_the_guides_environment(tmp_path):
     """The `upstream` export path for real: python3.7 venv, the recipe's requirements (torch
-    1.8.0, mmcv-full 1.2.4: compiled from source, tens of minutes), `setup.py develop`, then the
+    1.8.0, mmcv-full 1.2.4: compiled from source, tens of minutes), the checkout installed editable, then the
     guide's tools/pytorch2onnx.py on the patched checkout. The environment lands in
     OMPIPE_TEST_CACHE when set (reused by later runs), else in this test's own cache."""
+    from dataclasses import replace
+
     import onnx
 
-    from om_pipeline.plugin import ExportContext
+    from om_pipeline.context import Options, Run
+    from om_pipeline.envs import export_by_command
     from om_pipeline.recipe import find_recipe
+    from om_pipeline.stages.export import ExportStage
     from om_pipeline.testing.upstream import shared_env_cache
 
     checkout = patched_upstream("gfocalv2", UPSTREAM, tmp_path / "GFocalV2")
-    recipe = find_recipe("gfocalv2").recipe
-    path = recipe.stages.export.paths["upstream"]
-    ctx = ExportContext(source=checkout, weights=None, target="ascend", bs=1, out=tmp_path / "gfocalv2_bs1.ascend.onnx",
-                        opset=recipe.stages.export.opset, input_names=[t.name for t in recipe.model.inputs],
-                        output_names=[t.name for t in recipe.model.outputs_for("ascend")],
-                        params={**recipe.stage_params("export"), **path.params, "export_path": "upstream"}, seed=0)
+    run = Run(find_recipe("gfocalv2"), Options(export_path="upstream"), "ais_bench", 1, tmp_path / "work")
+    path = run.export_path[1]
+    ctx = replace(ExportStage(run).context(tmp_path / "gfocalv2_bs1.ascend.onnx", "ascend"), source=checkout)
     with shared_env_cache():
-        plugin.export(ctx)
+        export_by_command(run, path, path.env, ctx, tmp_path / "export.log")
     graph = onnx.load(str(ctx.out)).graph
     assert [i.name for i in graph.input] == ["input.1"] and [o.name for o in graph.output] == ["dets", "labels"]
     assert [n.op_type for n in graph.node].count("BatchMultiClassNMS") == 1

@@ -12,7 +12,7 @@ from om_pipeline.models import pointrend as plugin
 from om_pipeline.models.pointrend_synth import synthesize
 
 SIZE = (64, 128)
-PARAMS = {"input_size": list(SIZE)}
+PARAMS = plugin.Settings(input_size=tuple(SIZE))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_preprocessing_is_bgr_minus_mean_not_rgb(dataset):
 def test_an_image_of_another_size_is_a_user_error(dataset):
     sample = plugin.list_samples(dataset, PARAMS)[0]
     with pytest.raises(UserError, match="128x64; the model takes 2048x1024"):
-        plugin.preprocess(sample, {})
+        plugin.preprocess(sample, plugin.Settings())
 
 
 def test_reduce_outputs_is_the_argmax_as_uint8_first_maximum_on_ties():

@@ -16,7 +16,7 @@ import torch
 
 from om_pipeline.errors import UserError
 from om_pipeline.models import superpoint
-from om_pipeline.plugin import ExportContext, Sample
+from om_pipeline.plugin import ExportContext, Sample, settings_from_params
 from om_pipeline.testing.atc_gate import gate_failures
 
 TRANSLATION_32PX = np.array([[1.0, 0, 32.0], [0, 1.0, 0], [0, 0, 1.0]])
@@ -39,7 +39,7 @@ def test_list_samples_orders_sequences_by_name_and_images_by_number(tmp_path):
     for name in ("v_zebra", "i_apple", "v_boat"):
         write_sequence(tmp_path, name)
     (tmp_path / ".cache").mkdir()
-    samples = superpoint.list_samples(tmp_path, {})
+    samples = superpoint.list_samples(tmp_path, superpoint.Settings())
     assert [s.id for s in samples[:7]] == [f"i_apple_{n}" for n in range(1, 7)] + ["v_boat_1"]
     assert len(samples) == 18
     assert samples[8].meta == {"seq": "v_boat", "n": 3}
@@ -51,7 +51,7 @@ def test_list_samples_names_the_missing_file_and_where_it_looked(tmp_path):
     (folder / "H_1_4").unlink()
     (folder / "6.ppm").unlink()
     with pytest.raises(UserError) as error:
-        superpoint.list_samples(tmp_path, {})
+        superpoint.list_samples(tmp_path, superpoint.Settings())
     assert str(folder / "6.ppm") in error.value.message and f"looked in {folder}" in error.value.message
     assert "H_1_4" in error.value.details[0]
     assert "H_1_2" in error.value.hint
@@ -65,13 +65,13 @@ def test_list_samples_rejects_a_folder_without_sequences(tmp_path, layout):
     if layout == "files only":
         (data / "1.ppm").write_bytes(b"")
     with pytest.raises(UserError, match=str(data)):
-        superpoint.list_samples(data, {})
+        superpoint.list_samples(data, superpoint.Settings())
 
 
 def test_list_samples_rejects_a_sequence_name_that_is_not_file_name_safe(tmp_path):
     write_sequence(tmp_path, "v.boat")
     with pytest.raises(UserError, match="v.boat"):
-        superpoint.list_samples(tmp_path, {})
+        superpoint.list_samples(tmp_path, superpoint.Settings())
 
 
 # ------------------------------------------------------------------------ preprocess
@@ -79,7 +79,7 @@ def test_list_samples_rejects_a_sequence_name_that_is_not_file_name_safe(tmp_pat
 def preprocess_image(tmp_path: Path, bgr: np.ndarray) -> np.ndarray:
     path = tmp_path / "image.ppm"
     cv2.imwrite(str(path), bgr)
-    (array,) = superpoint.preprocess(Sample(id="x", path=path), {})
+    (array,) = superpoint.preprocess(Sample(id="x", path=path), superpoint.Settings())
     assert array.dtype == np.float32 and array.shape == (1, 240, 320)
     return array
 
@@ -107,7 +107,7 @@ def test_preprocess_reports_an_unreadable_image(tmp_path):
     path = tmp_path / "broken.ppm"
     path.write_bytes(b"P6 nonsense")
     with pytest.raises(UserError, match="broken.ppm"):
-        superpoint.preprocess(Sample(id="x", path=path), {})
+        superpoint.preprocess(Sample(id="x", path=path), superpoint.Settings())
 
 
 def test_adapt_homography_scales_to_network_pixels():
@@ -119,11 +119,13 @@ def test_adapt_homography_scales_to_network_pixels():
 
 
 def test_settings_from_params():
-    settings = superpoint.Settings.from_params({"nms_radius": 2, "homography_thresholds": [1, 3], "other_stage_key": 1})
+    settings = settings_from_params(superpoint.Settings, {"nms_radius": 2, "homography_thresholds": [1, 3]})
     assert settings.nms_radius == 2 and settings.homography_thresholds == (1, 3)
     assert settings.detection_threshold == 0.015 and settings.top_k == 1000 and settings.nn_threshold == 1.2
     with pytest.raises(UserError, match="params.nms_radius"):
-        superpoint.Settings.from_params({"nms_radius": "four"})
+        settings_from_params(superpoint.Settings, {"nms_radius": "four"})
+    with pytest.raises(UserError, match="params.other_stage_key: unknown setting"):
+        settings_from_params(superpoint.Settings, {"other_stage_key": 1})
 
 
 # ------------------------------------------------------------------------ export
@@ -157,7 +159,7 @@ def stand_in_checkout(tmp_path) -> Path:
 
 def export_context(source: Path, out: Path, bs: int = 2, weights: Path | None = None, seed: int = 0) -> ExportContext:
     return ExportContext(source=source, weights=weights, target="ascend", bs=bs, out=out, opset=11,
-                         input_names=["image"], output_names=["semi", "desc"], params={}, seed=seed)
+                         input_names=["image"], output_names=["semi", "desc"], settings=superpoint.Settings(), seed=seed)
 
 
 def stand_in_network(source: Path, seed: int) -> torch.nn.Module:
@@ -288,8 +290,8 @@ def shifted_two_cells_right(outputs: tuple[np.ndarray, np.ndarray], rng) -> tupl
 
 
 def evaluate(data: Path, outputs_by_sample: dict[str, tuple], order=None) -> dict[str, float]:
-    samples = [s for s in superpoint.list_samples(data, {}) if s.id in outputs_by_sample]
-    evaluator = superpoint.evaluator(data, {})
+    samples = [s for s in superpoint.list_samples(data, superpoint.Settings()) if s.id in outputs_by_sample]
+    evaluator = superpoint.evaluator(data, superpoint.Settings())
     for sample in order(samples) if order else samples:
         evaluator.add(sample, list(outputs_by_sample[sample.id]))
     return evaluator.result()
@@ -314,8 +316,8 @@ def test_evaluator_uses_the_homography_adapted_to_the_network_input(tmp_path):
         first = network_outputs(rng)
         outputs[f"{sequence}_1"] = first
         outputs.update({f"{sequence}_{n}": shifted_two_cells_right(first, rng) for n in range(2, 7)})
-    evaluator = superpoint.evaluator(tmp_path, {})
-    for sample in superpoint.list_samples(tmp_path, {}):
+    evaluator = superpoint.evaluator(tmp_path, superpoint.Settings())
+    for sample in superpoint.list_samples(tmp_path, superpoint.Settings()):
         evaluator.add(sample, list(outputs[sample.id]))
     moved = [evaluator.pair_metrics[("v_moved", n)] for n in range(2, 7)]
     claims_still = [evaluator.pair_metrics[("v_claims_still", n)] for n in range(2, 7)]

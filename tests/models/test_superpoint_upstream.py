@@ -70,7 +70,7 @@ def test_export_matches_pytorch(bs, upstream, tmp_path, record_property):
     path = tmp_path / f"superpoint_bs{bs}.onnx"
     superpoint.export(ExportContext(
         source=upstream, weights=None, target="onnxruntime", bs=bs, out=path, opset=11,
-        input_names=["image"], output_names=["semi", "desc"], params={}, seed=0,
+        input_names=["image"], output_names=["semi", "desc"], settings=superpoint.Settings(), seed=0,
     ))
     exported = onnx.load(path)
     assert exported.opset_import[0].version == 11
@@ -98,7 +98,7 @@ def test_samples_and_preprocessing_match_patches_dataset(upstream, photographs, 
     monkeypatch.setattr(patches_dataset, "DATA_PATH", str(tmp_path))
     dataset = patches_dataset.PatchesDataset(dataset="hpatches", alteration="all", preprocessing={"resize": [240, 320]})
 
-    samples = {sample.path: sample for sample in superpoint.list_samples(data, {})}
+    samples = {sample.path: sample for sample in superpoint.list_samples(data, superpoint.Settings())}
     upstream_pairs = {(Path(a).name, Path(b).parent.name, Path(b).name) for a, b in zip(dataset.files["image_paths"], dataset.files["warped_image_paths"])}
     our_pairs = {("1.ppm", s.meta["seq"], f"{s.meta['n']}.ppm") for s in samples.values() if s.meta["n"] > 1}
     assert upstream_pairs == our_pairs
@@ -107,8 +107,8 @@ def test_samples_and_preprocessing_match_patches_dataset(upstream, photographs, 
         item = dataset[index]
         first = Path(dataset.files["image_paths"][index])
         warped = Path(dataset.files["warped_image_paths"][index])
-        np.testing.assert_array_equal(superpoint.preprocess(samples[first], {})[0], item["image"].transpose(2, 0, 1))
-        np.testing.assert_array_equal(superpoint.preprocess(samples[warped], {})[0], item["warped_image"].transpose(2, 0, 1))
+        np.testing.assert_array_equal(superpoint.preprocess(samples[first], superpoint.Settings())[0], item["image"].transpose(2, 0, 1))
+        np.testing.assert_array_equal(superpoint.preprocess(samples[warped], superpoint.Settings())[0], item["warped_image"].transpose(2, 0, 1))
         original_shape = cv2.imread(str(first)).shape[:2]
         homography = superpoint.adapt_homography(np.loadtxt(first.parent / f"H_1_{warped.stem}"), original_shape, (240, 320))
         np.testing.assert_array_equal(homography, item["homography"])
@@ -127,8 +127,8 @@ def test_postprocess_matches_val_model_heatmap(train_mode, upstream, photographs
         device="cpu",
     )
     agent.net = random_upstream_network().train(train_mode)
-    for sample in superpoint.list_samples(photographs, {})[::4]:
-        image = torch.from_numpy(superpoint.preprocess(sample, {})[0][None])
+    for sample in superpoint.list_samples(photographs, superpoint.Settings())[::4]:
+        image = torch.from_numpy(superpoint.preprocess(sample, superpoint.Settings())[0][None])
         agent.run(image)  # export_descriptor's get_pts_desc_from_agent, step by step
         integer_points = agent.heatmap_to_pts()
         subpixel_points = agent.soft_argmax_points(integer_points, patch_size=5)

@@ -34,7 +34,7 @@ def coco_json(root) -> dict:
 
 
 def test_ground_truth_boxes_as_upstream_selects_them(coco):
-    samples = transpose.list_samples(coco, {})
+    samples = transpose.list_samples(coco, transpose.Settings())
     data = coco_json(coco)
     usable = [a for a in data["annotations"] if a["category_id"] == 1 and not a["iscrowd"] and max(a["keypoints"]) > 0]
     assert [s.id for s in samples] == [f"{a['image_id']:012d}_{a['id']}" for a in usable]  # file order; crowd, empty, non-person out
@@ -47,7 +47,7 @@ def test_boxes_are_clipped_to_the_image_before_centre_and_scale(coco):
     data = coco_json(coco)
     image = data["images"][1]
     border = next(a for a in data["annotations"] if a["image_id"] == image["id"] and a["bbox"][0] == image["width"] - 40.0)
-    sample = next(s for s in transpose.list_samples(coco, {}) if s.id.endswith(f"_{border['id']}"))
+    sample = next(s for s in transpose.list_samples(coco, transpose.Settings()) if s.id.endswith(f"_{border['id']}"))
     clipped = transpose.clean_box(border["bbox"], image["width"], image["height"])
     assert clipped == [image["width"] - 40.0, image["height"] - 50.0, 40.0, 50.0]
     center, scale = transpose.box_to_center_scale(clipped, transpose.Settings())
@@ -75,27 +75,27 @@ def test_detection_boxes_as_an_option(coco):
         {"image_id": 146, "category_id": 1, "bbox": [30.0, 40.0, 60.0, 60.0], "score": 0.05},
     ]
     (coco / "dets.json").write_text(json.dumps(detections))
-    samples = transpose.list_samples(coco, {"boxes": "detections", "detection_file": "dets.json"})
+    samples = transpose.list_samples(coco, transpose.Settings(boxes="detections", detection_file="dets.json"))
     assert [s.id for s in samples] == ["000000000139_det0", "000000000146_det2"]
     assert [s.meta["score"] for s in samples] == [0.93, 0.05]
     center, scale = transpose.box_to_center_scale(detections[0]["bbox"], transpose.Settings())  # not clipped
     assert samples[0].meta["center"] == center.tolist() and samples[0].meta["scale"] == scale.tolist()
-    kept = transpose.list_samples(coco, {"boxes": "detections", "detection_file": str(coco / "dets.json"), "image_threshold": 0.1})
+    kept = transpose.list_samples(coco, transpose.Settings(boxes="detections", detection_file=str(coco / "dets.json"), image_threshold=0.1))
     assert [s.id for s in kept] == ["000000000139_det0"]
 
 
 def test_bad_params_and_layouts_are_user_errors(coco, tmp_path):
     with pytest.raises(UserError, match="params.boxes"):
-        transpose.list_samples(coco, {"boxes": "yolo"})
+        transpose.list_samples(coco, transpose.Settings(boxes="yolo"))
     with pytest.raises(UserError, match="blur_kernel"):
-        transpose.Settings.from_params({"blur_kernel": 4})
+        transpose.Settings(blur_kernel=4)
     with pytest.raises(UserError, match="person_keypoints_val2017.json does not exist"):
-        transpose.list_samples(tmp_path, {})
+        transpose.list_samples(tmp_path, transpose.Settings())
 
 
 def test_preprocess_gives_both_views_of_the_normalised_crop(coco):
-    sample = transpose.list_samples(coco, {})[0]
-    views = transpose.preprocess(sample, {})
+    sample = transpose.list_samples(coco, transpose.Settings())[0]
+    views = transpose.preprocess(sample, transpose.Settings())
     assert set(views) == {"normal", "flip"}
     (normal,), (flipped,) = views["normal"], views["flip"]
     assert normal.shape == (3, 256, 192) and normal.dtype == np.float32 and normal.flags.c_contiguous
@@ -117,9 +117,9 @@ def test_the_crop_puts_the_box_centre_at_the_input_centre_in_rgb(tmp_path):
         "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0, "bbox": box, "area": 100.0,
                          "keypoints": [200, 150, 2] + [0] * 48, "num_keypoints": 1}],
         "categories": [{"id": 1, "name": "person"}]}))
-    (sample,) = transpose.list_samples(root, {})
+    (sample,) = transpose.list_samples(root, transpose.Settings())
     assert sample.meta["center"] == [200.0, 150.0]
-    (crop,) = transpose.preprocess(sample, {})["normal"]
+    (crop,) = transpose.preprocess(sample, transpose.Settings())["normal"]
     assert transpose.Settings().mean == UPSTREAM_MEAN and transpose.Settings().std == UPSTREAM_STD
     mean, std = np.array(UPSTREAM_MEAN, np.float32), np.array(UPSTREAM_STD, np.float32)
     red = (np.array([1, 0, 0], np.float32) - mean) / std
@@ -154,9 +154,9 @@ def perfect_outputs(coco, samples) -> dict[str, dict]:
 
 
 def test_perfect_heatmaps_give_ap_one_through_flip_dark_and_the_inverse_crop(coco):
-    samples = transpose.list_samples(coco, {})
+    samples = transpose.list_samples(coco, transpose.Settings())
     outputs = perfect_outputs(coco, samples)
-    evaluator = transpose.evaluator(coco, {"decode_chunk": 4})  # several chunks, one partial
+    evaluator = transpose.evaluator(coco, transpose.Settings(decode_chunk=4))  # several chunks, one partial
     for sample in samples:
         evaluator.add(sample, outputs[sample.id])
     metrics = evaluator.result()
@@ -166,13 +166,13 @@ def test_perfect_heatmaps_give_ap_one_through_flip_dark_and_the_inverse_crop(coc
 
 
 def test_flip_test_averages_the_views_and_can_be_switched_off(coco):
-    samples = transpose.list_samples(coco, {})
+    samples = transpose.list_samples(coco, transpose.Settings())
     outputs = perfect_outputs(coco, samples)
     for views in outputs.values():
         views["flip"] = [np.roll(views["flip"][0], 6, axis=2)]  # a flip view 6 heatmap px off
     results = {}
     for flip_test in (True, False):
-        evaluator = transpose.evaluator(coco, {"flip_test": flip_test})
+        evaluator = transpose.evaluator(coco, transpose.Settings(flip_test=flip_test))
         for sample in samples:
             evaluator.add(sample, outputs[sample.id])
         results[flip_test] = evaluator.result()["ap"]
@@ -180,8 +180,8 @@ def test_flip_test_averages_the_views_and_can_be_switched_off(coco):
 
 
 def test_the_evaluator_needs_both_views(coco):
-    sample = transpose.list_samples(coco, {})[0]
+    sample = transpose.list_samples(coco, transpose.Settings())[0]
     with pytest.raises(UserError, match="views"):
-        transpose.evaluator(coco, {}).add(sample, [np.zeros((17, 64, 48), np.float32)])
+        transpose.evaluator(coco, transpose.Settings()).add(sample, [np.zeros((17, 64, 48), np.float32)])
     with pytest.raises(UserError, match="no samples"):
-        transpose.evaluator(coco, {}).result()
+        transpose.evaluator(coco, transpose.Settings()).result()

@@ -134,7 +134,7 @@ def test_export_matches_pytorch(bs, upstream, tmp_path, record_property):
 
     path = tmp_path / f"transpose_bs{bs}.onnx"
     transpose.export(ExportContext(source=upstream, weights=None, target="ascend", bs=bs, out=path, opset=11,
-                                   input_names=["input"], output_names=["output"], params={}, seed=0))
+                                   input_names=["input"], output_names=["output"], settings=transpose.Settings(), seed=0))
     exported = onnx.load(path)
     assert exported.opset_import[0].version == 11
     assert [d.dim_value for d in exported.graph.input[0].type.tensor_type.shape.dim] == [bs, 3, 256, 192]
@@ -188,14 +188,14 @@ def upstream_dataset(config, root: Path):
 
 def test_samples_and_inputs_match_coco_dataset(upstream, config, coco):
     dataset = upstream_dataset(config, coco)
-    samples = transpose.list_samples(coco, {})
+    samples = transpose.list_samples(coco, transpose.Settings())
     assert len(samples) == len(dataset.db) == 13
     for index, (sample, record) in enumerate(zip(samples, dataset.db)):
         assert sample.path == Path(record["image"])
         assert np.array_equal(np.float32(sample.meta["center"]), record["center"])
         assert np.array_equal(np.float32(sample.meta["scale"]), record["scale"])
         image, _, _, meta = dataset[index]
-        views = transpose.preprocess(sample, {})
+        views = transpose.preprocess(sample, transpose.Settings())
         assert np.array_equal(views["normal"][0], image.numpy())  # bit for bit
         assert np.array_equal(views["flip"][0], np.flip(image.numpy()[None], 3)[0])  # validate()'s flip
         assert meta["score"] == sample.meta["score"]
@@ -264,7 +264,7 @@ def network_heatmaps(upstream, samples) -> dict[str, dict]:
     """What the guide's two ais_infer runs give: upstream's network (random weights) on our
     normal and flipped inputs."""
     network = upstream_network(upstream, 1)
-    views = [transpose.preprocess(s, {}) for s in samples]
+    views = [transpose.preprocess(s, transpose.Settings()) for s in samples]
     outputs = {}
     with torch.no_grad():
         for view in ("normal", "flip"):
@@ -325,10 +325,10 @@ def upstream_evaluation(upstream, config, coco: Path, samples, outputs, output_d
 
 @pytest.mark.parametrize("source", ["network", "perturbed"])
 def test_keypoint_ap_matches_coco_dataset_evaluate(upstream, config, coco, tmp_path, source, record_property):
-    samples = transpose.list_samples(coco, {})
+    samples = transpose.list_samples(coco, transpose.Settings())
     outputs = network_heatmaps(upstream, samples) if source == "network" else perturbed_heatmaps(coco, samples)
     want, want_results = upstream_evaluation(upstream, config, coco, samples, outputs, tmp_path)
-    evaluator = transpose.evaluator(coco, {"decode_chunk": 5})
+    evaluator = transpose.evaluator(coco, transpose.Settings(decode_chunk=5))
     for sample in samples:
         evaluator.add(sample, outputs[sample.id])
     got = evaluator.result()

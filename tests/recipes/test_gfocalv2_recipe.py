@@ -27,7 +27,7 @@ def test_recipe_holds_the_guides_facts():
     assert [(t.name, t.shape) for t in recipe.model.outputs_for("onnxruntime")] == [("boxes", [3267, 4]), ("scores", [3267, 81])]
     export = recipe.stages.export
     assert export.path == "native" and not export.paths["native"].source and export.paths["upstream"].source
-    requirements = export.paths["upstream"].params["upstream"]["requirements"]
+    requirements = export.paths["upstream"].env.requirements
     assert {"torch==1.8.0", "mmcv-full==1.2.4", "onnx==1.9.0", "torchvision==0.9.0"} <= set(requirements)
     assert {(r.metric, r.value) for r in recipe.reference.accuracy} >= {("ap", 0.406), ("ap_all_images", 0.410)}
     fps = recipe.reference.fps

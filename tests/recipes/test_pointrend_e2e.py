@@ -3,8 +3,8 @@ Cityscapes-format set> --limit 3` to an mIoU, in chunks, with bounded disk; the 
 `--backend onnxruntime` and `--stream`. No upstream checkout, no network (the native path skips
 clone and patch); the upstream path's own end-to-end run is in test_pointrend_upstream.py.
 
-The network input is 128 x 256 here (params, input and output shapes and atc --input_shape
-changed together): 1024 x 2048 costs ~10 s per image on 2 cores.
+The network input is 128 x 256 here (params, input and output shapes changed together; atc's
+--input_shape follows model.inputs): 1024 x 2048 costs ~10 s per image on 2 cores.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 
 from om_pipeline.models import pointrend as plugin
 from om_pipeline.models.pointrend_synth import synthesize
+from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table
+from om_pipeline.testing.shards import merged_metrics, metrics_json, run_shards
 from om_pipeline.testing.upstream import shared_env_cache, upstream_source
 
 SMALL = (128, 256)
@@ -27,7 +29,7 @@ def small_recipe(directory):
     text = find_recipe("pointrend").path.read_text()
     h, w = SMALL
     for old, new in (("input_size: [1024, 2048]", f"input_size: [{h}, {w}]"), ("shape: [3, 1024, 2048]", f"shape: [3, {h}, {w}]"),
-                     ("shape: [19, 1024, 2048]", f"shape: [19, {h}, {w}]"), ("images:{bs},3,1024,2048", f"images:{{bs}},3,{h},{w}"),
+                     ("shape: [19, 1024, 2048]", f"shape: [19, {h}, {w}]"),
                      ("chunk: 8", "chunk: 2")):
         assert old in text, old
         text = text.replace(old, new)
@@ -50,7 +52,7 @@ def expected_miou(tmp_path, data, recipes) -> float:
     onnxruntime-target model, argmax, the evaluator; no runner, files or chunks."""
     import onnxruntime
 
-    params = find_recipe(str(recipes / "pointrend.yaml")).recipe.stage_params("eval")
+    params = settings_from_params(plugin.Settings, find_recipe(str(recipes / "pointrend.yaml")).recipe.stage_params("eval"))
     session = onnxruntime.InferenceSession(str(tmp_path / "work/pointrend/onnx/pointrend_bs1.onnxruntime.onnx"),
                                            providers=["CPUExecutionProvider"])
     evaluator = plugin.evaluator(data, params)
@@ -73,7 +75,7 @@ def test_native_path_runs_in_chunks_with_the_fake_toolchain_and_onnx_runtime(omp
 
     infer = tmp_path / "work/pointrend/infer/ais_bench_bs1"
     kept = sorted(infer.iterdir())
-    assert [p.name for p in kept] == sorted(f"{s.id}_0.npy" for s in plugin.list_samples(cityscapes, {"input_size": SMALL})[:3])
+    assert [p.name for p in kept] == sorted(f"{s.id}_0.npy" for s in plugin.list_samples(cityscapes, plugin.Settings(input_size=tuple(SMALL)))[:3])
     assert all(np.load(p).dtype == np.uint8 and np.load(p).shape == SMALL for p in kept)
     record = json.loads((tmp_path / "work/pointrend/.ompipe/stages/infer-bs1-ais_bench.json").read_text())["info"]
     raw_per_image = (3 + 19) * SMALL[0] * SMALL[1] * 4  # input and logits, float32
@@ -93,6 +95,12 @@ def test_native_path_runs_in_chunks_with_the_fake_toolchain_and_onnx_runtime(omp
 
     again = ompipe("run", "pointrend", "--recipes", recipes, "--data", cityscapes, *COMMON)
     assert again.code == 0 and set(closing_table(again.out).values()) <= {"CACHED", "SKIPPED"}, again.out
+
+    # 3 shards (chunked infer in each) + merge: the unsharded mIoU, digit for digit, on the same model
+    args = ("--recipes", recipes, "--data", cityscapes, *COMMON)
+    expected = metrics_json(tmp_path / "work/pointrend/results/pointrend_ais_bench_bs1.json")
+    run_shards(ompipe, "pointrend", args, tmp_path / "work/pointrend", order=(1, 2, 0))
+    assert merged_metrics(ompipe, "pointrend", args, tmp_path / "work/pointrend/results/pointrend_ais_bench_bs1.json") == expected
 
 
 @pytest.mark.upstream
@@ -115,3 +123,4 @@ def test_upstream_path_runs_with_the_fake_toolchain_and_onnx_runtime(ompipe, cit
     assert result["compare"]["stats"]["om"]["results"]["cosine"] > 0.9999
     assert ort.code == 0, ort.err + ort.out
     assert results(tmp_path, "onnxruntime")["metrics"]["miou"] == pytest.approx(result["metrics"]["miou"], abs=2e-3)
+

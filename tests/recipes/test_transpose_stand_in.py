@@ -16,9 +16,11 @@ import onnx
 import pytest
 
 from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.atc_gate import gate_failures
 from om_pipeline.testing.dry_run import closing_table
+from om_pipeline.testing.shards import merged_metrics, run_shards
 
 STAND_IN_MODEL = '''\
 import torch
@@ -144,7 +146,7 @@ def direct_metrics(work, target: str, coco, limit: int) -> dict:
 
     from om_pipeline.models import transpose
 
-    params = find_recipe("transpose").recipe.params
+    params = settings_from_params(transpose.Settings, find_recipe("transpose").recipe.params)
     (graph,) = (work / "onnx").glob(f"transpose_bs4.{target}.sim.onnx") or (work / "onnx").glob(f"transpose_bs4.{target}.onnx")
     session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     evaluator = transpose.evaluator(coco, params)
@@ -179,8 +181,34 @@ def test_run_reaches_the_directly_computed_ap_with_both_tools_then_is_cached(omp
         streamed = ompipe(*args, "--stream", "--to", "eval")  # in memory, no .bin files: the same metric
         assert streamed.code == 0, streamed.err
         assert json.loads((work / "results" / f"transpose_{tool}_bs4_stream.json").read_text())["metrics"] == metrics[tool]
+        # 3 shards (both views each) + merge: the unsharded keypoint AP, digit for digit, on the same model
+        run_shards(ompipe, "transpose", args[2:], work, order=(2, 1, 0))
+        assert merged_metrics(ompipe, "transpose", args[2:], work / "results" / f"transpose_{tool}_bs4.json") == \
+            json.dumps(metrics[tool], sort_keys=True)
     # The fake .om runs the ascend graph with ONNX Runtime: both tools' metrics agree (same network and weights).
     assert metrics["ais_bench"] == pytest.approx(metrics["onnxruntime"], abs=1e-6)
     normal = np.fromfile(next((work / "inputs/normal/input").glob("*.bin")), dtype=np.float32).reshape(3, 256, 192)
     flipped = np.fromfile(next((work / "inputs/flip/input").glob("*.bin")), dtype=np.float32).reshape(3, 256, 192)
     assert np.array_equal(flipped, normal[:, :, ::-1])
+
+
+@pytest.mark.ray
+def test_ray_executor_on_cpus_gives_the_serial_ap(ompipe, stand_in, coco, tmp_path):
+    """--executor ray with ONNX Runtime: one CPU task per shard on a local cluster, merged."""
+    from om_pipeline.testing.shards import metrics_json
+
+    ray = pytest.importorskip("ray")
+    repo, recipes = stand_in
+    args = ("run", "transpose", "--bs", "4", "--source", repo, "--weights", "random", "--toolchain", "fake", "--data", coco,
+            "--limit", "8", "--backend", "onnxruntime", "--recipes", recipes, "--to", "eval")
+    serial = ompipe(*args, "--workdir", "serial")
+    assert serial.code == 0, serial.err
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        distributed = ompipe(*args, "--workdir", "work", "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert distributed.code == 0, distributed.err + distributed.out
+    assert json.loads((tmp_path / "work/transpose/results/transpose_onnxruntime_bs4.json").read_text())["shards"]["count"] == 2
+    assert metrics_json(tmp_path / "work/transpose/results/transpose_onnxruntime_bs4.json") == \
+        metrics_json(tmp_path / "serial/transpose/results/transpose_onnxruntime_bs4.json")

@@ -181,3 +181,27 @@ def test_dynamic_batch_model_needs_a_dym_option(run, python, tiny_onnx, tmp_path
     with_batch = run(python, "-m", "ais_bench", "--model", om, "--dymShape", "x:2,3,4,4")
     assert with_batch.returncode == 0, with_batch.output
     assert "[INFO] try get model batchsize:2" in with_batch.output
+
+
+@pytest.mark.parametrize("divide", [False, True])
+def test_several_devices_run_each_on_all_or_on_a_list_share_part(run, python, tiny_om_bs4, tmp_path, divide):
+    write_samples(tmp_path / "data", 5)
+    root = results_root(tmp_path)
+    extra = ("--divide_input", "1") if divide else ()
+    outcome = run(python, "-m", "ais_bench", "--model", tiny_om_bs4, "--input", tmp_path / "data", "--output", root,
+                  "--output_dirname", "multi", "--device", "0,1", *extra)
+    assert outcome.returncode == 0, outcome.output
+    per_device = {}
+    for index, device in enumerate((0, 1)):
+        result_dir = root / "multi" / f"device{device}_{index}"
+        assert (root / "multi" / f"device{device}_{index}_summary.json").is_file()
+        per_device[device] = sorted(p.name for p in result_dir.glob("*_0.bin"))
+        assert f"[INFO] open device {device} success" in outcome.output
+    if divide:  # list_share of 5 files in 2: the first part one longer, consecutive in ais_bench's order
+        assert per_device == {0: ["img0_0.bin", "img1_0.bin", "img2_0.bin"], 1: ["img3_0.bin", "img4_0.bin"]}
+    else:  # without --divide_input every device runs the whole input
+        assert per_device[0] == per_device[1] == [f"img{n}_0.bin" for n in range(5)]
+    lines = re.findall(r"^i:(\d) device_(\d) throughput:([0-9.]+) start_time:[0-9.]+ end_time:[0-9.]+$", outcome.output, re.M)
+    assert [(i, d) for i, d, _ in lines] == [("0", "0"), ("1", "1")]
+    assert "[INFO] multidevice run end qsize:4 result:0" in outcome.output
+    assert ais_bench.parse_throughput(outcome.output).fps == pytest.approx(sum(float(t) for *_, t in lines))

@@ -24,3 +24,11 @@ def test_chip_knob_and_detection_through_the_seam(toolchain, monkeypatch):
 def test_other_subcommands_are_usage_errors(run):
     outcome = run("npu-smi", "info", "-t", "board", "-i", "0")
     assert outcome.returncode == 1 and outcome.output.startswith("Usage: npu-smi info")
+
+
+def test_device_count_knob_lists_that_many_devices(run, monkeypatch):
+    monkeypatch.setenv("OMPIPE_FAKE_NPU_COUNT", "4")
+    outcome = run("npu-smi", "info")
+    assert npu_smi.parse_chip_names(outcome.output) == ["310P3"] * 4
+    assert "No running processes found in NPU 32899" in outcome.output
+    assert {len(line) for line in outcome.output.splitlines()} == {len(SPEC_TABLE.splitlines()[0])}

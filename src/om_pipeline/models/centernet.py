@@ -43,14 +43,15 @@ import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import SAMPLE_ID, ExportContext, Sample, imported_from, numpy_forward, settings_from_params, tuple_outputs
+from ..plugin import (SAMPLE_ID, ExportContext, Sample, decode_array, encode_array, imported_from, numpy_forward,
+                      per_sample_entries, tuple_outputs)
 from . import centernet_postprocess as post
 
 IMAGES_DIR = "val2017"
@@ -85,16 +86,13 @@ class Settings:
     onnxruntime_opset: int = 19  # DeformConv needs 19; the ascend target uses the recipe's opset
     decode_batch: int = 16  # images decoded at once by the evaluator (memory vs speed only)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Settings":
-        settings = settings_from_params(cls, params, "CenterNet")
-        if settings.arch != "dla_34":
-            raise UserError(f"params.arch = {settings.arch!r}: this plugin builds the DLA-34 ctdet network only")
-        if settings.input_h % 32 or settings.input_w % 32:
-            raise UserError(f"input {settings.input_h}x{settings.input_w}: DLA-34 needs multiples of 32")
-        if len(settings.mean) != 3 or len(settings.std) != 3:
+    def __post_init__(self) -> None:
+        if self.arch != "dla_34":
+            raise UserError(f"params.arch = {self.arch!r}: this plugin builds the DLA-34 ctdet network only")
+        if self.input_h % 32 or self.input_w % 32:
+            raise UserError(f"input {self.input_h}x{self.input_w}: DLA-34 needs multiples of 32")
+        if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("params.mean and params.std take three values (B, G, R)")
-        return settings
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -105,7 +103,7 @@ class Settings:
 # ---------------------------------------------------------------- samples and preprocessing
 
 
-def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
     """Every image of the annotation file, in its order (upstream's coco.getImgIds())."""
     dataset = _read_annotations(data)
     images = dataset.get("images")
@@ -153,9 +151,8 @@ def _read_annotations(data: Path) -> dict:
         raise UserError(f"cannot read {path}: {exc}") from exc
 
 
-def preprocess(sample: Sample, params: dict[str, Any]) -> list[np.ndarray]:
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
     """`BaseDetector.pre_process(image, scale=1)` with fix_res -> [float32 3 x H x W]."""
-    settings = Settings.from_params(params)
     image = _read_image(sample)
     return [normalize(image, settings)]
 
@@ -300,7 +297,7 @@ def export(ctx: ExportContext) -> None:
 
     from . import centernet_dcn
 
-    settings = Settings.from_params(ctx.params)
+    settings = ctx.settings
     opset = export_opset(ctx, settings)
     if ctx.target == "onnxruntime" and opset < centernet_dcn.MIN_DEFORMCONV_OPSET:
         raise UserError(f"params.onnxruntime_opset = {opset}: ONNX DeformConv needs opset {centernet_dcn.MIN_DEFORMCONV_OPSET} or later")
@@ -325,7 +322,7 @@ def build_model(ctx: ExportContext):
     """The network of `ctx` (checkpoint or seeded random weights), eval mode, returning
     (hm, wh, reg); its DCN layers run upstream's patched pure-PyTorch code."""
     with upstream_modules(ctx.source):
-        return _with_tuple_outputs(build_network(Settings.from_params(ctx.params), ctx.weights, ctx.seed))
+        return _with_tuple_outputs(build_network(ctx.settings, ctx.weights, ctx.seed))
 
 
 def torch_forward(ctx: ExportContext):
@@ -336,8 +333,8 @@ def torch_forward(ctx: ExportContext):
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluator(data: Path, params: dict[str, Any]) -> "CocoBboxEvaluator":
-    return CocoBboxEvaluator(data, Settings.from_params(params))
+def evaluator(data: Path, settings: Settings) -> "CocoBboxEvaluator":
+    return CocoBboxEvaluator(data, settings)
 
 
 class CocoBboxEvaluator:
@@ -352,6 +349,7 @@ class CocoBboxEvaluator:
         self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # image id, boxes, scores, classes
         # pycocotools' per-image evaluation as images are decoded: only accumulate is left at the end
         self._per_image = coco_bbox.PerImageEvaluation(self._ground_truth)
+        self._sample_ids: list[str] = []  # of self.detections, for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         self._pending.append((sample, [_without_batch_axis(o) for o in outputs]))
@@ -367,6 +365,22 @@ class CocoBboxEvaluator:
         for sample, (boxes, scores, classes) in zip(samples, decode_batch(hm, wh, reg, samples, self._settings)):
             self.detections.append((int(sample.meta["image_id"]), boxes, scores, classes))
             self._per_image.add(int(sample.meta["image_id"]), coco_bbox.detections_to_results(int(sample.meta["image_id"]), boxes, scores, classes))
+            self._sample_ids.append(sample.id)
+
+    def state(self) -> dict[str, Any]:
+        """Each image's decoded detections, dtypes kept (widths are computed in float32)."""
+        self._flush()
+        return {"images": {sample_id: {"image_id": image_id, "boxes": encode_array(boxes), "scores": encode_array(scores),
+                                       "classes": encode_array(classes)}
+                           for sample_id, (image_id, boxes, scores, classes) in zip(self._sample_ids, self.detections)}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Detections in the dataset's order: the COCO results list is then the one run's
+        (pycocotools breaks ties between rounded scores by list order)."""
+        self._flush()
+        for sample_id, entry in per_sample_entries(states, "images", order):
+            self.detections.append((int(entry["image_id"]), *(decode_array(entry[k]) for k in ("boxes", "scores", "classes"))))
+            self._sample_ids.append(sample_id)
 
     @property
     def results(self) -> list[dict[str, Any]]:

@@ -7,15 +7,16 @@ pipeline: cv2 read (BGR, EXIF applied), scale = min(1216 / w, 800 / h), sizes fl
 floor(h * scale), cv2 INTER_LINEAR, mmcv's imnormalize (float32, BGR -> RGB, cv2.subtract(mean),
 cv2.multiply(1 / std)), zeros padded right and bottom to 800 x 1216, CHW float32.
 
-Two export paths (`export_path` in the export stage's params):
+Two export paths (the recipe's `export.paths`):
 
     native    our pure-PyTorch model (gfocalv2_model), loading the mmdet checkpoint strictly by
               key renaming; runs on the project's own stack (torch 2.x, legacy exporter, opset 11)
-    upstream  the guide's own way: the patched upstream checkout, `python setup.py develop`,
-              `tools/pytorch2onnx.py <config> <checkpoint> --output-file ... --input-img
-              demo/demo.jpg --shape 800 1216 --show`, in an environment of the guide's stack
-              (torch 1.8, mmcv-full 1.2.4, mmdet 2.6 from the checkout; Python 3.7), which
-              ompipe builds in its cache from the params' `upstream.requirements`
+    upstream  the guide's own way, all of it recipe data (`env:` and `command:`): the patched
+              upstream checkout installed into an environment of the guide's stack (torch 1.8,
+              mmcv-full 1.2.4, mmdet 2.6 from the checkout; Python 3.7) that ompipe builds in
+              its cache, then `tools/pytorch2onnx.py <config> <checkpoint> --output-file ...
+              --input-img demo/demo.jpg --shape 800 1216 --show`; this plugin only supplies
+              `random_checkpoint` for --weights random
 
 Export targets: `ascend` ends in BatchMultiClassNMS (dets 100 x 5, labels 100), `onnxruntime`
 stops before NMS (boxes K x 4, scores K x 81; K = 3267 at 800 x 1216). The evaluator takes
@@ -31,23 +32,20 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
-from ..errors import StageFailed, UserError
+from ..errors import UserError
 from ..metrics import coco_bbox
-from ..plugin import ExportContext, Sample, chosen_export_path
+from ..plugin import ExportContext, Sample, chosen_export_path, decode_array, encode_array, per_sample_entries
 from . import gfocalv2_postprocess as post
 
 LAYOUT_HINT = "COCO layout: <data>/annotations/instances_val2017.json and <data>/val2017/<file_name>.jpg"
-UPSTREAM_CONFIG = "configs/gfocal/gfocal_r50_fpn_1x.py"
-UPSTREAM_EXPORT_SCRIPT = "tools/pytorch2onnx.py"
-UPSTREAM_DEMO_IMAGE = "demo/demo.jpg"
-EXPORT_PATHS = ("native", "upstream")
+EXPORT_PATHS = ("native",)
 
 
 @dataclass(frozen=True)
@@ -63,25 +61,10 @@ class Settings:
     iou_threshold: float = 0.6
     max_per_img: int = 100
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Settings":
-        """Known keys only: `params` also carries other stages' settings."""
-        values = {}
-        for spec in fields(cls):
-            if spec.name not in params:
-                continue
-            default = getattr(cls, spec.name)
-            try:
-                if isinstance(default, tuple):
-                    value = tuple(type(default[0])(v) for v in params[spec.name])
-                    if len(value) != len(default):
-                        raise ValueError(f"expected {len(default)} values")
-                else:
-                    value = type(default)(params[spec.name])
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"params.{spec.name} = {params[spec.name]!r} is not valid for GFocalV2: {exc}") from exc
-            values[spec.name] = value
-        return cls(**values)
+    def __post_init__(self) -> None:
+        for name, length in (("input_size", 2), ("mean", 3), ("std", 3)):
+            if len(getattr(self, name)) != length:
+                raise UserError(f"params.{name} = {list(getattr(self, name))} is not valid for GFocalV2: expected {length} values")
 
     @property
     def test_cfg(self):
@@ -93,8 +76,7 @@ class Settings:
 # ---------------------------------------------------------------- samples and preprocessing
 
 
-def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
-    settings = Settings.from_params(params)
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
     dataset = _load_annotations(data / settings.annotation)
     images_dir = data / settings.images
     samples, missing = [], []
@@ -128,9 +110,8 @@ def _load_annotations(path: Path) -> dict[str, Any]:
     return dataset
 
 
-def preprocess(sample: Sample, params: dict[str, Any]) -> list[np.ndarray]:
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
     """The guide's gfocal_preprocess.py -> [float32 3 x H x W]."""
-    settings = Settings.from_params(params)
     return [preprocess_image(read_image(sample.path), settings)]
 
 
@@ -174,10 +155,8 @@ def preprocess_image(image: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 def export(ctx: ExportContext) -> None:
-    if chosen_export_path(ctx, EXPORT_PATHS) == "upstream":
-        export_upstream(ctx)
-    else:
-        export_native(ctx)
+    chosen_export_path(ctx, EXPORT_PATHS)  # upstream is the recipe's command, not ours
+    export_native(ctx)
 
 
 def export_native(ctx: ExportContext) -> None:
@@ -185,7 +164,7 @@ def export_native(ctx: ExportContext) -> None:
 
     from . import gfocalv2_model as gm
 
-    settings = Settings.from_params(ctx.params)
+    settings = ctx.settings
     model = native_model(ctx.weights, ctx.seed)
     exported = gm.Exported(model, ctx.target, settings.input_size, ctx.bs, settings.test_cfg).eval()
     dummy = torch.zeros(ctx.bs, 3, *settings.input_size)
@@ -231,98 +210,16 @@ def load_checkpoint(weights: Path) -> dict:
 
 
 # ------------------------------------------- upstream path: the guide's script in the guide's stack
+# The recipe says it all (export.paths.upstream: its env and its command, the guide's
+# tools/pytorch2onnx.py); the plugin only hands over its random weights for --weights random.
 
 
-@dataclass(frozen=True)
-class UpstreamSettings:
-    """params.upstream: the export environment and the script's arguments."""
-
-    requirements: tuple[str, ...]
-    python: str = "python3.7"
-    config: str = UPSTREAM_CONFIG
-    input_img: str = UPSTREAM_DEMO_IMAGE
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "UpstreamSettings":
-        upstream = params.get("upstream") or {}
-        if not upstream.get("requirements"):
-            raise UserError("export_path upstream needs params.upstream.requirements (the guide's stack)",
-                            hint="see recipes/gfocalv2.yaml")
-        unknown = set(upstream) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"params.upstream has unknown keys: {', '.join(sorted(unknown))}")
-        return cls(**{**upstream, "requirements": tuple(upstream["requirements"])})
-
-    def env(self):
-        from ..recipe import ExportEnv
-
-        return ExportEnv(requirements=list(self.requirements), python=self.python, install_source=False)
-
-
-def upstream_commands(python: str, source: Path, checkpoint: Path, out: Path, input_hw: tuple[int, int],
-                      upstream: UpstreamSettings) -> list[tuple[list[str], Path]]:
-    """(argv, cwd) for the guide's steps after the patch, in order:
-
-        python3.7 setup.py develop                         (in the checkout)
-        python3.7 ./GFocalV2/tools/pytorch2onnx.py ./GFocalV2/configs/gfocal/gfocal_r50_fpn_1x.py
-            ./gfocal_r50_fpn_1x.pth --output-file gfocal.onnx --input-img ./GFocalV2/demo/demo.jpg
-            --shape 800 1216 --show
-    """
-    return [
-        ([python, "setup.py", "develop"], source),
-        ([python, str(source / UPSTREAM_EXPORT_SCRIPT), str(source / upstream.config), str(checkpoint),
-          "--output-file", str(out), "--input-img", str(source / upstream.input_img),
-          "--shape", str(input_hw[0]), str(input_hw[1]), "--show"], source),
-    ]
-
-
-def export_upstream(ctx: ExportContext) -> None:
-    """The guide's export, in the environment of the guide's stack. With random weights, the
-    native model's random weights are written as an mmdet checkpoint first, so both paths
-    export the same network."""
-    from ..envs import ensure_env
-    from ..tools.execute import execute
-
-    if ctx.target != "ascend":
-        raise UserError("the upstream export path makes the guide's Ascend graph only (BatchMultiClassNMS inside)",
-                        hint="the onnxruntime target (pre-NMS graph) comes from export_path native")
-    settings = Settings.from_params(ctx.params)
-    upstream = UpstreamSettings.from_params(ctx.params)
-    for relative in (UPSTREAM_EXPORT_SCRIPT, upstream.config, upstream.input_img):
-        if not (ctx.source / relative).is_file():
-            raise UserError(f"{ctx.source} is not the patched GFocalV2 checkout (no {relative})")
-    log = getattr(ctx, "log", None)
-    python = ensure_env(upstream.env(), log)
-    checkpoint = ctx.weights
-    if checkpoint is None:
-        checkpoint = ctx.out.with_suffix(".random-weights.pth")
-        write_mmdet_checkpoint(native_model(None, ctx.seed), checkpoint)
-    try:
-        for argv, cwd in upstream_commands(str(python), ctx.source, checkpoint, ctx.out, settings.input_size, upstream):
-            outcome = execute(argv, cwd=cwd, log=log)
-            if not outcome.ok:
-                raise StageFailed(f"{Path(argv[1]).name} failed (exit {outcome.returncode})",
-                                  details=outcome.output.strip().splitlines()[-10:])
-    finally:
-        if ctx.weights is None:
-            checkpoint.unlink(missing_ok=True)
-    check_upstream_graph(ctx.out, list(ctx.input_names), list(ctx.output_names))
-
-
-def check_upstream_graph(path: Path, input_names: list[str], output_names: list[str]) -> None:
-    """What our patch makes the upstream script write: the named input and outputs and one
-    BatchMultiClassNMS node."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    inputs = [i.name for i in graph.input if i.name not in initializers]
-    outputs = [o.name for o in graph.output]
-    nms = [n for n in graph.node if n.op_type == "BatchMultiClassNMS"]
-    if inputs != input_names or outputs != output_names or len(nms) != 1:
-        raise StageFailed(f"the upstream export wrote inputs {inputs}, outputs {outputs} and {len(nms)} BatchMultiClassNMS "
-                          f"node(s); expected {input_names}, {output_names} and 1",
-                          hint="is patches/gfocalv2 applied to the checkout?")
+def random_checkpoint(ctx: ExportContext) -> Path:
+    """The native model's seeded random weights as an mmdet checkpoint beside ctx.out, for the
+    upstream command: both export paths then export the same network."""
+    path = ctx.out.with_suffix(".random-weights.pth")
+    write_mmdet_checkpoint(native_model(None, ctx.seed), path)
+    return path
 
 
 def write_mmdet_checkpoint(model, path: Path) -> None:
@@ -369,8 +266,8 @@ def mmdet_key_names() -> list[str]:
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluator(data: Path, params: dict[str, Any]) -> "CocoDetectionEvaluator":
-    return CocoDetectionEvaluator(data, Settings.from_params(params))
+def evaluator(data: Path, settings: Settings) -> "CocoDetectionEvaluator":
+    return CocoDetectionEvaluator(data, settings)
 
 
 class CocoDetectionEvaluator:
@@ -390,6 +287,7 @@ class CocoDetectionEvaluator:
         # both image sets are then only accumulated at the end
         self._per_image = coco_bbox.PerImageEvaluation(self._dataset, cat_ids=post.evaluated_category_ids(self._dataset["categories"]),
                                                        max_dets=post.MAX_DETS)
+        self._image_of_sample: dict[str, int] = {}  # for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         s = self._settings
@@ -398,11 +296,26 @@ class CocoDetectionEvaluator:
         except ValueError as exc:
             raise UserError(f"outputs of {sample.id}: {exc}") from exc
         height, width = read_image(sample.path).shape[:2]  # as the guide's .info: cv2's size, EXIF applied
-        image_id = int(sample.meta["image_id"])
+        self._take(sample.id, int(sample.meta["image_id"]), detections, post.resize_scale(width, height, s.input_size))
+
+    def _take(self, sample_id: str, image_id: int, detections: post.Detections, scale: float) -> None:
         self._images[image_id] = detections
-        self._scales[image_id] = post.resize_scale(width, height, s.input_size)
+        self._scales[image_id] = scale
         self.forms.add(detections.form)
         self._per_image.add(image_id, post.to_coco_records(image_id, detections, self._scales[image_id], self._cat_ids))
+        self._image_of_sample[sample_id] = image_id
+
+    def state(self) -> dict[str, Any]:
+        return {"images": {sample_id: {"image_id": image_id, "dets": encode_array(self._images[image_id].dets),
+                                       "labels": encode_array(self._images[image_id].labels),
+                                       "form": self._images[image_id].form, "scale": self._scales[image_id]}
+                           for sample_id, image_id in self._image_of_sample.items()}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Images in the dataset's order: the COCO records list is then the one run's."""
+        for sample_id, entry in per_sample_entries(states, "images", order):
+            detections = post.Detections(decode_array(entry["dets"]), decode_array(entry["labels"]), entry["form"])
+            self._take(sample_id, int(entry["image_id"]), detections, float(entry["scale"]))
 
     def records(self) -> list[dict[str, Any]]:
         records = []

@@ -36,13 +36,13 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import UserError
 from ..metrics import cityscapes
-from ..plugin import ExportContext, Sample, chosen_export_path, numpy_forward, settings_from_params
+from ..plugin import ExportContext, Sample, chosen_export_path, numpy_forward
 from . import pointrend_upstream  # stdlib and NumPy only at import; detectron2 inside its functions
 
 LAYOUT_HINT = ("Cityscapes layout: <data>/leftImg8bit/val/<city>/<id>_leftImg8bit.png and "
@@ -63,15 +63,10 @@ class Settings:
     subdivision_num_points: int = 8192  # cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS
 
 
-def settings(params: dict[str, Any]) -> Settings:
-    return settings_from_params(Settings, params, "PointRend")
-
-
 # ---------------------------------------------------------------- samples and preprocessing
 
 
-def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
-    s = settings(params)
+def list_samples(data: Path, s: Settings) -> list[Sample]:
     images_dir, labels_dir = data / s.images, data / s.labels
     if not images_dir.is_dir():
         raise UserError(f"no image directory {images_dir}", hint=LAYOUT_HINT)
@@ -94,8 +89,8 @@ def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
     return samples
 
 
-def preprocess(sample: Sample, params: dict[str, Any]) -> list[np.ndarray]:
-    return [preprocess_image(read_bgr(sample.path), settings(params), sample.path)]
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
+    return [preprocess_image(read_bgr(sample.path), settings, sample.path)]
 
 
 def read_bgr(path: Path) -> np.ndarray:
@@ -132,7 +127,7 @@ def reduce_outputs(outputs: list[np.ndarray]) -> list[np.ndarray]:
     return [np.argmax(logits, axis=0).astype(np.uint8)]
 
 
-def evaluator(data: Path, params: dict[str, Any]) -> "CityscapesEvaluator":
+def evaluator(data: Path, settings: Settings) -> "CityscapesEvaluator":
     return CityscapesEvaluator()
 
 
@@ -164,6 +159,15 @@ class CityscapesEvaluator:
             raise UserError(f"{sample.id}: {exc}", hint=LAYOUT_HINT) from exc
         self.images += 1
 
+    def state(self) -> dict[str, Any]:
+        return {"images": self.images, "counts": self.matrix.counts.tolist()}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Integer counts: summed in any order, exactly."""
+        for state in states:
+            self.matrix.counts += np.array(state["counts"], dtype=np.int64)
+            self.images += int(state["images"])
+
     def result(self) -> dict[str, float]:
         if not self.images:
             raise UserError("no image to evaluate")
@@ -181,7 +185,7 @@ class CityscapesEvaluator:
 
 
 def export(ctx: ExportContext) -> None:
-    s = settings(ctx.params)
+    s = ctx.settings
     if chosen_export_path(ctx, EXPORT_PATHS) == "upstream":
         weights = ctx.weights or write_random_pkl(s, ctx.seed, ctx.out.with_suffix(".random-weights.pkl"))
         try:
@@ -233,5 +237,5 @@ def write_random_pkl(s: Settings, seed: int, path: Path) -> Path:
 def torch_forward(ctx: ExportContext):
     """The golden comparison's PyTorch rung: the native model with upstream's GridSample
     sampling (tests/models/test_pointrend_model.py holds it equal to detectron2's)."""
-    s = settings(ctx.params)
+    s = ctx.settings
     return numpy_forward(native_model(s, ctx.weights, ctx.seed, "grid_sample"))

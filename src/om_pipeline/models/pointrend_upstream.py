@@ -244,9 +244,8 @@ def export(ctx, weights: Path | None) -> None:
     """The plugin's export (ctx: om_pipeline.plugin.ExportContext) in the export environment:
     `weights` a detectron2 checkpoint (the plugin writes seeded random ones as a .pkl), the
     target's sampling and opset."""
-    params: dict[str, Any] = dict(ctx.params or {})
-    input_size = tuple(int(v) for v in params.get("input_size", DEFAULT_INPUT_SIZE))
-    model = build_model(ctx.source, params.get("config", DEFAULT_CONFIG), weights, ctx.seed, input_size)
+    input_size = tuple(int(v) for v in ctx.settings.input_size)  # ctx.settings: pointrend.Settings
+    model = build_model(ctx.source, ctx.settings.config, weights, ctx.seed, input_size)
     export_model(model, ctx.target, ctx.bs, input_size, ctx.out, ctx.opset, ctx.input_names, ctx.output_names)
 
 

@@ -27,16 +27,16 @@ from __future__ import annotations
 import importlib
 import pickle
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..metrics.hpatches import PairMetrics, PairPrediction, evaluate_pair, summarize
-from ..plugin import ExportContext, Sample, imported_from, numpy_forward, settings_from_params, tuple_outputs
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward, tuple_outputs
 from ..state import git_blob_id
 from .superpoint_postprocess import Keypoints, extract_keypoints
 
@@ -63,14 +63,10 @@ class Settings:
     nn_threshold: float = 1.2
     homography_thresholds: tuple[float, ...] = (1, 3, 5, 10, 20, 50)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Settings":
-        return settings_from_params(cls, params, "SuperPoint")
-
 
 # ---------------------------------------------------------------- samples and preprocessing
 
-def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
     """Every image of every sequence: sequences by name, images 1..6."""
     sequences = _sequence_folders(data)
     samples = []
@@ -100,9 +96,9 @@ def _sequence_folders(data: Path) -> list[Path]:
     return sequences
 
 
-def preprocess(sample: Sample, params: dict[str, Any]) -> list[np.ndarray]:
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
     """`PatchesDataset.__getitem__._preprocess`, quirks included -> [float32 1 x H x W]."""
-    height, width = Settings.from_params(params).resize
+    height, width = settings.resize
     image = _read_image(sample.path)
     scale = _resize_scale(image.shape[:2], (height, width))
     # As upstream: cv2.imread gives BGR, converted with the RGB formula (B weighted 0.299).
@@ -139,7 +135,7 @@ def export(ctx: ExportContext) -> None:
     (no Ascend-only operators in it)."""
     import torch  # slow to import; only export pays for it
 
-    height, width = Settings.from_params(ctx.params).resize
+    height, width = ctx.settings.resize
     model = build_model(ctx)
     dummy = torch.zeros(ctx.bs, 1, height, width)
     torch.onnx.export(
@@ -203,8 +199,8 @@ def _state_dict(weights: Path) -> dict:
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluator(data: Path, params: dict[str, Any]) -> "HPatchesEvaluator":
-    return HPatchesEvaluator(data, Settings.from_params(params))
+def evaluator(data: Path, settings: Settings) -> "HPatchesEvaluator":
+    return HPatchesEvaluator(data, settings)
 
 
 class HPatchesEvaluator:
@@ -277,6 +273,24 @@ class HPatchesEvaluator:
             )
         ordered = [self.pair_metrics[key] for key in sorted(self.pair_metrics)]
         return summarize(ordered, self._settings.homography_thresholds)
+
+    def state(self) -> dict[str, Any]:
+        """Each scored pair's figures (result() sorts pairs, so their order is free). Images
+        still waiting for their pair are not kept: `shard_key` puts a sequence in one shard."""
+        return {"pairs": {f"{sequence}/{n}": asdict(metrics) for (sequence, n), metrics in self.pair_metrics.items()}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        for state in states:
+            for key, figures in state["pairs"].items():
+                sequence, n = key.rsplit("/", 1)
+                if (sequence, int(n)) in self.pair_metrics:
+                    raise ValueError(f"pair {key} is in two partial states")
+                self.pair_metrics[(sequence, int(n))] = PairMetrics(**{**figures, "homography_correct": tuple(figures["homography_correct"])})
+
+
+def shard_key(sample: Sample) -> str:
+    """A sequence's six images go to one shard: its pairs (1, k) are scored there."""
+    return str(sample.meta["seq"])
 
 
 def _without_batch_axis(output: np.ndarray) -> np.ndarray:

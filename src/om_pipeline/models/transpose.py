@@ -27,14 +27,15 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..metrics import coco_keypoints
-from ..plugin import ExportContext, Sample, imported_from, numpy_forward, settings_from_params
+from ..plugin import (ExportContext, Sample, decode_array, encode_array, imported_from, numpy_forward,
+                      per_sample_entries)
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
 
 VIEWS = ("normal", "flip")
@@ -66,14 +67,11 @@ class Settings:
     decode_chunk: int = 64  # samples decoded at once by the evaluator
     experiment: str = EXPERIMENT  # the experiment YAML in the checkout that the model is built from
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Settings":
-        settings = settings_from_params(cls, params, "TransPose")
-        if settings.boxes not in ("gt", "detections"):
-            raise UserError(f"params.boxes = {settings.boxes!r}: use gt (ground-truth boxes) or detections")
-        if settings.blur_kernel < 3 or settings.blur_kernel % 2 == 0:
-            raise UserError(f"params.blur_kernel = {settings.blur_kernel}: an odd kernel size >= 3")
-        return settings
+    def __post_init__(self) -> None:
+        if self.boxes not in ("gt", "detections"):
+            raise UserError(f"params.boxes = {self.boxes!r}: use gt (ground-truth boxes) or detections")
+        if self.blur_kernel < 3 or self.blur_kernel % 2 == 0:
+            raise UserError(f"params.blur_kernel = {self.blur_kernel}: an odd kernel size >= 3")
 
     @property
     def aspect_ratio(self) -> float:
@@ -86,10 +84,9 @@ def annotation_file(data: Path, settings: Settings) -> Path:
     return Path(data) / "annotations" / f"person_keypoints_{settings.image_set}.json"
 
 
-def list_samples(data: Path, params: dict[str, Any]) -> list[Sample]:
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
     """Person boxes in upstream's order: images as listed in the annotation file, then its
     annotations (GT) or the detection file's order (detections)."""
-    settings = Settings.from_params(params)
     coco = _read_json(annotation_file(data, settings))
     images = {image["id"]: image for image in coco.get("images", [])}
     if settings.boxes == "gt":
@@ -183,10 +180,9 @@ def box_to_center_scale(box, settings: Settings) -> tuple[np.ndarray, np.ndarray
 
 # ---------------------------------------------------------------- preprocessing
 
-def preprocess(sample: Sample, params: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+def preprocess(sample: Sample, settings: Settings) -> dict[str, list[np.ndarray]]:
     """JointsDataset.__getitem__ at test time + ToTensor + Normalize -> float32 3 x 256 x 192
     per view (the flip view is the W-flipped normalised tensor, as the guide writes it)."""
-    settings = Settings.from_params(params)
     crop = crop_image(read_image(str(sample.path), settings.color_rgb), sample.meta["center"], sample.meta["scale"], settings)
     tensor = normalise(crop, settings)
     return {"normal": [tensor], "flip": [np.ascontiguousarray(tensor[:, :, ::-1])]}
@@ -222,7 +218,7 @@ def export(ctx: ExportContext) -> None:
     experiment YAML in the checkout; one graph serves both targets (standard ops only)."""
     import torch  # slow to import; only export pays for it
 
-    settings = Settings.from_params(ctx.params)
+    settings = ctx.settings
     network = build_model(ctx)
     width, height = settings.image_size
     dummy = torch.zeros(ctx.bs, 3, height, width)
@@ -243,7 +239,7 @@ def export(ctx: ExportContext) -> None:
 def build_model(ctx: ExportContext):
     """The network the export writes: upstream's, eval mode, the checkpoint's weights or random
     ones drawn with ctx.seed."""
-    settings = Settings.from_params(ctx.params)
+    settings = ctx.settings
     network = build_network(ctx.source, settings.experiment, ctx.seed)
     if ctx.weights is not None:
         try:
@@ -325,8 +321,11 @@ def upstream_modules(source: Path):
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluator(data: Path, params: dict[str, Any]) -> "KeypointEvaluator":
-    return KeypointEvaluator(data, Settings.from_params(params))
+INSTANCE_FIELDS = ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")
+
+
+def evaluator(data: Path, settings: Settings) -> "KeypointEvaluator":
+    return KeypointEvaluator(data, settings)
 
 
 class KeypointEvaluator:
@@ -339,6 +338,7 @@ class KeypointEvaluator:
         self._settings = settings
         self._pending: list[tuple[Sample, np.ndarray]] = []
         self._parts: list[coco_keypoints.Instances] = []
+        self._sample_ids: list[str] = []  # one per instance of self._parts, for state()
         self.summary = ""  # COCOeval's printed table, after result()
         self.detections: list[dict[str, Any]] = []  # the COCO results, after result()
 
@@ -358,6 +358,7 @@ class KeypointEvaluator:
         samples = [sample for sample, _ in self._pending]
         heatmaps = np.stack([h for _, h in self._pending])
         self._pending = []
+        self._sample_ids += [s.id for s in samples]
         centers = np.array([s.meta["center"] for s in samples], dtype=np.float32)
         scales = np.array([s.meta["scale"] for s in samples], dtype=np.float32)
         coords, maxvals = final_preds(heatmaps, centers, scales, self._settings.blur_kernel)
@@ -376,6 +377,25 @@ class KeypointEvaluator:
         if not self._parts:
             raise UserError("no samples to evaluate", hint="the dataset stage found no person boxes")
         return coco_keypoints.Instances.concatenate(self._parts)
+
+    def state(self) -> dict[str, Any]:
+        """Each sample's decoded person (keypoints, box score, area, centre, scale), dtypes kept."""
+        self._decode()
+        if not self._parts:
+            return {"instances": {}}
+        instances = coco_keypoints.Instances.concatenate(self._parts)
+        return {"instances": {sample_id: {name: encode_array(getattr(instances, name)[i]) for name in INSTANCE_FIELDS}
+                              for i, sample_id in enumerate(self._sample_ids)}}
+
+    def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
+        """Instances in the dataset's order, as one run decodes them: rescoring and OKS-NMS
+        happen in result(), over all of them."""
+        self._decode()
+        entries = per_sample_entries(states, "instances", order)
+        if entries:
+            self._parts.append(coco_keypoints.Instances(**{
+                name: np.stack([decode_array(entry[name]) for _, entry in entries]) for name in INSTANCE_FIELDS}))
+            self._sample_ids += [sample_id for sample_id, _ in entries]
 
     def result(self) -> dict[str, float]:
         instances = self.instances()

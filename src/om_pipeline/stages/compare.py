@@ -94,8 +94,7 @@ class CompareStage(Stage):
         """The first `samples` samples, batched to the compiled batch size (padded with the first)."""
         _, samples = load_samples(self.run.model_dir)
         view = self.run.views[0]
-        params = self.run.recipe.stage_params("preprocess")
-        arrays = [model_inputs(self.run, params, s)[view] for s in samples[: self.config.samples]]
+        arrays = [model_inputs(self.run, s)[view] for s in samples[: self.config.samples]]
         bs = self.run.bs
         batches = []
         for start in range(0, len(arrays), bs):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..download import cache_dir, extract, fetch
 from ..errors import UserError
-from ..plugin import Sample
+from ..plugin import Sample, shard_key
 from ..state import Fingerprint, digest_of, read_json, write_json_atomic
 from .base import InputAbsent, Stage, StageResult, would_download
 
@@ -69,12 +69,14 @@ class DatasetStage(Stage):
         execution see the same list."""
         root = self.root
         self.check_layout(root)
-        samples = list(self.run.plugin.list_samples(root, self.run.recipe.stage_params("dataset")))
+        samples = list(self.run.plugin.list_samples(root, self.run.settings("dataset")))
         ids = [s.id for s in samples]
         if len(set(ids)) != len(ids):
             raise UserError(f"plugin {self.run.recipe.plugin} returned duplicate sample ids")
         limit = self.run.options.limit
-        return samples[:limit] if limit else samples
+        samples = samples[:limit] if limit else samples
+        shard = self.run.shard  # after --limit: the shards of a limited run partition its subset
+        return [s for s in samples if shard.holds(shard_key(self.run.plugin, s))] if shard else samples
 
     def fingerprint(self) -> Fingerprint:
         samples = self.samples
@@ -84,6 +86,8 @@ class DatasetStage(Stage):
         params = {**self.params(), "limit": self.run.options.limit, "data": str(self.root)}
         for item in params.get("downloads", []):
             item.pop("size", None)  # informative (the dry run's line), not what is downloaded
+        if self.run.shard:
+            params["shard"] = str(self.run.shard)
         return Fingerprint(params=params, inputs={"dataset manifest": digest_of(manifest), "plugin": self.run.plugin_source_digest()})
 
     def execute(self, staging: Path) -> StageResult:

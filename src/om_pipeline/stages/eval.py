@@ -14,6 +14,9 @@ from .dataset import load_samples
 from .preprocess import preprocessing_params
 
 
+STATE = "eval_state"  # a shard's evaluator state: results/eval_state_<tool>_bs<N>.json
+
+
 class EvalStage(Stage):
     kind = "eval"
     per_bs = True
@@ -28,6 +31,8 @@ class EvalStage(Stage):
         return ["dataset", self.run.model_stage]
 
     def outputs(self) -> list[str]:
+        if self.run.shard:
+            return [self.run.result_name(STATE)]
         return [self.run.result_name("eval"), self.artifacts_dir]
 
     @property
@@ -51,21 +56,32 @@ class EvalStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         data, samples = load_samples(self.run.model_dir)
-        evaluator = self.run.plugin.evaluator(data, self.run.recipe.stage_params("eval"))
+        evaluator = self.run.plugin.evaluator(data, self.run.settings("eval"))
         if self.run.options.stream:
             self.evaluate_stream(evaluator, samples)
         else:
             self.evaluate_files(evaluator, samples)
+        if self.run.shard:  # a part of the metric: `ompipe merge` computes it once over all shards
+            return self.write_state(staging, evaluator, samples)
         metrics = {name: float(value) for name, value in evaluator.result().items()}
         artifacts = self.staged(staging, f"{self.artifacts_dir}/x").parent  # created, even if left empty
         for name, value in (evaluator.artifacts() if hasattr(evaluator, "artifacts") else {}).items():
             write_json_atomic(artifacts / f"{name}.json", value)
-        weights = read_json(self.run.path("weights.json")) or {}
+        weights = read_json(self.run.shared_path("weights.json")) or {}
         record = {"metrics": metrics, "samples": len(samples), "tool": self.run.tool, "bs": self.run.bs,
                   "precision": self.run.numerics,
                   "mode": "stream" if self.run.options.stream else "files", "weights": weights.get("mode", "none")}
         write_json_atomic(self.staged(staging, self.run.result_name("eval")), record)
         return StageResult(info=record)
+
+    def write_state(self, staging: Path, evaluator, samples: list) -> StageResult:
+        if not callable(getattr(evaluator, "state", None)):
+            raise UserError(f"the evaluator of plugin {self.run.recipe.plugin} cannot save a partial state, so it cannot be sharded",
+                            hint="give it state() and merge() (om_pipeline.plugin.Evaluator), or run without --shard")
+        record = {"shard": str(self.run.shard), "samples": [s.id for s in samples], "tool": self.run.tool, "bs": self.run.bs,
+                  "state": evaluator.state()}
+        write_json_atomic(self.staged(staging, self.run.result_name(STATE)), record)
+        return StageResult(info={"shard": str(self.run.shard), "samples": len(samples)})
 
     def evaluate_stream(self, evaluator, samples: list) -> None:
         from .. import stream

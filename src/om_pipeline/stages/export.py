@@ -2,7 +2,8 @@
 
 The target matters: the graph for atc may hold Ascend-only ops (DeformableConv2D,
 BatchMultiClassNMS) that ONNX Runtime cannot run, so each target has its own file. The export
-can run in an environment the recipe declares (upstream stacks pin conflicting torch versions).
+can run in an environment the recipe declares (upstream stacks pin conflicting torch versions),
+and an export path may be a command (the guide's own script) instead of the plugin's export.
 """
 from __future__ import annotations
 
@@ -51,14 +52,10 @@ class ExportStage(Stage):
             opset=self.config.opset,
             input_names=[t.name for t in recipe.model.inputs],
             output_names=[t.name for t in recipe.model.outputs_for(target)],
-            params=self.export_params(),
+            settings=self.run.settings("export"),
             seed=self.run.options.seed,
+            export_path=self.run.export_path[0],
         )
-
-    def export_params(self) -> dict:
-        name, path = self.run.export_path
-        params = {**self.run.recipe.stage_params("export"), **path.params}
-        return {**params, "export_path": name} if name else params
 
     def execute(self, staging: Path) -> StageResult:
         out = self.staged(staging, self.run.onnx_name(simplified=False))
@@ -70,7 +67,12 @@ class ExportStage(Stage):
         context = self.context(out, target)
         write_log_header(log, f"export {self.run.name} target={context.target} bs={context.bs} opset={context.opset}"
                          + (" weights=RANDOM" if context.weights is None else f" weights={context.weights}"))
-        if self.env:
+        path = self.run.export_path[1]
+        if path.command:
+            from ..envs import export_by_command
+
+            export_by_command(self.run, path, self.env, context, log)
+        elif self.env:
             from ..envs import export_in_env
 
             export_in_env(self.run, self.env, context, log)

@@ -93,7 +93,10 @@ class InferStage(Stage):
 
     def argv(self, staging: Path, view: str | None, inputs_root: Path | None = None) -> list[str]:
         variables = self.run.variables(view, output=str(staging / RAW / (view or "")), inputs=self.run.inputs_arg(view, inputs_root))
-        return tool_argv(self.run.tool, [render(arg, variables) for arg in self.config.tool_args(self.run.tool)])
+        args = [render(arg, variables) for arg in self.config.tool_args(self.run.tool)]
+        if self.run.options.device is not None and self.run.tool == "ais_bench":
+            args += ["--device", str(self.run.options.device)]  # --devices: this shard's NPU
+        return tool_argv(self.run.tool, args)
 
     def commands(self) -> list[list[str]]:
         if self.run.tool == "onnxruntime":
@@ -105,6 +108,10 @@ class InferStage(Stage):
 
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
+        if not samples:  # a shard can hold none (more shards than samples): nothing to run the tool on
+            for view in self.run.views:
+                self.staged(staging, f"{self.output_dir(view)}/x").parent.mkdir(exist_ok=True)
+            return StageResult(info={"samples": 0})
         if self.run.chunked:
             return self.execute_chunked(staging, samples)
         ids = [s.id for s in samples]
@@ -139,7 +146,7 @@ class InferStage(Stage):
     @functools.cached_property
     def ort_session(self):
         """One ONNX Runtime session for every view and chunk (PointRend's graph is 190 MB)."""
-        return ort_backend.session(self.run.path(self.run.model_onnx), self.run.emulated_precision)
+        return ort_backend.session(self.run.shared_path(self.run.model_onnx), self.run.emulated_precision)
 
     def execute_chunked(self, staging: Path, samples: list) -> StageResult:
         size = self.config.chunk

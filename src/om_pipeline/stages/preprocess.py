@@ -55,10 +55,9 @@ def write_inputs(run, samples, root: Path, label: str | None = None) -> None:
     directories = {view: [root / run.inputs_dir(view) / spec.name for spec in specs] for view in run.views}
     for directory in (d for per_view in directories.values() for d in per_view):
         directory.mkdir(parents=True, exist_ok=True)
-    params = run.recipe.stage_params("preprocess")
 
     def write(sample) -> None:
-        for view, arrays in model_inputs(run, params, sample).items():
+        for view, arrays in model_inputs(run, sample).items():
             for directory, array in zip(directories[view], arrays):
                 array.tofile(directory / f"{sample.id}.bin")
 
@@ -67,10 +66,10 @@ def write_inputs(run, samples, root: Path, label: str | None = None) -> None:
         pass
 
 
-def model_inputs(run, params: dict, sample) -> dict:
+def model_inputs(run, sample) -> dict:
     """One sample's model inputs per view (None when the plugin has no views), as the plugin
     made them and checked against the recipe's declared inputs."""
-    arrays = by_view(run.plugin.preprocess(sample, params), run.views, sample.id)
+    arrays = by_view(run.plugin.preprocess(sample, run.settings("preprocess")), run.views, sample.id)
     return {view: check_inputs(per_view, run.recipe.model.inputs, sample.id) for view, per_view in arrays.items()}
 
 

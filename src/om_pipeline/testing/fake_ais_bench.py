@@ -15,7 +15,19 @@ Environment knob:
                                    `batchsize(`, H2D/D2H lines always printed, result dir made
                                    with os.mkdir (its parent must exist, it must not). Arguments
                                    are still checked by AB-2025's rules.
-Not emulated (they fail with a RuntimeError saying so): several devices, the auto dym modes,
+    OMPIPE_FAKE_NPU_COUNT=<n>      the host has n devices (as the fake npu-smi lists them):
+                                   `--device` n or above fails to open, as ACL's
+                                   `open device <id> failed, runtime result = 507033.`
+                                   Unset: every device id opens.
+Several devices (`--device 0,1`, docs/scale-out.md of the shared notes, infer_process.py
+multidevice_run): one run per device on a copy of the arguments, each writing
+`<output>/<dirname>/device<id>_<i>/` and `device<id>_<i>_summary.json`, every device on the full
+input unless `--divide_input 1` gives each a `list_share` part (the first `len % n` parts one file
+longer); then `multidevice run end qsize:.. result:..`, one `i:<i> device_<id> throughput:..
+start_time:.. end_time:..` line per device and `[INFO] summary throughput:<sum>`. The devices run
+one after another here (the real tool starts one process per device behind a barrier).
+
+Not emulated (they fail with a RuntimeError saying so): the auto dym modes,
 --dymShape_range without --dymShape, --pipeline, --perf/--backend. --profiler/--dump/
 --acl_json_path/--energy_consumption/--outputSize/--aipp_config pass the same checks as in the
 real tool and then produce nothing.
@@ -139,9 +151,17 @@ def infer_process(args: argparse.Namespace, argv: list[str]) -> None:
     args_rules(args)
     acl_json_base_check(args)
     refuse_what_is_not_emulated(args)
+    if isinstance(args.device, list):
+        multidevice_run(args, argv)
+    else:
+        run_on_device(args, argv)
+
+
+def run_on_device(args: argparse.Namespace, argv: list[str], subdirectory: str | None = None) -> float:
+    """infer_process.py main: one device's run; its throughput."""
     device = args.device
     log("INFO", "acl init success")
-    log("INFO", f"open device {device} success")
+    open_device(device)
     log("INFO", "create new context")
     model = FakeOmModel(args.model)
     log("INFO", f"load model {args.model} success")
@@ -150,16 +170,63 @@ def infer_process(args: argparse.Namespace, argv: list[str]) -> None:
     if args.batchsize is None:
         args.batchsize = inputs[0].shape[0]
         log("INFO", f"try get model batchsize:{args.batchsize}")
-    result_dir = make_result_dir(args)
+    result_dir = make_result_dir(args, subdirectory)
     plan = plan_run(args, inputs)
     timings = Timings()
     warm_up(model, args, inputs, plan)
     filesinfo = run_batches(model, args, inputs, plan, result_dir, timings)
-    report(args, argv, result_dir, filesinfo, timings)
+    throughput = report(args, argv, result_dir, filesinfo, timings)
     log("INFO", "unload model success, model Id is 1")
     log("INFO", "end to destroy context")
     log("INFO", f"end to reset device {device}")
     log("INFO", "end to finalize acl")
+    return throughput
+
+
+def multidevice_run(args: argparse.Namespace, argv: list[str]) -> None:
+    """infer_process.py multidevice_run: the single-device run per device, then the totals."""
+    devices = list(args.device)
+    if args.output is not None and not args.output_dirname:  # one timestamped directory for all devices
+        args.output_dirname = time.strftime("%Y_%m_%d-%H_%M_%S")
+    inputs = divided_inputs(args, len(devices)) if args.divide_input else [args.input] * len(devices)
+    results = []
+    for index, (device, device_input) in enumerate(zip(devices, inputs)):
+        device_args = argparse.Namespace(**{**vars(args), "device": device, "input": device_input})
+        start = time.time()
+        throughput = run_on_device(device_args, argv, f"device{device}_{index}")
+        results.append((index, device, throughput, start, time.time()))
+    log("INFO", f"multidevice run end qsize:{2 * len(devices)} result:0")
+    for index, device, throughput, start, end in results:
+        print(f"i:{index} device_{device} throughput:{throughput} start_time:{start} end_time:{end}", flush=True)
+    log("INFO", f"summary throughput:{sum(r[2] for r in results)}")
+
+
+def divided_inputs(args: argparse.Namespace, parts: int) -> list[str | None]:
+    """seg_input_data_for_multi_process: each input's files (directories expanded, in ais_bench's
+    order) cut into `parts` consecutive parts by list_share; part i of every input, comma-joined."""
+    if args.input is None:
+        return [None] * parts
+    model = FakeOmModel(args.model)  # the real tool opens a session on device 0 for the input count
+    per_input = input_file_lists(args.input.split(","), len(model.inputs))
+    shares = [list_share(files, parts) for files in per_input]
+    return [",".join(f for share in shares for f in share[i]) for i in range(parts)]
+
+
+def list_share(items: list[str], parts: int) -> list[list[str]]:
+    """common/utils.py list_share: `parts` consecutive parts, the first len % parts one longer."""
+    size, extra = divmod(len(items), parts)
+    bounds = [0]
+    for index in range(parts):
+        bounds.append(bounds[-1] + size + (index < extra))
+    return [items[bounds[i]:bounds[i + 1]] for i in range(parts)]
+
+
+def open_device(device: int) -> None:
+    count = os.environ.get("OMPIPE_FAKE_NPU_COUNT")
+    if count and device >= int(count):
+        log("ERROR", f"open device {device} failed, runtime result = 507033.")
+        raise RuntimeError(f"open device {device} failed, runtime result = 507033")
+    log("INFO", f"open device {device} success")
 
 
 def args_rules(args: argparse.Namespace) -> None:
@@ -204,7 +271,6 @@ def refuse_what_is_not_emulated(args: argparse.Namespace) -> None:
     unsupported = {
         "--perf/--backend": args.perf,
         "--dymShape_range": args.dym_shape_range is not None and args.dym_shape is None,
-        "several devices (--device a,b)": isinstance(args.device, list),
         "--auto_set_dymshape_mode/--auto_set_dymdims_mode": args.auto_set_dymshape_mode or args.auto_set_dymdims_mode,
         "--pipeline": args.pipeline,
     }
@@ -256,10 +322,11 @@ def _dym_overrides(args: argparse.Namespace) -> dict[str, list[int]]:
     return overrides
 
 
-def make_result_dir(args: argparse.Namespace) -> str | None:
+def make_result_dir(args: argparse.Namespace, subdirectory: str | None = None) -> str | None:
+    """`<output>/<dirname or timestamp>[/device<id>_<i>]`."""
     if args.output is None:
         return None
-    result_dir = os.path.join(args.output, args.output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S"))
+    result_dir = os.path.join(args.output, args.output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S"), *filter(None, [subdirectory]))
     if legacy_layout():
         os.mkdir(result_dir)
     elif not os.path.exists(result_dir):
@@ -423,7 +490,7 @@ def stats_line(name: str, values: dict[str, float]) -> str:
 def report(
     args: argparse.Namespace, argv: list[str], result_dir: str | None,
     filesinfo: dict[int, dict[str, list[str]]], timings: Timings,
-) -> None:
+) -> float:
     npu, h2d, d2h = stats(timings.npu_compute_ms), stats(timings.h2d_ms), stats(timings.d2h_ms)
     throughput = 1000 * args.batchsize / npu["mean"] if npu["mean"] else 0
     legacy = legacy_layout()
@@ -439,6 +506,7 @@ def report(
     log("INFO", "------------------------------------------------------")
     if result_dir is not None:
         write_summary(result_dir, argv, filesinfo, timings, (npu, h2d, d2h), throughput, legacy)
+    return throughput
 
 
 def write_summary(

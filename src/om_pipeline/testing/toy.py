@@ -76,7 +76,7 @@ stages:
       - --model={{onnx}}
       - --output={{om_stem}}
       - --input_format=NCHW
-      - --input_shape=image:{{bs}},3,16,16
+      - --input_shape={{input_shape}}
       - --soc_version={{soc_version}}
       - --log=error
   compare:

@@ -7,23 +7,32 @@ batching, ONNX Runtime, a metric.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..plugin import ExportContext, Sample, imported_from, numpy_forward
+from ..plugin import ExportContext, Sample, imported_from, numpy_forward, per_sample_entries
 
 SIZE = 16
 
 
-def list_samples(data: Path, params: dict) -> list[Sample]:
-    labels = json.loads((data / "labels.json").read_text())
-    images = sorted((data / "images").glob("*.png"))
+@dataclass(frozen=True)
+class Settings:
+    """The recipe's `params:` (each key must be a field here; the framework checks and converts)."""
+
+    labels: str = "labels.json"  # relative to --data: {sample id: class index}
+    images: str = "images"  # relative to --data: <id>.png
+
+
+def list_samples(data: Path, settings: Settings) -> list[Sample]:
+    labels = json.loads((data / settings.labels).read_text())
+    images = sorted((data / settings.images).glob("*.png"))
     return [Sample(p.stem, p, {"label": labels[p.stem]}) for p in images if p.stem in labels]
 
 
-def preprocess(sample: Sample, params: dict) -> list[np.ndarray]:
+def preprocess(sample: Sample, settings: Settings) -> list[np.ndarray]:
     import cv2
 
     image = cv2.imread(str(sample.path), cv2.IMREAD_COLOR)
@@ -65,18 +74,30 @@ class Top1:
         self.correct = 0
         self.count = 0
         self.score = 0.0
+        self._per_sample: dict[str, list] = {}  # id -> [correct, confidence], for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
         logits = outputs[0].astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
-        self.correct += int(np.argmax(logits) == sample.meta["label"])
-        self.score += float(probabilities.max())
+        self._take(sample.id, int(np.argmax(logits) == sample.meta["label"]), float(probabilities.max()))
+
+    def _take(self, sample_id: str, correct: int, confidence: float) -> None:
+        self.correct += correct
+        self.score += confidence  # a float sum: merge() replays samples in the dataset's order
         self.count += 1
+        self._per_sample[sample_id] = [correct, confidence]
+
+    def state(self) -> dict:
+        return {"samples": dict(self._per_sample)}
+
+    def merge(self, states, order) -> None:
+        for sample_id, (correct, confidence) in per_sample_entries(states, "samples", order):
+            self._take(sample_id, correct, confidence)
 
     def result(self) -> dict[str, float]:
         return {"top1": self.correct / self.count, "mean_confidence": self.score / self.count}
 
 
-def evaluator(data: Path, params: dict) -> Top1:
+def evaluator(data: Path, settings: Settings) -> Top1:
     return Top1()

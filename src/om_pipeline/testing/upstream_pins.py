@@ -178,16 +178,17 @@ def graph_summary(path: Path) -> dict:
 def export_context(model: str, checkout: Path | None, target: str, out: Path):
     """The ExportContext the export stage builds at the recipe's default batch size, with
     random weights (seed 0)."""
-    from ..plugin import ExportContext
+    from ..plugin import ExportContext, load_plugin, settings_from_params, settings_type
 
     recipe = find_recipe(model).recipe
     export = recipe.stages.export
     path = NATIVE_EXPORT.get(model) or export.path
     params = {**recipe.stage_params("export"), **(export.paths[path].params if path else {})}
+    plugin = load_plugin(recipe.plugin)
     return ExportContext(source=checkout, weights=None, target=target, bs=recipe.bs, out=out, opset=export.opset,
                          input_names=[t.name for t in recipe.model.inputs],
                          output_names=[t.name for t in recipe.model.outputs_for(target)],
-                         params={**params, "export_path": path} if path else params, seed=0)
+                         settings=settings_from_params(settings_type(plugin), params), seed=0, export_path=path)
 
 
 def graphs_fixture(model: str, checkout: Path | None) -> dict:
