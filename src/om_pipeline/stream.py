@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import UserError
-from .plugin import Sample, reduced
+from .plugin import Sample, reduced, shard_key
 from .progress import progress
 from .stages.preprocess import model_inputs
 from .workers import MAX_DEFAULT_WORKERS, BatchRing, call_job, forked_pool, start_worker, usable_cores, workers_for
@@ -133,8 +133,7 @@ class EvaluatorShards:
         return self
 
     def add(self, sample: Sample, outputs) -> None:
-        key = getattr(self.plugin, "shard_key", None)  # what must stay together (SuperPoint: a sequence)
-        index = zlib.crc32(str(key(sample) if key else sample.id).encode()) % self.count
+        index = zlib.crc32(shard_key(self.plugin, sample).encode()) % self.count  # SuperPoint: a sequence together
         pending = self._pending[index]
         if len(pending) >= self.IN_FLIGHT_PER_WORKER:
             self._result(pending.popleft())
