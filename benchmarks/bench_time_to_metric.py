@@ -172,15 +172,14 @@ class Bench:
         options = Options(bs=self.bs, toolchain="fake", soc_version=CHIP, workdir=self.workdir, quiet=True, limit=self.n)
         run = make_run(self.model, options, [], Printer(quiet=True))
         data, samples = load_samples(run.model_dir)
-        params = run.recipe.stage_params("preprocess")
-        evaluator = run.plugin.evaluator(data, run.recipe.stage_params("eval"))
+        evaluator = run.plugin.evaluator(data, run.settings("eval"))
         _, onnx_bytes = read_fake_om(run.path(run.om_name))
         recorded = fake_paced_npu.Recording(fake_paced_npu.model_recording(self.recording, onnx_bytes), cyclic=True)
-        model_inputs(run, params, samples[0])  # imports and caches warm
+        model_inputs(run, samples[0])  # imports and caches warm
         pre, post = [], []
         for sample in samples[:samples_measured]:
             started = time.perf_counter()
-            inputs = model_inputs(run, params, sample)
+            inputs = model_inputs(run, sample)
             pre.append(time.perf_counter() - started)
             outputs = {view: recorded.outputs_of_sample(arrays) for view, arrays in inputs.items()}
             started = time.perf_counter()
