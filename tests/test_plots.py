@@ -84,6 +84,22 @@ def test_a_point_with_another_just_above_it_is_labelled_below():
     assert offsets == {"3.95": 7, "2.66": -13, "3": -13, "2": -13, "5": 7}
 
 
+def test_time_to_metric_draws_each_way_and_the_npu_floor_and_says_the_npu_is_emulated():
+    rows = [{"model": "centernet", "n": 700, "floor_s": 20.5,
+             "runs": {"guide": {"seconds": 61.0}, "files": {"seconds": 40.2}, "stream": {"seconds": 22.1}}},
+            {"model": "superpoint", "n": 600, "floor_s": 0.24,
+             "runs": {"guide": {"seconds": 30.0}, "files": {"seconds": 20.0}, "stream": {"seconds": 9.5}}}]
+    figure = plots.time_to_metric(rows, "2 cores, load 1.0")
+    axes = figure.axes[0]
+    widths = {label: [bar.get_width() for bar in container] for label, container in
+              zip([c.get_label() for c in axes.containers], axes.containers)}
+    assert widths == {plots.WAYS["guide"]: [61.0, 30.0], plots.WAYS["files"]: [40.2, 20.0], plots.WAYS["stream"]: [22.1, 9.5]}
+    floors = [line for line in axes.get_lines() if "floor" in (line.get_label() or "") or line.get_xdata()[0] in (20.5, 0.24)]
+    assert sorted(line.get_xdata()[0] for line in floors) == [0.24, 20.5]
+    text = "\n".join(plots.texts(figure))
+    assert "paced emulator" in text and "61.0 s" in text and "floor 20.5 s" in text
+
+
 def test_the_fp16_chart_plots_each_metrics_fp32_fp16_and_guide_values_with_deltas_and_provenance(tmp_path):
     from test_report import fp16_pair
 

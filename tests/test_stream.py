@@ -30,3 +30,49 @@ def test_stream_and_files_mode_give_the_same_metric(ompipe, toy, tmp_path, backe
     assert stream_results["metrics"] == files_metrics  # exactly, not approximately
     again = ompipe(*common, "--stream")
     assert "RUN " not in again.out.split("stage ")[1]
+
+
+class MergeableTop1:
+    """The toy's top-1, kept per sample so that partial states merge in the dataset's order (as
+    the evaluators' state/merge do); each sample notes the process that scored it."""
+
+    def __init__(self):
+        self.samples: dict[str, tuple] = {}
+
+    def add(self, sample, outputs):
+        import os
+
+        self.samples[sample.id] = (int(outputs[0].argmax() == sample.meta["label"]), float(outputs[0].max()), os.getpid())
+
+    def state(self):
+        return {"samples": self.samples}
+
+    def merge(self, states, order):
+        merged = {key: value for state in states for key, value in state["samples"].items()}
+        self.samples = {sample_id: merged[sample_id] for sample_id in order if sample_id in merged}
+
+    def result(self):
+        values = list(self.samples.values())
+        return {"top1": sum(v[0] for v in values) / len(values), "max_logit_sum": sum(v[1] for v in values),
+                "processes": len({v[2] for v in values})}
+
+
+def test_a_mergeable_evaluator_runs_in_worker_processes_with_the_same_metric(ompipe, toy, tmp_path, monkeypatch):
+    import os
+
+    from om_pipeline.testing import toy_plugin
+
+    monkeypatch.setattr(toy_plugin, "evaluator", lambda data, params: MergeableTop1())
+    monkeypatch.setattr(toy_plugin, "EVALUATE_IN_WORKERS", True, raising=False)
+    common = ("run", "toy", "--recipes", toy.recipes, "--data", toy.data, "--toolchain", "fake", "--backend", "onnxruntime", "--bs", "2")
+    assert ompipe(*common).code == 0
+    files = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs2.json").read_text())["metrics"]
+    for workers, processes in (("2", 2), ("0", 1)):
+        for record in (tmp_path / "work/toy/.ompipe/stages").glob("eval-*stream.json"):
+            record.unlink()  # the stream's eval reruns, nothing else
+        stream = ompipe(*common, "--stream", "--workers", workers)
+        assert stream.code == 0, stream.err
+        metrics = json.loads((tmp_path / "work/toy/results/toy_onnxruntime_bs2_stream.json").read_text())["metrics"]
+        assert metrics["processes"] == processes
+        assert {k: v for k, v in metrics.items() if k != "processes"} == {k: v for k, v in files.items() if k != "processes"}
+    assert files["processes"] == 1 and os.getpid()  # files mode scores here

@@ -133,6 +133,28 @@ def test_stream_never_refills_a_slot_whose_batch_is_in_use():
     assert seen == samples
 
 
+@pytest.mark.parametrize("count", [17, 1])
+def test_stream_keeps_both_batches_the_caller_holds(count):
+    """The stream holds two batches (one in the model while it scores the one before): neither is
+    refilled while held, with 1 or 3 slots ahead."""
+    ring = workers.BatchRing((None,), specs((1,)), bs=2, slots=4)
+    samples = list(range(count))
+    batches = [samples[i:i + 2] for i in range(0, len(samples), 2)]
+
+    def fill(slot, row, sample):
+        ring.put(slot, row, {None: [np.array([sample], np.float32)]})
+
+    held, seen = [], []
+    with stream._submitter(fill, 2) as submit:
+        for batch, slot in stream._filled_batches(batches, min(4, len(batches)), submit, held=2):
+            held = [*held[-1:], (batch, slot)]
+            time.sleep(0.01)
+            for kept, kept_slot in held:
+                assert ring.slots[kept_slot][None][0][:len(kept), 0].tolist() == kept
+            seen.extend(batch)
+    assert seen == samples
+
+
 def test_the_ring_keeps_every_worker_busy():
     assert stream.ring_slots(0, 8) == 3 and stream.ring_slots(2, 8) == 3  # one in the model, two filling
     assert stream.ring_slots(8, 1) == 17  # bs 1: two samples queued per worker

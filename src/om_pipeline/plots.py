@@ -70,6 +70,42 @@ def throughput(title: str, subtitle: str, measured: dict[str, dict[int, float]],
     return figure
 
 
+WAYS = {"guide": "the guide's way", "files": "ompipe files mode", "stream": "ompipe --stream"}
+
+
+def time_to_metric(rows: list[dict], machine: str) -> Figure:
+    """Seconds from start to the metric per model, one bar per way (WAYS), the NPU's floor
+    (N x passes / the guide's fps) drawn over each model's bars. `rows`: the time-to-metric
+    benchmark's (benchmarks/bench_time_to_metric.py): model, n, floor_s, runs[way]["seconds"]."""
+    caption = ["NPU: a paced emulator (ompipe's fake toolchain, OMPIPE_FAKE_NPU), not a 310P: it answers with outputs "
+               "recorded from ONNX Runtime (random weights) in the time the guide's fps gives; the host work is real.",
+               "floor: N samples x passes / the guide's fps, what the NPU alone needs; the bars above it are host "
+               "work that did not hide behind the NPU. The guide's way: serial preprocessing to .bin files, ais_bench "
+               "over the folder, serial postprocessing and the metric, three processes in a row."]
+    figure, axes = _figure("Time to metric against the NPU's floor", f"measured on {machine}", caption)
+    axes.title.set_wrap(True)
+    height = 0.8 / len(WAYS)
+    for index, (way, label) in enumerate(WAYS.items()):
+        ys = [row_index + (index - (len(WAYS) - 1) / 2) * height for row_index in range(len(rows))]
+        seconds = [row["runs"][way]["seconds"] for row in rows]
+        axes.barh(ys, seconds, height=height * 0.9, color=MEASURED_COLORS[index], label=label)
+        for y, value in zip(ys, seconds):
+            axes.annotate(f"{value:.1f} s", (value, y), textcoords="offset points", xytext=(4, 0), va="center", fontsize=8)
+    for row_index, row in enumerate(rows):
+        axes.plot([row["floor_s"]] * 2, [row_index - 0.45, row_index + 0.45], color="black", linewidth=2.2,
+                  label="NPU floor (paced emulator)" if row_index == 0 else None)
+    axes.set_yticks(range(len(rows)))
+    axes.set_yticklabels([f"{row['model']}\nN {row['n']}, floor {row['floor_s']:.1f} s" for row in rows])
+    axes.invert_yaxis()
+    longest = max((row["runs"][way]["seconds"] for row in rows for way in WAYS), default=1.0)
+    axes.set_xlim(0, longest * 1.15)
+    axes.set_xlabel("seconds from the first process's start to the metric")
+    axes.grid(True, axis="x", alpha=0.45)
+    if rows:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return figure
+
+
 PRECISION_COLORS = {"fp32": "#1f5fbf", "fp16 emulated": "#7048e8", "guide 310P": "#c92a2a"}
 
 

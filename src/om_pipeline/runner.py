@@ -305,6 +305,8 @@ def provenance_labels(records: dict[str, dict | None], weights: dict, numerics: 
         labels.append("random weights")
     if numerics == "fp16-emulated":
         labels.append(fp16.LABEL)
+    if any((record or {}).get("parts", {}).get("tools", {}).get("npu") for record in records.values()):
+        labels.append("paced emulator")  # versions.fake_npu: outputs replayed by the fake's paced NPU
     return labels
 
 

@@ -9,19 +9,23 @@ first sample, the padding discarded), so the metric is the same to the last digi
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
+import multiprocessing
 import sys
+import zlib
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .errors import UserError
-from .plugin import Sample, reduced
+from .plugin import Sample, reduced, shard_key
 from .progress import progress
 from .stages.preprocess import model_inputs
-from .workers import BatchRing, call_job, forked_pool, workers_for
+from .workers import MAX_DEFAULT_WORKERS, BatchRing, call_job, forked_pool, start_worker, usable_cores, workers_for
 
 class OnnxRuntimeModel:
     def __init__(self, onnx_path: Path, model_io, precision=None):
@@ -57,34 +61,145 @@ class InferSessionModel:
 
 def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None:
     """Every sample through preprocess, the model and the evaluator, in sample order.
-    `workers`: 0 preprocesses in this process, N in a pool of N; None chooses by timing the first."""
+    `workers`: 0 preprocesses and evaluates in this process, N in pools of N; None chooses.
+
+    The model runs on a thread of its own, one batch ahead of the evaluator: while the NPU (or
+    ONNX Runtime, which releases the GIL) works on batch k, this thread hands batch k-1 to the
+    evaluator and fills the ring, so the host's work hides behind the model's. A mergeable
+    evaluator (state/merge) runs in worker processes (EvaluatorShards) when cores allow."""
     if run.tool == "msame":
         raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
-    model = (OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
-                              run.emulated_precision)
-             if run.tool == "onnxruntime"
-             else InferSessionModel(run.shared_path(run.om_name), run.options.toolchain, run.options.device or 0))
-    with preprocessed_batches(run, samples, workers) as batches:
-        for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
-            _evaluate_batch(batch, inputs, model, evaluator, run.views, run.plugin)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ompipe-model") as model_thread, \
+            _evaluation(run, samples, evaluator, workers) as add:
+        # Made on the thread that runs it: a device context (ACL's) belongs to the thread that set it.
+        model = model_thread.submit(_model, run).result()
+        with preprocessed_batches(run, samples, workers, held=2) as batches:
+            previous = None  # (batch, its outputs by view): scored while the model runs the next
+            for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
+                running = model_thread.submit(_run_views, model, inputs, run.views)
+                if previous is not None:
+                    _evaluate_batch(*previous, add, run.views, run.plugin)
+                previous = (batch, running.result())  # done before its ring slot can be refilled
+            if previous is not None:
+                _evaluate_batch(*previous, add, run.views, run.plugin)
 
 
 @contextlib.contextmanager
-def preprocessed_batches(run, samples: list[Sample], workers: int | None) -> Iterator[Iterator[tuple[list[Sample], dict]]]:
+def _evaluation(run, samples: list[Sample], evaluator, workers: int | None) -> Iterator[Callable[[Sample, Any], None]]:
+    """add(sample, reduced outputs): the evaluator's own here, or its shards' in worker processes."""
+    shards = evaluation_workers(run.plugin, evaluator, workers)
+    if shards == 0:
+        yield evaluator.add
+        return
+    with EvaluatorShards(evaluator, run.plugin, min(shards, len(samples)), [sample.id for sample in samples]) as sharded:
+        yield sharded.add
+
+
+def evaluation_workers(plugin, evaluator, requested: int | None) -> int:
+    """Processes for postprocessing and the metric's update, for a plugin whose postprocessing
+    is heavier than the NPU's time per sample (EVALUATE_IN_WORKERS: SuperPoint's matching and
+    RANSAC, TransPose's DARK decoding and OKS-NMS) and whose evaluator can be split
+    (state/merge): `--workers` when given, else one per usable core (up to MAX_DEFAULT_WORKERS)
+    on 2 cores or more. Otherwise 0: this process scores while the NPU runs the next batch, and
+    an evaluator that scores as results arrive (COCO's per-image evaluation) leaves the least
+    after the last batch; merged shards would redo that at the end."""
+    if not getattr(plugin, "EVALUATE_IN_WORKERS", False) or not (hasattr(evaluator, "state") and hasattr(evaluator, "merge")):
+        return 0
+    if requested is not None:
+        return requested
+    cores = usable_cores()
+    return 0 if cores < 2 else min(MAX_DEFAULT_WORKERS, cores)
+
+
+class EvaluatorShards:
+    """The evaluator in `count` worker processes, each a fork of it while it is still empty:
+    a sample goes to the worker its plugin's shard key maps to (SuperPoint: a sequence's images
+    together), in order, its reduced outputs pickled (they are what reduce_outputs kept). At the
+    end each worker's state() is merged into `evaluator` (Evaluator.merge: as if it had added
+    every sample, in the dataset's order), so the metric is the files mode's to the last digit."""
+
+    IN_FLIGHT_PER_WORKER = 8  # samples queued per worker: bounds the memory when evaluation lags
+
+    def __init__(self, evaluator, plugin, count: int, order: list[str]):
+        self.evaluator, self.plugin, self.order = evaluator, plugin, order
+        self.count = count
+        self._pools: list[concurrent.futures.ProcessPoolExecutor] = []
+        self._pending: list[collections.deque] = [collections.deque() for _ in range(count)]
+
+    def __enter__(self) -> "EvaluatorShards":
+        _shard["evaluator"] = self.evaluator  # what the workers inherit, empty
+        context = multiprocessing.get_context("fork")
+        self._pools = [concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=start_worker) for _ in range(self.count)]
+        return self
+
+    def add(self, sample: Sample, outputs) -> None:
+        index = zlib.crc32(shard_key(self.plugin, sample).encode()) % self.count  # SuperPoint: a sequence together
+        pending = self._pending[index]
+        if len(pending) >= self.IN_FLIGHT_PER_WORKER:
+            self._result(pending.popleft())
+        pending.append(self._pools[index].submit(_shard_add, sample, outputs))
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                for pending in self._pending:
+                    while pending:
+                        self._result(pending.popleft())
+                states = [self._result(pool.submit(_shard_state)) for pool in self._pools]
+                self.evaluator.merge(states, self.order)
+        finally:
+            for pool in self._pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+            _shard.clear()
+
+    @staticmethod
+    def _result(future: Future):
+        try:
+            return future.result()  # a worker's error is raised here, as itself
+        except BrokenProcessPool:
+            raise UserError("an evaluation worker process died (out of memory? a crash in native code?)",
+                            hint="rerun with fewer --workers, or --workers 0 to evaluate in the main process") from None
+
+
+_shard: dict[str, Any] = {}  # the evaluator the forked evaluation workers inherit
+
+
+def _shard_add(sample: Sample, outputs) -> None:
+    _shard["evaluator"].add(sample, outputs)
+
+
+def _shard_state() -> dict:
+    return _shard["evaluator"].state()
+
+
+def _model(run):
+    if run.tool == "onnxruntime":
+        return OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
+                                run.emulated_precision)
+    return InferSessionModel(run.shared_path(run.om_name), run.options.toolchain, run.options.device or 0)
+
+
+def _run_views(model, inputs: dict, views: tuple) -> dict:
+    return {view: model(inputs[view]) for view in views}
+
+
+@contextlib.contextmanager
+def preprocessed_batches(run, samples: list[Sample], workers: int | None, held: int = 1) -> Iterator[Iterator[tuple[list[Sample], dict]]]:
     """(batch of samples, its model inputs per view: arrays of bs rows, padded), in order. The
-    arrays are ring buffers: valid until the next batch is asked for."""
+    arrays are ring buffers: valid while the caller holds the batch, i.e. until `held` more
+    batches were asked for (2: one in the model while the next is handed out)."""
     if not samples:
         yield iter(())
         return
     workers = workers_for(workers, lambda: model_inputs(run, samples[0]))
     batches = [samples[start:start + run.bs] for start in range(0, len(samples), run.bs)]
-    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs)))
+    ring = BatchRing(run.views, run.recipe.model.inputs, run.bs, slots=min(len(batches), ring_slots(workers, run.bs) + held - 1))
 
     def fill(slot: int, row: int, sample: Sample) -> None:  # here, or in a worker forked after the ring
         ring.put(slot, row, model_inputs(run, sample))
 
     with _submitter(fill, workers) as submit:
-        yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit))
+        yield ((batch, ring.padded(slot, len(batch))) for batch, slot in _filled_batches(batches, len(ring.slots), submit, held))
 
 
 def ring_slots(workers: int, bs: int) -> int:
@@ -108,18 +223,19 @@ def _submitter(fill: Callable[..., None], workers: int) -> Iterator[Callable[...
         yield lambda *task: pool.submit(call_job, *task)
 
 
-def _filled_batches(batches: list[list[Sample]], slots: int, submit) -> Iterator[tuple[list[Sample], int]]:
-    """(batch, its ring slot) in order, each once all its rows are filled. A slot is reused only
-    after the caller is done with its batch (the next batch is asked for), so at most `slots`
-    batches are in memory."""
+def _filled_batches(batches: list[list[Sample]], slots: int, submit, held: int = 1) -> Iterator[tuple[list[Sample], int]]:
+    """(batch, its ring slot) in order, each once all its rows are filled. The caller holds the
+    last `held` batches it was given; a slot is refilled only once its batch is no longer held
+    (when the caller asks for the `held`-th batch after it), so at most `slots` batches are in
+    memory and `slots - held` are being filled ahead."""
     pending: collections.deque = collections.deque()
-    for index, batch in enumerate(batches):
-        if len(pending) == slots:
-            yield _wait(pending.popleft())
-        slot = index % slots
-        futures = [submit(slot, row, sample) for row, sample in enumerate(batch)]
-        pending.append((batch, slot, futures))
-    while pending:
+    submitted = 0
+    for asked in range(len(batches)):
+        # Asking for batch `asked` releases batch asked - held, whose slot batch asked - held + slots takes.
+        while submitted < min(len(batches), max(asked + 1, asked - held + 1 + slots)):  # fewer batches than held: a slot each
+            slot = submitted % slots
+            pending.append((batches[submitted], slot, [submit(slot, row, sample) for row, sample in enumerate(batches[submitted])]))
+            submitted += 1
         yield _wait(pending.popleft())
 
 
@@ -130,8 +246,8 @@ def _wait(entry) -> tuple[list[Sample], int]:
     return batch, slot
 
 
-def _evaluate_batch(batch: list[Sample], inputs: dict, model, evaluator, views: tuple, plugin) -> None:
-    outputs_by_view = {view: model(inputs[view]) for view in views}
+def _evaluate_batch(batch: list[Sample], outputs_by_view: dict, add, views: tuple, plugin) -> None:
+    """Each real sample's rows of the batch's outputs (views, not copies) to the evaluator."""
     for position, sample in enumerate(batch):
         outputs = {view: [np.asarray(o[position]) for o in outs] for view, outs in outputs_by_view.items()}
-        evaluator.add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))
+        add(sample, reduced(plugin, outputs[None] if views == (None,) else outputs))

@@ -60,8 +60,18 @@ def fake_version() -> str:
 def toolchain_identity(toolchain: str, tool: str) -> dict[str, str]:
     """Fingerprint `tools` of a stage that runs `tool` (atc, ais_bench, msame) or uses its output."""
     if toolchain == "fake":
-        return {"toolchain": "fake", tool: fake_version()}
+        return {"toolchain": "fake", tool: fake_version(), **fake_npu(tool)}
     return {"toolchain": "real", "cann": cann("real"), tool: real_tool(tool)}
+
+
+def fake_npu(tool: str) -> dict[str, str]:
+    """{"npu": ...} when the fake .om's paced NPU replays recorded outputs (OMPIPE_FAKE_NPU, see
+    testing/fake_paced_npu) for a tool that runs the .om: a replayed result is never CACHED for
+    a normal run, nor the other way round (atc's .om is the same either way)."""
+    from .testing import fake_paced_npu
+
+    described = fake_paced_npu.describe(execute.subprocess_env()) if tool != "atc" else ""
+    return {"npu": described} if described else {}
 
 
 def real_tool(tool: str) -> str:

@@ -106,7 +106,7 @@ def forked_pool(workers: int, function: Callable) -> Iterator[concurrent.futures
     arguments (only those are pickled)."""
     _job["function"] = function
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                  initializer=_start_worker)
+                                                  initializer=start_worker)
     try:
         yield pool
     except BrokenProcessPool:
@@ -118,7 +118,7 @@ def forked_pool(workers: int, function: Callable) -> Iterator[concurrent.futures
         _job.clear()
 
 
-def _start_worker() -> None:
+def start_worker() -> None:
     # Ctrl-C, SIGTERM and SIGHUP (sent to the whole process group) are the parent's: it stops
     # the pool, letting each worker end its current sample.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -141,3 +141,44 @@ def test_detections_are_checked():
         coco_bbox.detections_to_results(1, np.zeros((1, 4)), np.zeros(1), np.array([80]))
     with pytest.raises(ValueError, match="length"):
         coco_bbox.detections_to_results(1, np.zeros((2, 4)), np.zeros(1), np.array([0]))
+
+
+def larger_ground_truth(seed: int, images: int = 12) -> dict:
+    """Many images, crowd boxes, small/medium/large areas, images without any box."""
+    rng = np.random.default_rng(seed)
+    annotations = []
+    for image_id in range(1, images + 1):
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = rng.uniform(8, 200, 2)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(rng.choice([1, 3, 13, 90])),
+                                "bbox": [*rng.uniform(0, 300, 2), w, h], "area": float(w * h), "iscrowd": int(rng.random() < 0.1)})
+    return {"images": [{"id": i, "file_name": f"{i}.jpg", "height": 500, "width": 500} for i in range(1, images + 1)],
+            "annotations": annotations, "categories": [{"id": i, "name": str(i)} for i in coco_bbox.COCO80_CATEGORY_IDS]}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_image_evaluation_as_results_arrive_equals_pycocotools_to_the_last_digit(seed):
+    gt = larger_ground_truth(seed)
+    results = noisy_detector(gt, seed)
+    for record in results[::7]:
+        record["score"] = 0.5  # ties: the arrival order must decide them as loadRes's order does
+    by_image: dict[int, list] = {}
+    for record in results:
+        by_image.setdefault(record["image_id"], []).append(record)
+    run = [1, 2, 3, 5, 6, 8, 9, 10, 11]  # 4, 7 and 12 were not run; one run image gets no detection
+    incremental = coco_bbox.PerImageEvaluation(gt, run)
+    for image_id in reversed(run):  # any order of images
+        if image_id != 9:
+            incremental.add(image_id, by_image.get(image_id, []))
+    in_order = [r for image_id in reversed(run) if image_id != 9 for r in by_image.get(image_id, [])]
+    stats = incremental.finish()
+    assert 0 < stats["ap"] < 1
+    assert stats == direct_pycocotools(gt, in_order, image_ids=run) == coco_bbox.evaluate(gt, in_order, image_ids=run)
+    with pytest.raises(ValueError, match="twice"):
+        incremental.add(run[0], [])
+    assert coco_bbox.PerImageEvaluation(gt, run).finish() == coco_bbox.evaluate(gt, [], image_ids=run)
+    added = coco_bbox.PerImageEvaluation(gt)  # scored: the images added
+    for image_id in run:
+        added.add(image_id, by_image.get(image_id, []))
+    every = [r for image_id in run for r in by_image.get(image_id, [])]
+    assert added.images == set(run) and added.finish() == direct_pycocotools(gt, every, image_ids=run)

@@ -260,3 +260,22 @@ def test_evaluate_equals_pycocotools_and_perfect_detections_score_one():
 
 def test_evaluate_without_detections_is_zero():
     assert post.evaluate(constructed_dataset(), [], [11])["ap"] == 0.0
+
+
+def test_per_image_evaluation_as_images_arrive_equals_evaluate_for_both_image_sets():
+    """The evaluator scores each image as it arrives (coco_bbox.PerImageEvaluation with mmdet's
+    categories and maxDets); at the end both image sets are only accumulated: the same numbers."""
+    from om_pipeline.metrics import coco_bbox
+
+    dataset = constructed_dataset()
+    rng = np.random.default_rng(3)
+    by_image = {int(i): [] for i in (15, 11, 14, 12)}  # arrival order, one image (16) never run
+    for i, c, s in zip(rng.choice(list(by_image), 60), rng.choice([1, 3, 18, 90], 60), rng.random(60).round(2)):
+        by_image[int(i)].append({"image_id": int(i), "category_id": int(c), "score": float(s),
+                                 "bbox": [float(v) for v in rng.uniform(0, 60, 2)] + [float(v) for v in rng.uniform(5, 60, 2)]})
+    incremental = coco_bbox.PerImageEvaluation(dataset, cat_ids=post.evaluated_category_ids(dataset["categories"]), max_dets=post.MAX_DETS)
+    for image_id, records in by_image.items():
+        incremental.add(image_id, records)
+    arrived = [r for records in by_image.values() for r in records]
+    for image_ids in ([i for i in post.annotated_image_ids(dataset) if i in by_image], [i for i in post.all_image_ids(dataset) if i in by_image]):
+        assert incremental.finish(image_ids, names=post.STAT_NAMES) == post.evaluate(dataset, arrived, image_ids)

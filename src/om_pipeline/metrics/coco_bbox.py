@@ -16,6 +16,7 @@ misses); with the full dataset both are the same.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from pathlib import Path
@@ -123,3 +124,89 @@ def _json_roundtrip(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pycocotools the same Python floats and leaves the caller's records untouched (loadRes adds
     keys to the records it is given)."""
     return json.loads(json.dumps(results))
+
+
+class PerImageEvaluation:
+    """pycocotools' bbox evaluation with its per-image part done as each image's results arrive
+    (`add`), so that after the last image only `accumulate` and `summarize` are left (`finish`):
+    a stream's metric tail no longer grows with the dataset. It drives COCOeval's own
+    computeIoU / evaluateImg / accumulate / summarize on the same inputs evaluate() would give
+    them, so the 12 numbers equal `evaluate`'s to the last digit (tests/metrics/test_coco_bbox.py):
+    - detections become what loadRes makes of them (a JSON round trip, area = w x h, iscrowd 0,
+      ids numbered in arrival order), kept in arrival order, which evaluateImg's stable sort by
+      score relies on for ties;
+    - evalImgs are assembled in evaluate()'s order (category, area range, image) over the
+      images evaluated (np.unique of `image_ids`, as evaluate() sorts them); an image that had
+      no detection is evaluated at the end like evaluate() does, with no detection.
+    `add` takes every result record of one image at once, the images in any order; the images
+    scored are `image_ids` (default: those added), fixed when `finish` is called."""
+
+    def __init__(self, ground_truth, image_ids: Iterable[int] | None = None, cat_ids: Sequence[int] | None = None,
+                 max_dets: Sequence[int] | None = None):
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        gt = load_ground_truth(ground_truth)
+        empty = COCO()
+        empty.dataset = {"images": gt.dataset.get("images", []), "categories": gt.dataset.get("categories", []), "annotations": []}
+        with contextlib.redirect_stdout(io.StringIO()):
+            empty.createIndex()
+            self._eval = COCOeval(gt, empty, "bbox")
+        params = self._eval.params
+        self._image_ids = None if image_ids is None else list(np.unique([int(i) for i in image_ids]))
+        params.imgIds = list(np.unique(gt.getImgIds())) if self._image_ids is None else self._image_ids  # whose ground truth to index
+        params.catIds = list(np.unique(params.catIds if cat_ids is None else list(cat_ids)))
+        params.maxDets = sorted(params.maxDets if max_dets is None else list(max_dets))
+        self._eval._prepare()  # the ground truth per (image, category), ignore flags set, no detection
+        self._per_image: dict[int, list] = {}
+        self._detections = 0
+        self._with_detections: set[int] = set()
+
+    def add(self, image_id: int, records: list[dict[str, Any]]) -> None:
+        image_id = int(image_id)
+        if image_id in self._per_image:
+            raise ValueError(f"image {image_id} was added twice")
+        for record in _json_roundtrip(records):
+            self._detections += 1
+            x, y, w, h = record["bbox"]
+            record.update(area=w * h, id=self._detections, iscrowd=0,
+                          segmentation=[[x, y, x, y + h, x + w, y + h, x + w, y]])
+            self._eval._dts[image_id, record["category_id"]].append(record)
+        if records:
+            self._with_detections.add(image_id)
+        self._per_image[image_id] = self._evaluate_image(image_id)
+
+    def _evaluate_image(self, image_id: int) -> list:
+        """evaluateImg's entries of one image, by (category, area range); its detections freed."""
+        p = self._eval.params
+        self._eval.ious = {(image_id, cat): self._eval.computeIoU(image_id, cat) for cat in p.catIds}
+        entries = [self._eval.evaluateImg(image_id, cat, area, p.maxDets[-1]) for cat in p.catIds for area in p.areaRng]
+        for cat in p.catIds:
+            self._eval._dts.pop((image_id, cat), None)
+        return entries
+
+    @property
+    def images(self) -> set[int]:
+        return set(self._per_image)
+
+    def finish(self, image_ids: Iterable[int] | None = None, names: Sequence[str] = STAT_NAMES) -> dict[str, float]:
+        """accumulate and summarize over the images scored (`image_ids` here, else the
+        constructor's, else those added): the 12 numbers under `names`. May be called again."""
+        p = self._eval.params
+        if image_ids is not None:
+            p.imgIds = list(np.unique([int(i) for i in image_ids]))
+        else:
+            p.imgIds = self._image_ids if self._image_ids is not None else list(np.unique(sorted(self._per_image)))
+        if not self._with_detections & {int(i) for i in p.imgIds}:
+            return {name: 0.0 for name in names}  # as `evaluate` with no result at all
+        for image_id in p.imgIds:
+            if int(image_id) not in self._per_image:
+                self._per_image[int(image_id)] = self._evaluate_image(int(image_id))
+        areas = len(p.areaRng)
+        self._eval.evalImgs = [self._per_image[int(image_id)][c * areas + a]
+                               for c in range(len(p.catIds)) for a in range(areas) for image_id in p.imgIds]
+        self._eval._paramsEval = copy.deepcopy(p)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._eval.accumulate()
+            self._eval.summarize()
+        return {name: float(value) for name, value in zip(names, self._eval.stats)}

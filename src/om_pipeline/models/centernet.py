@@ -347,6 +347,8 @@ class CocoBboxEvaluator:
         self._ground_truth = ground_truth if ground_truth is not None else _read_annotations(data)
         self._pending: list[tuple[Sample, list[np.ndarray]]] = []
         self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # image id, boxes, scores, classes
+        # pycocotools' per-image evaluation as images are decoded: only accumulate is left at the end
+        self._per_image = coco_bbox.PerImageEvaluation(self._ground_truth)
         self._sample_ids: list[str] = []  # of self.detections, for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
@@ -362,6 +364,7 @@ class CocoBboxEvaluator:
         self._pending = []
         for sample, (boxes, scores, classes) in zip(samples, decode_batch(hm, wh, reg, samples, self._settings)):
             self.detections.append((int(sample.meta["image_id"]), boxes, scores, classes))
+            self._per_image.add(int(sample.meta["image_id"]), coco_bbox.detections_to_results(int(sample.meta["image_id"]), boxes, scores, classes))
             self._sample_ids.append(sample.id)
 
     def state(self) -> dict[str, Any]:
@@ -394,7 +397,10 @@ class CocoBboxEvaluator:
         image_ids = {image_id for image_id, *_ in self.detections}
         if not image_ids:
             raise UserError("no image to evaluate")
-        metrics = coco_bbox.evaluate(self._ground_truth, results, image_ids=image_ids)
+        if self._per_image.images == image_ids:  # every image evaluated as it came (equal to evaluate, tested)
+            metrics = self._per_image.finish()
+        else:  # detections that did not come through add (a merge of partial states)
+            metrics = coco_bbox.evaluate(self._ground_truth, results, image_ids=image_ids)
         return {**metrics, "images": float(len(image_ids))}
 
 

@@ -41,6 +41,9 @@ from ..state import git_blob_id
 from .superpoint_postprocess import Keypoints, extract_keypoints
 
 IMAGES_PER_SEQUENCE = 6
+# --stream scores in worker processes (stream.evaluation_workers): its keypoints, matching and RANSAC
+# cost ~0.2 s per image on one core, ~500x the 310P's time for it at the guide's 2500 fps.
+EVALUATE_IN_WORKERS = True
 HPATCHES_FILES = [f"{n}.ppm" for n in range(1, IMAGES_PER_SEQUENCE + 1)] + [f"H_1_{n}" for n in range(2, IMAGES_PER_SEQUENCE + 1)]
 LAYOUT_HINT = "HPatches layout: <data>/<sequence>/1.ppm ... 6.ppm and H_1_2 ... H_1_6 (e.g. i_ajuntament/1.ppm)"
 MODEL_CLASS = "SuperPointNet_gauss2"

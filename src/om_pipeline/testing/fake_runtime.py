@@ -1,5 +1,6 @@
 """The "NPU" of the fake toolchain: loads a fake `.om` and executes its ONNX with ONNX Runtime
-on the CPU. Shared by the fake `python -m ais_bench` and the fake `InferSession`."""
+on the CPU. Shared by the fake `python -m ais_bench` and the fake `InferSession`. With
+OMPIPE_FAKE_NPU set, a paced NPU (fake_paced_npu) records or replays the outputs instead."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import fp16
+from . import fake_paced_npu
 from .fake_om import read_fake_om
 
 
@@ -39,17 +41,25 @@ class FakeOmModel:
     every float activation and weight is stored in fp16 (om_pipeline.fp16, "emulated fp16")."""
 
     def __init__(self, path: str | Path):
-        import onnx
-
         self.path = Path(path)
         self.meta, onnx_bytes = read_fake_om(self.path)
         self.inputs = _specs(self.meta["inputs"])
         self.outputs = _specs(self.meta["outputs"])
         self.precision = fp16.precision_of(self.meta)
+        self._paced = fake_paced_npu.from_environment(onnx_bytes, self.inputs, self.outputs)
+        if self._paced is not None and not self._paced.needs_model:
+            return  # replayed: no session, no host CPU spent on the model
+        import onnx  # imported here: loading it and ONNX Runtime costs a second, and only the fakes need them
+
         self._session = fp16.session(onnx.load_from_string(onnx_bytes), self.precision)
 
     def execute(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One model execution; the outputs in the compiled model's dtypes (--output_type)."""
+        if self._paced is not None:
+            return self._paced.execute(arrays, self._run)
+        return self._run(arrays)
+
+    def _run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         feeds = {spec.name: np.ascontiguousarray(array) for spec, array in zip(self.inputs, arrays)}
         results = self._session.run([spec.name for spec in self.outputs], feeds)
         return [np.asarray(result).astype(spec.dtype, copy=False) for result, spec in zip(results, self.outputs)]
