@@ -173,7 +173,8 @@ def test_sigterm_and_sighup_stop_the_tool_and_leave_nothing_complete(toy, tmp_pa
 def test_a_signal_python_drops_while_a_tool_starts_still_stops_it(tmp_path):
     """Starting a subprocess runs at-fork hooks (logging's), and Python drops an exception raised
     there: a SIGTERM landing then was lost and the run went on to exit 0 (seen in the random-kill
-    test). The signal is remembered and raised again as soon as the tool has started."""
+    test), and Python printed the dropped exception with a traceback. The signal is remembered
+    and raised again as soon as the tool has started, and that report is silenced."""
     code = f"""
 import os, signal, sys, time
 from om_pipeline import interrupts
@@ -192,7 +193,9 @@ with interrupts.handled():
         print("stopped", interrupts.received(), round(time.monotonic() - started), flush=True)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "Exception ignored" in result.stderr  # the first raise was dropped, as in the wild
+    # The first raise is dropped inside the at-fork hook; Python's report of it (a traceback) is
+    # silenced because the signal is raised again: the user sees one "interrupted" line only.
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     word, signum, seconds = result.stdout.split()
     assert (word, int(signum)) == ("stopped", signal.SIGTERM) and int(seconds) < 10, result.stderr  # not after sleep 30
 

@@ -7,12 +7,14 @@ Python runs a signal handler between two bytecodes of whatever the main thread e
 an exception raised there is dropped ("Exception ignored in ...") when that code is a
 finalizer or an at-fork hook (starting a subprocess runs logging's). So the signal is also
 remembered, and `raise_if_stopping()` raises it again where it is safe to act on: before a
-stage starts, before and after a tool runs.
+stage starts, before and after a tool runs. Python would also print that dropped exception with a
+traceback; since it is raised again, that report is silenced (`_quiet_dropped_interrupt`).
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Iterator
 
@@ -39,6 +41,16 @@ def _stop(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _quiet_dropped_interrupt(original):
+    """An unraisable-exception hook that stays silent about our own dropped KeyboardInterrupt
+    (it is raised again by `raise_if_stopping`) and reports everything else as before."""
+    def hook(unraisable) -> None:
+        if _received and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        original(unraisable)
+    return hook
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """Install the handlers for the duration of one command (the main thread only may)."""
@@ -47,9 +59,11 @@ def handled() -> Iterator[None]:
         return
     _received.clear()
     previous = {signum: signal.signal(signum, _stop) for signum in SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_dropped_interrupt(sys.unraisablehook)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        sys.unraisablehook = previous_hook
         _received.clear()
