@@ -135,7 +135,7 @@ def speedups(rates: dict[tuple[str, int], float], workers: int = 2) -> str:
 
 def coco_data(root: Path) -> Path:
     """48 VGA JPEGs in COCO layout: CenterNet's preprocessing (JPEG decode, affine to 512x512, normalise)."""
-    from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+    from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 
     write_tiny_coco(root / "coco", images=48, sizes=((480, 640),))
     return root / "coco"

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--preprocessing-images", type=int, default=16,
                         help="images for the preprocessing figures (a pool's start is paid once per run)")
     options = parser.parse_args()
-    from om_pipeline.models.pointrend_synth import synthesize
+    from om_pipeline.data.pointrend_synth import synthesize
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp")) as tmp:
         root = Path(tmp)

@@ -50,21 +50,21 @@ def model_setup(model: str, root: Path, n: int) -> list[str]:
 
         return ["--data", str(synthesize(root / "hpatches", sequences=math.ceil(n / 6), seed=0)), *_source("SUPERPOINT")]
     if model == "centernet":
-        from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+        from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 
         return ["--data", str(write_tiny_coco(root / "coco", images=n, seed=0, sizes=((480, 640),))), *_source("CENTERNET")]
     if model == "gfocalv2":
-        from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
+        from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
 
         # ais_bench, as the other four (the recipe's guide tool is msame, which has no in-memory API for --stream)
         return ["--data", str(write_tiny_coco(root / "coco", images=n, seed=0, sizes=((480, 640),))), "--export-path", "native",
                 "--infer-tool", "ais_bench"]
     if model == "transpose":
-        from om_pipeline.models.transpose_synth import synthesize
+        from om_pipeline.data.transpose_synth import synthesize
 
         return ["--data", str(synthesize(root / "coco", images=n, seed=0)), *_source("TRANSPOSE")]
     if model == "pointrend":
-        from om_pipeline.models.pointrend_synth import synthesize
+        from om_pipeline.data.pointrend_synth import synthesize
 
         return ["--data", str(synthesize(root / "cityscapes", images=n, seed=0)), "--export-path", "native"]
     raise SystemExit(f"unknown model {model}")

@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT / "tests" / "recipes"))
 def data_and_args(model: str, work: Path, upstream: dict[str, str]) -> tuple[list[str], str]:
     """(extra ompipe args, the metric to show) for one model at a small size."""
     if model == "gfocalv2":
-        from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
+        from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
         from test_gfocalv2_e2e import small_recipe
 
         recipes = small_recipe(work / "recipes")
         return ["--recipes", str(recipes), "--data", str(write_tiny_coco(work / "coco", images=8, seed=0)), "--limit", "8"], "ap_all_images"
     if model == "pointrend":
-        from om_pipeline.models.pointrend_synth import synthesize
+        from om_pipeline.data.pointrend_synth import synthesize
         from test_pointrend_e2e import SMALL, small_recipe
 
         recipes = small_recipe(work / "recipes")
@@ -43,11 +43,11 @@ def data_and_args(model: str, work: Path, upstream: dict[str, str]) -> tuple[lis
 
         return ["--source", upstream[model], "--data", str(synthesize(work / "hpatches", sequences=2)), "--limit", "10"], "nn_map"
     if model == "centernet":
-        from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+        from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 
         return ["--source", upstream[model], "--data", str(write_tiny_coco(work / "coco", images=8, seed=2)), "--limit", "8"], "ap"
     if model == "transpose":
-        from om_pipeline.models.transpose_synth import synthesize
+        from om_pipeline.data.transpose_synth import synthesize
 
         return ["--source", upstream[model], "--data", str(synthesize(work / "coco", images=8, seed=0)), "--limit", "8"], "ap"
     raise SystemExit(f"unknown model {model}")

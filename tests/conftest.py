@@ -11,7 +11,7 @@ import pytest
 
 from om_pipeline.cli import main
 from om_pipeline.testing.toy import Toy, make_toy
-from om_pipeline.tools import execute
+from om_pipeline import toolchains
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     for name in ("OMPIPE_RECIPES", "OMPIPE_TOOLCHAIN", "ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH", "ASCEND_OPP_PATH"):
         monkeypatch.delenv(name, raising=False)
     yield
-    execute.set_toolchain_env({})
+    toolchains.activate(toolchains.RealToolchain())
 
 
 @pytest.fixture(scope="session")

@@ -231,7 +231,8 @@ def test_records_of_the_wrong_shape_are_treated_as_absent(ompipe, toy, tmp_path)
 
 
 def test_the_real_toolchain_identity_is_the_tools_version_and_path(tmp_path, monkeypatch):
-    from om_pipeline import versions
+    from om_pipeline.testing.toolchain import FakeToolchain
+    from om_pipeline.toolchains import RealToolchain
 
     identities = []
     for release in ("8.0.RC1", "8.0.RC2"):
@@ -242,9 +243,10 @@ def test_the_real_toolchain_identity_is_the_tools_version_and_path(tmp_path, mon
         (home / "version.cfg").write_text(f"[version]\nversion={release}\n")
         monkeypatch.setenv("PATH", f"{home / 'bin'}:/usr/bin:/bin")
         monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
-        identities.append(versions.toolchain_identity("real", "atc"))
+        identities.append(RealToolchain().identity("atc"))
     assert identities[0]["atc"] == str(tmp_path / "8.0.RC1/bin/atc") and identities[0]["toolchain"] == "real"
     assert identities[0] != identities[1]
-    fake = versions.toolchain_identity("fake", "atc")
+    fake_toolchain = FakeToolchain(tmp_path / "fake-toolchain")
+    fake = fake_toolchain.identity("atc")
     assert fake["toolchain"] == "fake" and fake["atc"].startswith("fake ")
-    assert versions.cann("fake") == fake["atc"]  # a sourced set_env.sh does not make the fake look real
+    assert fake_toolchain.cann_version() == fake["atc"]  # a sourced set_env.sh does not make the fake look real

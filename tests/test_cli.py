@@ -89,7 +89,7 @@ def test_doctor_flags_a_work_dir_path_ais_bench_would_refuse(ompipe):
 
 def test_doctor_estimates_one_chunk_of_disk_for_a_chunked_recipe(ompipe, tmp_path):
     """PointRend holds 8 images of inputs and logits at a time (infer.chunk), not the dataset's."""
-    from om_pipeline.models.pointrend_synth import synthesize
+    from om_pipeline.data.pointrend_synth import synthesize
 
     data = synthesize(tmp_path / "cityscapes", images=10, size=(64, 128))
     result = ompipe("doctor", "pointrend", "--toolchain", "fake", "--data", data)

@@ -88,7 +88,7 @@ def test_a_real_run_still_downloads_what_the_dry_run_named(ompipe, offline):
 def test_download_sizes_are_shown_not_fingerprinted(tmp_path):
     """A size added to a recipe reruns nothing: it only feeds the dry run's line."""
     from om_pipeline.context import Options, Run
-    from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+    from om_pipeline.data.centernet_tinycoco import write_tiny_coco
     from om_pipeline.recipe import find_recipe
     from om_pipeline.stages.dataset import DatasetStage
 

@@ -34,7 +34,7 @@ def toy_case(tmp_path):
 
 def pointrend_case(tmp_path):
     from om_pipeline.models import pointrend
-    from om_pipeline.models.pointrend_synth import synthesize
+    from om_pipeline.data.pointrend_synth import synthesize
 
     params = settings(pointrend, input_size=[32, 64])
     data = synthesize(tmp_path, images=7, size=(32, 64), seed=1)
@@ -70,7 +70,7 @@ def superpoint_case(tmp_path):
 
 def centernet_case(tmp_path):
     from om_pipeline.models import centernet
-    from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+    from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 
     data = write_tiny_coco(tmp_path, images=9, seed=3)
     samples = centernet.list_samples(data, settings(centernet))
@@ -85,7 +85,7 @@ def centernet_case(tmp_path):
 
 def gfocalv2_case(tmp_path):
     from om_pipeline.models import gfocalv2
-    from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
+    from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
 
     data = write_tiny_coco(tmp_path, images=9, seed=3)
     samples = gfocalv2.list_samples(data, settings(gfocalv2))
@@ -101,7 +101,7 @@ def gfocalv2_case(tmp_path):
 
 def transpose_case(tmp_path):
     from om_pipeline.models import transpose
-    from om_pipeline.models.transpose_synth import synthesize
+    from om_pipeline.data.transpose_synth import synthesize
 
     data = synthesize(tmp_path, images=6, seed=3)
     samples = transpose.list_samples(data, settings(transpose))

@@ -12,22 +12,35 @@ from typing import Iterator
 import numpy as np
 import yaml
 
-from . import lock, versions
+from . import lock, toolchains, versions
 from .context import Options, Run, resolve_backend
 from .errors import UsageError, UserError, disk_full_error
 from .plan import build_stages, decide, in_scope, upstream_of
 from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
-from .runner import ensure_toolchain, run_pipeline
+from .runner import run_pipeline
 from .shard import SHARED_KINDS
 from .stages import KINDS
 from .tools import ais_bench
 from .ui import Printer
 
 
+def use_toolchain(name: str, workdir: Path) -> None:
+    """`--toolchain`: the command layer is the one place that picks the toolchain, and the only
+    one that knows where the fake lives (its wrappers go under the work directory)."""
+    if name == "real":
+        toolchains.activate(toolchains.RealToolchain())
+    elif name == "fake":
+        from .testing.toolchain import FakeToolchain
+
+        toolchains.activate(FakeToolchain(workdir.resolve() / ".fake-toolchain"))
+    else:
+        raise UserError(f"unknown toolchain {name!r}", hint="choose real or fake")
+
+
 def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Printer) -> Run:
     loaded = find_recipe(model, recipe_dirs)
-    ensure_toolchain(options.toolchain, options.workdir)
+    use_toolchain(options.toolchain, options.workdir)
     backend, note = resolve_backend(options)
     if note:
         printer.info(note)
@@ -337,7 +350,7 @@ def status(model: str, options: Options, recipe_dirs: list[Path]) -> int:
 def doctor(model: str | None, options: Options, recipe_dirs: list[Path]) -> int:
     from .doctor import run_checks
 
-    ensure_toolchain(options.toolchain, options.workdir)
+    use_toolchain(options.toolchain, options.workdir)
     loaded: LoadedRecipe | None = find_recipe(model, recipe_dirs) if model else None
     return run_checks(loaded, options, Printer())
 
@@ -356,7 +369,7 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
     printer = Printer(options.quiet)
     loaded = find_recipe(model, recipe_dirs)
     check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
-    ensure_toolchain(options.toolchain, options.workdir)
+    use_toolchain(options.toolchain, options.workdir)
     backend, note = resolve_backend(options)
     if note:
         printer.info(note)

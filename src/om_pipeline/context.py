@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import toolchains
 from .errors import UserError
 from .plugin import load_plugin, plugin_views, stage_settings
 from .recipe import LoadedRecipe, Recipe
@@ -159,14 +160,9 @@ class Run:
         if self.backend == "onnxruntime":
             precision = self.emulated_precision
             return precision.numerics if precision else "fp32"
-        if self.options.toolchain == "fake":
-            from .fp16 import precision_of
-            from .testing.fake_om import NotAFakeOm, read_fake_om_meta
-
-            try:
-                return precision_of(read_fake_om_meta(self.shared_path(self.om_name))).numerics
-            except (OSError, NotAFakeOm):
-                return "unknown (no fake .om)"
+        told_by_om = toolchains.active().om_numerics(self.shared_path(self.om_name))
+        if told_by_om:
+            return told_by_om
         atc = self.recipe.stages.atc
         return f"npu ({atc.precision_mode if atc else 'force_fp16'})"
 
@@ -176,9 +172,8 @@ class Run:
         fake runtime emulates atc's precision mode; a cached fp32 run of an older fake reruns)."""
         if self.emulated_precision:
             return {"precision": self.emulated_precision.mode}
-        if self.backend == "ais_bench" and self.options.toolchain == "fake":
-            return {"fake_om_numerics": self.numerics}
-        return {}
+        told_by_om = toolchains.active().om_numerics(self.shared_path(self.om_name)) if self.backend == "ais_bench" else None
+        return {"fake_om_numerics": told_by_om} if told_by_om else {}
 
     @property
     def model_stage(self) -> str:

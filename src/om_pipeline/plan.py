@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from . import versions
+from . import toolchains
 from .context import Run
 from .errors import UserError
 from .stages import KINDS, Stage
@@ -91,7 +91,7 @@ def _decide(stage: Stage, upstream: dict[str, str | None], force: bool) -> Decis
     except InputAbsent as absent:  # dry run only: the fingerprint needs what is not here
         return Decision(stage, "RUN", absent.message)
     for tool in stage.tools_used():
-        fingerprint.tools.update(versions.toolchain_identity(stage.run.options.toolchain, tool))
+        fingerprint.tools.update(toolchains.active().identity(tool))
     fingerprint.upstream = dict(upstream)
     record = stage.run.state.record(stage.key)
     if force:

@@ -284,7 +284,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict
         "reference": run.recipe.reference.model_dump(mode="json"),
         "argv": {kind: r["argv"] for kind, r in records.items() if r and r.get("argv")},
         "stages": [asdict(row) for row in report.rows],
-        "versions": versions.report(run.options.toolchain),
+        "versions": versions.report(),
         "provenance": provenance_labels({**records, **shard_records}, weights, run.numerics),
     }
     if merged:
@@ -306,21 +306,5 @@ def provenance_labels(records: dict[str, dict | None], weights: dict, numerics: 
     if numerics == "fp16-emulated":
         labels.append(fp16.LABEL)
     if any((record or {}).get("parts", {}).get("tools", {}).get("npu") for record in records.values()):
-        labels.append("paced emulator")  # versions.fake_npu: outputs replayed by the fake's paced NPU
+        labels.append("paced emulator")  # the fake's paced NPU replayed recorded outputs
     return labels
-
-
-def ensure_toolchain(toolchain: str, workdir: Path) -> None:
-    """`--toolchain fake`: the fake atc / ais_bench / npu-smi first on every subprocess's
-    PATH and PYTHONPATH."""
-    from .tools import execute
-
-    if toolchain == "fake":
-        from .testing.toolchain import fake_toolchain_env
-
-        execute.set_toolchain_env(fake_toolchain_env(workdir.resolve() / ".fake-toolchain"))
-    elif toolchain == "real":
-        execute.set_toolchain_env({})
-    else:
-        raise UserError(f"unknown toolchain {toolchain!r}", hint="choose real or fake")
-

@@ -12,7 +12,6 @@ import collections
 import concurrent.futures
 import contextlib
 import multiprocessing
-import sys
 import zlib
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import toolchains
 from .errors import UserError
 from .plugin import Sample, reduced, shard_key
 from .progress import progress
@@ -40,14 +40,11 @@ class OnnxRuntimeModel:
 
 
 class InferSessionModel:
-    """The .om through ais_bench's Python API (the fake toolchain provides a fake of it)."""
+    """The .om through ais_bench's Python API, from where the active toolchain says (the fake
+    toolchain provides a fake of it)."""
 
-    def __init__(self, om_path: Path, toolchain: str, device: int = 0):
-        if toolchain == "fake":
-            from .testing.toolchain import FAKE_PYTHON
-
-            if str(FAKE_PYTHON) not in sys.path:
-                sys.path.insert(0, str(FAKE_PYTHON))
+    def __init__(self, om_path: Path, device: int = 0):
+        toolchains.import_path()
         try:
             from ais_bench.infer.interface import InferSession
         except ImportError:
@@ -176,7 +173,7 @@ def _model(run):
     if run.tool == "onnxruntime":
         return OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
                                 run.emulated_precision)
-    return InferSessionModel(run.shared_path(run.om_name), run.options.toolchain, run.options.device or 0)
+    return InferSessionModel(run.shared_path(run.om_name), run.options.device or 0)
 
 
 def _run_views(model, inputs: dict, views: tuple) -> dict:

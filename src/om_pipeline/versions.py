@@ -1,14 +1,13 @@
 """Tool and package versions: part of stage fingerprints, results and crash reports.
 
-A stage that runs atc, ais_bench or msame, or consumes what they made, has the toolchain's
-identity in its fingerprint (`toolchain_identity`): `fake` or `real`, and for the real one the
-CANN version and where the tool resolves; for the fake, its own version. So a fake `.om` or a
-fake fps is never CACHED for a real run, and a tool upgrade reruns what it made.
+A stage that runs atc, ais_bench or msame, or consumes what they made, has the active
+toolchain's identity in its fingerprint (toolchains.py): for the real one the CANN version and
+where the tool resolves (`real_tool`), for the fake its own version. So a fake `.om` or a fake
+fps is never CACHED for a real run, and a tool upgrade reruns what it made.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import platform
 from importlib import metadata
@@ -16,7 +15,6 @@ from pathlib import Path
 
 from .tools import execute
 
-FAKE_SOURCES = Path(__file__).resolve().parent / "testing"
 # Asks the interpreter that runs `python -m ais_bench` for the package's version and location.
 AIS_BENCH_PROBE = ("import importlib.metadata as m, ais_bench\n"
                    "try:\n    v = m.version('ais_bench')\nexcept Exception:\n    v = 'unknown'\n"
@@ -35,43 +33,11 @@ def packages(*names: str) -> dict[str, str]:
     return {name: package(name) for name in names}
 
 
-def cann(toolchain: str = "real") -> str:
-    """The CANN toolkit version the subprocesses will see; for the fake toolchain, the fake's own
-    version (a sourced set_env.sh must not make fake results look like that CANN's)."""
-    if toolchain == "fake":
-        return fake_version()
+def cann() -> str:
+    """The CANN toolkit version the subprocesses will see."""
     from .tools.atc import cann_version
 
     return cann_version(execute.subprocess_env()) or "unknown"
-
-
-@functools.lru_cache(maxsize=None)
-def fake_version() -> str:
-    """The fake toolchain's identity: ompipe's version and a digest of the fakes' sources
-    (om_pipeline.testing's fake_* modules, the fake ais_bench package and the wrappers), so
-    editing a fake reruns what it made."""
-    digest = hashlib.sha256()
-    sources = [*FAKE_SOURCES.glob("fake_*.py"), *FAKE_SOURCES.glob("fake_python/**/*.py"), FAKE_SOURCES / "toolchain.py"]
-    for path in sorted(sources):
-        digest.update(path.relative_to(FAKE_SOURCES).as_posix().encode() + b"\0" + path.read_bytes())
-    return f"fake {package('om-pipeline')} ({digest.hexdigest()[:12]})"
-
-
-def toolchain_identity(toolchain: str, tool: str) -> dict[str, str]:
-    """Fingerprint `tools` of a stage that runs `tool` (atc, ais_bench, msame) or uses its output."""
-    if toolchain == "fake":
-        return {"toolchain": "fake", tool: fake_version(), **fake_npu(tool)}
-    return {"toolchain": "real", "cann": cann("real"), tool: real_tool(tool)}
-
-
-def fake_npu(tool: str) -> dict[str, str]:
-    """{"npu": ...} when the fake .om's paced NPU replays recorded outputs (OMPIPE_FAKE_NPU, see
-    testing/fake_paced_npu) for a tool that runs the .om: a replayed result is never CACHED for
-    a normal run, nor the other way round (atc's .om is the same either way)."""
-    from .testing import fake_paced_npu
-
-    described = fake_paced_npu.describe(execute.subprocess_env()) if tool != "atc" else ""
-    return {"npu": described} if described else {}
 
 
 def real_tool(tool: str) -> str:
@@ -91,11 +57,13 @@ def _ais_bench(python: str, pythonpath: str) -> str:
     return outcome.output.strip().splitlines()[-1] if outcome.ok and outcome.output.strip() else "absent"
 
 
-def report(toolchain: str = "real") -> dict[str, str]:
+def report() -> dict[str, str]:
+    from .toolchains import active  # toolchains builds on this module
+
     return {
         "ompipe": package("om-pipeline"),
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         **packages("torch", "onnx", "onnxruntime", "onnxsim", "numpy", "opencv-python-headless"),
-        "cann": cann(toolchain),
+        "cann": active().cann_version(),
     }

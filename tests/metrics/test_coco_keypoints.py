@@ -12,7 +12,7 @@ import pytest
 
 from om_pipeline.errors import UserError
 from om_pipeline.metrics import coco_keypoints as ck
-from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.data.transpose_synth import synthesize
 
 # The 17 COCO keypoint OKS sigmas, quoted: yangsenius/TransPose @ dab9007b6f61c9c8dce04d61669a04922bbcd148,
 # lib/nms/nms.py:77 (oks_iou, used by upstream's oks_nms)

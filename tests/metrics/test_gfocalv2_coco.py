@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from om_pipeline.models import gfocalv2_postprocess as post
-from om_pipeline.models.gfocalv2_tinycoco import COCO_IDS, coco_categories
+from om_pipeline.data.gfocalv2_tinycoco import COCO_IDS, coco_categories
 
 F32 = np.float32
 

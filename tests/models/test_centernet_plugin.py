@@ -12,7 +12,7 @@ import pytest
 
 from om_pipeline.errors import UserError
 from om_pipeline.models import centernet
-from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 from om_pipeline.metrics.coco_bbox import COCO80_CATEGORY_IDS
 from om_pipeline.plugin import ExportContext, settings_from_params
 

@@ -31,7 +31,7 @@ from om_pipeline.errors import UserError
 from om_pipeline.metrics import coco_bbox
 from om_pipeline.models import centernet, centernet_dcn
 from om_pipeline.models import centernet_postprocess as post
-from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 from om_pipeline.models.centernet_upstream import upstream_ctdet, upstream_postprocess
 from om_pipeline.plugin import ExportContext
 from om_pipeline.testing.upstream import patched_upstream, upstream_source

@@ -28,7 +28,7 @@ from om_pipeline.envs import export_by_command
 from om_pipeline.errors import StageFailed, UserError
 from om_pipeline.models import gfocalv2 as plugin
 from om_pipeline.models import gfocalv2_postprocess as post
-from om_pipeline.models.gfocalv2_tinycoco import COCO_IDS, write_tiny_coco
+from om_pipeline.data.gfocalv2_tinycoco import COCO_IDS, write_tiny_coco
 from om_pipeline.plugin import Sample, settings_from_params
 from om_pipeline.recipe import find_recipe, render
 from om_pipeline.stages.export import ExportStage

@@ -9,7 +9,7 @@ import pytest
 from om_pipeline.errors import UserError
 from om_pipeline.metrics import cityscapes
 from om_pipeline.models import pointrend as plugin
-from om_pipeline.models.pointrend_synth import synthesize
+from om_pipeline.data.pointrend_synth import synthesize
 
 SIZE = (64, 128)
 PARAMS = plugin.Settings(input_size=tuple(SIZE))

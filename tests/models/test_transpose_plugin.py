@@ -1,6 +1,6 @@
 """The TransPose plugin without upstream: person boxes from COCO annotations, the crop and
 normalisation, the two views, and the evaluator from heatmaps to keypoint AP (perfect heatmaps
--> AP 1.0). Tiny COCO sets are written by the tests (om_pipeline.models.transpose_synth)."""
+-> AP 1.0). Tiny COCO sets are written by the tests (om_pipeline.data.transpose_synth)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from om_pipeline.errors import UserError
 from om_pipeline.models import transpose
 from om_pipeline.models.transpose_postprocess import affine_transforms, flip_back
-from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.data.transpose_synth import synthesize
 from om_pipeline.plugin import SAMPLE_ID, Sample
 
 # Upstream's normalisation (RGB), quoted: yangsenius/TransPose @ dab9007b6f61c9c8dce04d61669a04922bbcd148,

@@ -33,7 +33,7 @@ import torch
 
 from om_pipeline.models import transpose
 from om_pipeline.models.transpose_postprocess import (affine_transforms, crop_transform, final_preds, flip_back)
-from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.data.transpose_synth import synthesize
 from om_pipeline.metrics import coco_keypoints
 from om_pipeline.plugin import ExportContext
 from om_pipeline.testing.upstream import patched_upstream

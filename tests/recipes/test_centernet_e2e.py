@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 from om_pipeline.testing.upstream import upstream_source
 
 UPSTREAM = upstream_source("centernet")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from om_pipeline.models.centernet_tinycoco import write_tiny_coco
+from om_pipeline.data.centernet_tinycoco import write_tiny_coco
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 

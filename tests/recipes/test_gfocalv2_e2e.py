@@ -22,7 +22,7 @@ import pytest
 
 from om_pipeline.models import gfocalv2 as plugin
 from om_pipeline.models.gfocalv2_model import candidate_count
-from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
+from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
 from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.stages.eval import read_outputs

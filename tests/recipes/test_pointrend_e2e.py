@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from om_pipeline.models import pointrend as plugin
-from om_pipeline.models.pointrend_synth import synthesize
+from om_pipeline.data.pointrend_synth import synthesize
 from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import closing_table

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 
 from om_pipeline.models import pointrend_model as pm
-from om_pipeline.models.pointrend_synth import synthesize
+from om_pipeline.data.pointrend_synth import synthesize
 from om_pipeline.testing.dry_run import closing_table
 
 from test_pointrend_e2e import SMALL, small_recipe

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from om_pipeline.models import pointrend as plugin
-from om_pipeline.models.pointrend_synth import synthesize
+from om_pipeline.data.pointrend_synth import synthesize
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.data.transpose_synth import synthesize
 from om_pipeline.testing.dry_run import closing_table
 from test_transpose_stand_in import direct_metrics  # this directory is on sys.path (pytest's rootdir imports)
 

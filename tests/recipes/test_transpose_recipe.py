@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.data.transpose_synth import synthesize
 from om_pipeline.recipe import builtin_recipe_dir, find_recipe
 from om_pipeline.testing.dry_run import data_args, flags, planned_commands
 

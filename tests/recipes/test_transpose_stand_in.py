@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from om_pipeline.models.transpose_synth import synthesize
+from om_pipeline.data.transpose_synth import synthesize
 from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
 from om_pipeline.testing.atc_gate import gate_failures

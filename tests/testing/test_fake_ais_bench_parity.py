@@ -113,11 +113,11 @@ def test_the_fake_gives_the_real_parsers_answers(tool_dir, fake_answers, onnx_by
 
 
 DATASETS = {  # how tests/recipes/test_<model>_recipe.py make each model's dataset: module, function, options
-    "centernet": ("om_pipeline.models.centernet_tinycoco", "write_tiny_coco", {"images": 2}),
-    "gfocalv2": ("om_pipeline.models.gfocalv2_tinycoco", "write_tiny_coco", {"images": 4}),
-    "pointrend": ("om_pipeline.models.pointrend_synth", "synthesize", {"images": 2, "size": (1024, 2048)}),
+    "centernet": ("om_pipeline.data.centernet_tinycoco", "write_tiny_coco", {"images": 2}),
+    "gfocalv2": ("om_pipeline.data.gfocalv2_tinycoco", "write_tiny_coco", {"images": 4}),
+    "pointrend": ("om_pipeline.data.pointrend_synth", "synthesize", {"images": 2, "size": (1024, 2048)}),
     "superpoint": ("om_pipeline.data.synth_hpatches", "synthesize", {"sequences": 1, "seed": 0}),
-    "transpose": ("om_pipeline.models.transpose_synth", "synthesize", {"images": 2, "seed": 0}),
+    "transpose": ("om_pipeline.data.transpose_synth", "synthesize", {"images": 2, "seed": 0}),
 }
 
 

@@ -94,7 +94,7 @@ def test_rows_are_found_whatever_the_batching_and_the_rate_comes_from_the_guide(
 def test_exact_replay_of_a_real_recipe_gives_its_metric(ompipe, tmp_path, monkeypatch):
     """GFocalV2 at 128 x 192 on a tiny synthetic COCO: recorded through the fake ais_bench in files
     mode, replayed in the stream (other batching of the work, other process): the same AP."""
-    from om_pipeline.models.gfocalv2_tinycoco import write_tiny_coco
+    from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
     from tests.recipes.test_gfocalv2_e2e import small_recipe
 
     coco = write_tiny_coco(tmp_path / "coco", images=6, seed=5)

@@ -125,7 +125,7 @@ class CompareStage(Stage):
             rungs.append((ONNX_FP16, OnnxRuntimeModel(self.run.path(self.run.model_onnx), model_io, precision)))
         if self.run.backend == "ais_bench":
             name = OM_FP16 if self.run.numerics == "fp16-emulated" else "om"
-            rungs.append((name, InferSessionModel(self.run.path(self.run.om_name), self.run.options.toolchain)))
+            rungs.append((name, InferSessionModel(self.run.path(self.run.om_name))))
         if len(rungs) < 2:
             raise StageFailed("nothing to compare: the plugin has no torch_forward and the graph has Ascend-only ops",
                               hint="add torch_forward(ctx) to the plugin, or drop the compare stage from the recipe")

@@ -1,7 +1,9 @@
-"""Put the fake toolchain in front of the real one: the environment overlay that
-`tools.execute.set_toolchain_env` applies to every subprocess.
+"""The fake toolchain (`--toolchain fake`): what `toolchains.Toolchain` asks of a toolchain,
+supplied by ompipe's fakes. The command layer activates it; no production module imports it.
 
-    execute.set_toolchain_env(fake_toolchain_env(work / "fake-toolchain"))
+    toolchains.activate(FakeToolchain(work / ".fake-toolchain"))
+
+Its subprocess overlay (`fake_toolchain_env`):
 
 - PATH gets `<root>/bin` with `atc`, `msame` and `npu-smi` wrappers that run the fakes with this
   interpreter (so the virtual environment ompipe runs in is used, whatever PATH says);
@@ -11,16 +13,77 @@
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shlex
 import sys
 import sysconfig
 from pathlib import Path
 
+from .. import versions
+from ..tools import execute
+
+FAKE_SOURCES = Path(__file__).resolve().parent
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the directory holding om_pipeline/
 FAKE_PYTHON = Path(__file__).resolve().parent / "fake_python"
 WRAPPED_COMMANDS = {"atc": "om_pipeline.testing.fake_atc", "npu-smi": "om_pipeline.testing.fake_npu_smi",
                     "msame": "om_pipeline.testing.fake_msame"}
+
+
+class FakeToolchain:
+    """atc, msame and npu-smi wrappers first on PATH, the fake ais_bench package first on
+    PYTHONPATH and sys.path; its identity is its own version (`fake_version`)."""
+
+    name = "fake"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def subprocess_env(self) -> dict[str, str]:
+        return fake_toolchain_env(self.root)
+
+    def python_path(self) -> list[str]:
+        return [str(FAKE_PYTHON)]
+
+    def cann_version(self) -> str:
+        """The fake's own version: a sourced set_env.sh must not make fake results look like
+        that CANN's."""
+        return fake_version()
+
+    def identity(self, tool: str) -> dict[str, str]:
+        return {"toolchain": "fake", tool: fake_version(), **fake_npu(tool)}
+
+    def om_numerics(self, om_path: Path) -> str | None:
+        """The fake .om records the precision mode atc was given and computes so (fp16.py)."""
+        from ..fp16 import precision_of
+        from .fake_om import NotAFakeOm, read_fake_om_meta
+
+        try:
+            return precision_of(read_fake_om_meta(om_path)).numerics
+        except (OSError, NotAFakeOm):
+            return "unknown (no fake .om)"
+
+
+@functools.lru_cache(maxsize=None)
+def fake_version() -> str:
+    """ompipe's version and a digest of the fakes' sources (the fake_* modules, the fake
+    ais_bench package and this module), so editing a fake reruns what it made."""
+    digest = hashlib.sha256()
+    sources = [*FAKE_SOURCES.glob("fake_*.py"), *FAKE_SOURCES.glob("fake_python/**/*.py"), FAKE_SOURCES / "toolchain.py"]
+    for path in sorted(sources):
+        digest.update(path.relative_to(FAKE_SOURCES).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"fake {versions.package('om-pipeline')} ({digest.hexdigest()[:12]})"
+
+
+def fake_npu(tool: str) -> dict[str, str]:
+    """{"npu": ...} when the fake .om's paced NPU replays recorded outputs (OMPIPE_FAKE_NPU, see
+    fake_paced_npu) for a tool that runs the .om: a replayed result is never CACHED for a
+    normal run, nor the other way round (atc's .om is the same either way)."""
+    from . import fake_paced_npu
+
+    described = fake_paced_npu.describe(execute.subprocess_env()) if tool != "atc" else ""
+    return {"npu": described} if described else {}
 
 
 def fake_toolchain_env(root: Path) -> dict[str, str]:

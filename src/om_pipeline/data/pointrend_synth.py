@@ -1,6 +1,6 @@
 """A tiny Cityscapes-format set (val split) for offline runs and tests.
 
-    python -m om_pipeline.models.pointrend_synth DIR [--images N] [--size H W] [--seed S]
+    python -m om_pipeline.data.pointrend_synth DIR [--images N] [--size H W] [--seed S]
 
 writes DIR/leftImg8bit/val/<city>/<city>_<seq>_<frame>_leftImg8bit.png (8-bit RGB) and
 DIR/gtFine/val/<city>/<id>_gtFine_labelIds.png (label ids): rectangles of evaluated classes,
@@ -49,7 +49,7 @@ def synthesize(root: Path, images: int = 3, size: tuple[int, int] = (1024, 2048)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m om_pipeline.models.pointrend_synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m om_pipeline.data.pointrend_synth", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=2, default=(1024, 2048), metavar=("H", "W"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..testing import tiny_coco
+from . import tiny_coco
 
 DEFAULT_SIZES = ((96, 128), (128, 80), (72, 72), (120, 160))  # (height, width), cycled
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..metrics.coco_bbox import COCO80_CATEGORY_IDS
-from ..testing import tiny_coco
-from .gfocalv2_postprocess import COCO_CLASSES
+from . import tiny_coco
+from ..models.gfocalv2_postprocess import COCO_CLASSES
 
 # COCO's ids of the 80 detection categories, in CLASSES order (1..90 without the 10 unused ids)
 COCO_IDS = COCO80_CATEGORY_IDS

@@ -1,6 +1,6 @@
 """A tiny COCO-format keypoint set (val2017 layout) for offline runs and tests.
 
-    python -m om_pipeline.models.transpose_synth DIR [--images N] [--seed S]
+    python -m om_pipeline.data.transpose_synth DIR [--images N] [--seed S]
 
 writes DIR/images/val2017/<12-digit id>.jpg and DIR/annotations/person_keypoints_val2017.json:
 random textured images with 1-3 well separated people each (boxes with 17 keypoints inside
@@ -92,7 +92,7 @@ def _annotation(annotation_id: int, image_id: int, box: list[float], keypoints: 
 def main(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m om_pipeline.models.transpose_synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m om_pipeline.data.transpose_synth", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)

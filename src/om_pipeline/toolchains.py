@@ -1,0 +1,79 @@
+"""The toolchain seam: which atc / ais_bench / msame / npu-smi ompipe works with.
+
+A toolchain supplies everything that differs between the real CANN tools and ompipe's fakes:
+the environment overlay of every subprocess (tools/execute.py applies it), where ais_bench's
+Python API is imported from in process (`--stream`, the compare stage), the CANN version it
+stands for, and the identity that goes into the fingerprints of the stages that run its tools.
+The command layer (commands.py) chooses one per command and activates it; everything else asks
+`active()`. The real one is here; the fake (om_pipeline.testing.toolchain.FakeToolchain) is
+handed in by the command layer, so no production module imports it, as tox keeps its
+`patch_execute` out of tox itself.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from . import versions
+from .tools import execute
+
+
+class Toolchain(Protocol):
+    name: str  # "real" or "fake": recorded in fingerprints and results
+
+    def subprocess_env(self) -> dict[str, str]:
+        """Environment overlay for every subprocess (PATH, PYTHONPATH, ...)."""
+
+    def python_path(self) -> list[str]:
+        """Directories to import ais_bench's Python API from in this process."""
+
+    def cann_version(self) -> str:
+        """The CANN version the tools stand for (results, crash reports)."""
+
+    def identity(self, tool: str) -> dict[str, str]:
+        """Fingerprint `tools` of a stage that runs `tool` (atc, ais_bench, msame) or uses its output."""
+
+    def om_numerics(self, om_path: Path) -> str | None:
+        """How this toolchain's .om computes, when the .om itself says (None: as atc compiled it)."""
+
+
+class RealToolchain:
+    """The CANN tools the environment resolves (source set_env.sh first)."""
+
+    name = "real"
+
+    def subprocess_env(self) -> dict[str, str]:
+        return {}
+
+    def python_path(self) -> list[str]:
+        return []
+
+    def cann_version(self) -> str:
+        return versions.cann()
+
+    def identity(self, tool: str) -> dict[str, str]:
+        return {"toolchain": "real", "cann": versions.cann(), tool: versions.real_tool(tool)}
+
+    def om_numerics(self, om_path: Path) -> str | None:
+        return None
+
+
+_active: list[Toolchain] = [RealToolchain()]
+
+
+def activate(toolchain: Toolchain) -> None:
+    """Make `toolchain` the one every subprocess and in-process import of this command uses."""
+    execute.set_toolchain_env(toolchain.subprocess_env())
+    _active[0] = toolchain
+
+
+def active() -> Toolchain:
+    return _active[0]
+
+
+def import_path() -> None:
+    """Put the active toolchain's Python directories first on sys.path, once each."""
+    for directory in reversed(active().python_path()):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
