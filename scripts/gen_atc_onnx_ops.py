@@ -32,6 +32,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from om_pipeline.atc_ops import compact  # the table's own "8-10,12" form
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/om_pipeline/data/atc_onnx_ops.json"
 CANNDEV_COMMIT = "a2f1d9ae6d7224eeeb59eaebbdd94e4240bb33bd"  # 2022-06-21, ascend-strictness.md's OPS-2022
 CANNDEV_PLUGINS = "ops/built-in/framework/onnx_plugin/"
@@ -98,17 +100,6 @@ def table_from_msit(repo: Path, commit: str) -> tuple[dict, list[dict]]:
 def finish(opsets: dict, ir: dict) -> dict:
     return {domain: {op: {"opsets": compact(versions), "ir": ir[(domain, op)]} for op, versions in sorted(ops.items())}
             for domain, ops in sorted(opsets.items())}
-
-
-def compact(versions: set[int]) -> str:
-    """{8, 9, 10, 12} -> "8-10,12"."""
-    runs: list[list[int]] = []
-    for version in sorted(versions):
-        if runs and version == runs[-1][1] + 1:
-            runs[-1][1] = version
-        else:
-            runs.append([version, version])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def differences(first: dict, second: dict, domain: str = "ai.onnx") -> list[str]:

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from om_pipeline.testing import ais_bench_parity as parity
+from om_pipeline.tools.git import head_commit
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ais_bench" / "answers.json"
-
-
-def checkout_commit(tool_dir: Path) -> str | None:
-    result = subprocess.run(["git", "-C", str(tool_dir), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def one_case_a_line(record: dict) -> str:
@@ -42,7 +37,7 @@ def main() -> int:
     options.add_argument("--output", type=Path, default=FIXTURE)
     args = options.parse_args()
     tool_dir = parity.find_tool_dir(args.checkout)
-    commit = checkout_commit(tool_dir)
+    commit = head_commit(tool_dir)
     if commit is not None and commit != parity.UPSTREAM_COMMIT:
         sys.exit(f"{args.checkout} is at {commit}, not {parity.UPSTREAM_COMMIT}")
     onnx_bytes = parity.tiny_onnx_bytes()

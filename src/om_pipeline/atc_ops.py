@@ -30,6 +30,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from .errors import UserError
+from .onnx_info import without_weights
 from .tools.atc import Problem, graph_inputs, input_shape_entries
 
 if TYPE_CHECKING:
@@ -66,7 +67,6 @@ class OpTable:
     opsets: Mapping[tuple[str, str], frozenset[int]]
     ir_types: Mapping[tuple[str, str], str]
     bypass: frozenset[str]
-    sources: tuple[str, ...]
 
     def registered(self, domain: str, opset: int, op_type: str) -> bool:
         return opset in self.opsets.get((domain, op_type), ())
@@ -90,8 +90,7 @@ def op_table(cann: str = DEFAULT_CANN) -> OpTable:
         for op_type, entry in ops.items():
             opsets[(domain, op_type)] = frozenset(expand(entry["opsets"]))
             ir_types[(domain, op_type)] = entry["ir"]
-    sources = tuple(f"{s['repo']}@{s['commit'][:10]}" for s in table["sources"])
-    return OpTable(cann, opsets, ir_types, frozenset(data["bypass"]), sources)
+    return OpTable(cann, opsets, ir_types, frozenset(data["bypass"]))
 
 
 def expand(ranges: str) -> list[int]:
@@ -323,7 +322,7 @@ def tensor_types(model: "onnx.ModelProto") -> dict[str, int]:
     import onnx
 
     try:
-        graph = onnx.shape_inference.infer_shapes(_without_weights(model)).graph
+        graph = onnx.shape_inference.infer_shapes(without_weights(model)).graph
     except Exception:  # an odd graph: keep what it declares
         graph = model.graph
     types = {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.input, *graph.value_info, *graph.output]}
@@ -333,25 +332,6 @@ def tensor_types(model: "onnx.ModelProto") -> dict[str, int]:
             to = next((a.i for a in item.node.attribute if a.name == "to"), 0)
             types.setdefault(item.node.output[0], to)
     return {name: elem for name, elem in types.items() if elem}
-
-
-LARGE_INITIALIZER = 4096  # elements: weights, never the small shape / index constants inference reads
-
-
-def _without_weights(model: "onnx.ModelProto") -> "onnx.ModelProto":
-    """The model with its large initializers turned into typed graph inputs: shape inference
-    needs their types and shapes only, and serialising 200 MB of weights for it took seconds."""
-    import numpy as np
-    from onnx import helper
-
-    graph = model.graph
-    large = [init for init in graph.initializer if int(np.prod(init.dims)) > LARGE_INITIALIZER]
-    names = {init.name for init in large}
-    inputs = [*(vi for vi in graph.input if vi.name not in names),
-              *(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in large)]
-    light = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output),
-                              [init for init in graph.initializer if init.name not in names], value_info=list(graph.value_info))
-    return helper.make_model(light, opset_imports=list(model.opset_import), ir_version=model.ir_version)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,12 +104,13 @@ def bench(loaded, options: Options, batch_sizes: list[int], backend: str, printe
         raise UserError(f"recipe {loaded.recipe.name} has no perf stage to benchmark")
     measured, provenance = measure(make_run, batch_sizes, printer)
     rows = table(first, measured, first.soc_version if backend == "ais_bench" else None)
+    tool_versions = versions.report()  # on the real toolchain this asks CANN: once
     machine = (f"{first.soc_version} ({options.toolchain} toolchain, {first.tool})" if backend == "ais_bench"
-               else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {versions.report()['platform']}, {host_cpu()}")
+               else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {tool_versions['platform']}, {host_cpu()}")
     out = first.model_dir / "bench" / f"{first.name}_{first.tool}"
     data = {"model": first.name, "machine": machine, "rows": rows, "provenance": provenance,
             "references": first.recipe.reference.model_dump(mode="json")["fps"],
-            "fps_source": first.recipe.reference.fps_source, "versions": versions.report()}
+            "fps_source": first.recipe.reference.fps_source, "versions": tool_versions}
     write_json_atomic(out.with_suffix(".json"), data)
     text = markdown(rows, machine)
     if provenance:

@@ -18,6 +18,7 @@ from .errors import UsageError, UserError, disk_full_error
 from .plan import build_stages, decide, in_scope, upstream_of
 from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
+from .report import natural_key
 from .runner import run_pipeline
 from .shard import SHARED_KINDS
 from .stages import KINDS
@@ -117,7 +118,7 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
     check_workdir_for_ais_bench(pipeline)
-    if options.dry_run or options.check:  # reads only: no lock, never waits
+    if options.plans_only:  # reads only: no lock, never waits
         return _run_locked(pipeline, printer)
     with naming_a_full_disk(pipeline.model_dir), lock.holding(pipeline.model_dir, options.wait, on_wait=waiting_note(printer)):
         return _run_locked(pipeline, printer)
@@ -141,7 +142,7 @@ def build_shared_stages(pipeline: Run, printer: Printer) -> None:
     directory's lock, waited for (the other shards of an array start at the same time and
     queue here; the first builds, the others find the stages CACHED). The shard's own
     directory has its own lock, which the caller holds."""
-    if pipeline.options.dry_run or pipeline.options.check:
+    if pipeline.options.plans_only:
         run_pipeline(pipeline.unsharded, printer, kinds=SHARED_KINDS)
         return
     with lock.holding(pipeline.shared_dir, wait=True, on_wait=waiting_note(printer)):
@@ -154,7 +155,7 @@ def waiting_note(printer: Printer):
 
 def _run_locked(pipeline: Run, printer: Printer) -> int:
     options = pipeline.options
-    mode = "plan" if options.dry_run or options.check else "run"
+    mode = "plan" if options.plans_only else "run"
     printer.info(f"ompipe {mode} {pipeline.name}{f' shard {pipeline.shard}' if pipeline.shard else ''}: bs {pipeline.bs}, "
                  f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
     if pipeline.shard and not options.shared_built:
@@ -187,7 +188,7 @@ def run_distributed(model: str, options: Options, recipe_dirs: list[Path]) -> in
     where = "Ray" if ray else f"devices {','.join(map(str, options.devices))}"
     printer.info(f"ompipe run {pipeline.name} on {where}: bs {pipeline.bs}, "
                  f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
-    if options.dry_run or options.check:  # reads only: no lock
+    if options.plans_only:  # reads only: no lock
         report = run_pipeline(pipeline, printer, kinds=SHARED_KINDS)
         printer.table(report.rows)
         return 1 if options.check and report.would_run else 0
@@ -206,7 +207,7 @@ def _distribute(model: str, options: Options, recipe_dirs: list[Path], pipeline:
     if options.executor == "ray":
         from .ray_executor import run_on_ray
 
-        records = run_on_ray(model, options, recipe_dirs, pipeline.backend, options.shards, options.ray_address)
+        records = run_on_ray(model, options, recipe_dirs, pipeline, options.shards, options.ray_address)
     else:
         records = run_devices(model, options, recipe_dirs, pipeline)
     device_table(records, printer)
@@ -258,11 +259,6 @@ def print_results(results: dict, path: Path, printer: Printer) -> None:
                   "(infer stage, wall clock: not comparable with a guide's one-device fps)") if devices else ""
         printer.info(f"merged from {shards['count']} shards ({', '.join(map(str, shards['samples']))} samples){summed}")
     printer.info(f"results: {path}")
-
-
-def natural_key(text: str) -> list:
-    """homography_accuracy_3 before homography_accuracy_10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def list_recipes(recipe_dirs: list[Path]) -> int:

@@ -221,7 +221,15 @@ class Run:
     @functools.cached_property
     def model_dir(self) -> Path:
         """Where this run's stages write: the shared directory, or a shard's own under it."""
-        return self.shared_dir / "shards" / self.shard.name if self.shard else self.shared_dir
+        return self.shard_dir(self.shard) if self.shard else self.shared_dir
+
+    def shard_dir(self, shard: Shard) -> Path:
+        """Where shard `shard` of this model writes its sample-dependent stages."""
+        return self.shared_dir / "shards" / shard.name
+
+    def for_shard(self, shard: Shard | None) -> "Run":
+        """This run as shard `shard` (None: unsharded), everything else the same."""
+        return Run(self.loaded, replace(self.options, shard=shard), self.backend, self.bs, self.workdir, self.extra_patch_dirs)
 
     @functools.cached_property
     def state(self) -> StateStore:
@@ -230,9 +238,7 @@ class Run:
     @functools.cached_property
     def unsharded(self) -> "Run":
         """This run without the shard: the one that owns the shared stages."""
-        if not self.shard:
-            return self
-        return Run(self.loaded, replace(self.options, shard=None), self.backend, self.bs, self.workdir, self.extra_patch_dirs)
+        return self.for_shard(None) if self.shard else self
 
     def shared_path(self, relative: str) -> Path:
         """An output of a shared stage (the model, the weights record, the checkout)."""

@@ -50,7 +50,7 @@ def run_devices(model: str, options: Options, recipe_dirs: list[Path], run: Run)
     processes = []
     for index, device in enumerate(devices):
         shard_options = device_options(options, index, devices)
-        log = run.shared_dir / "shards" / shard_options.shard.name / "logs" / f"device{device}.log"
+        log = run.shard_dir(shard_options.shard) / "logs" / f"device{device}.log"
         process = context.Process(target=device_main, args=(model, shard_options, recipe_dirs, str(log)),
                                   name=f"ompipe-device{device}")
         process.start()
@@ -63,7 +63,7 @@ def run_devices(model: str, options: Options, recipe_dirs: list[Path], run: Run)
     if failed:
         raise StageFailed(f"{len(failed)} of {len(devices)} device runs failed", details=failed,
                           hint="fix the cause, then rerun the same command: finished shards are CACHED")
-    return [read_json(run.shared_dir / "shards" / Shard(i, len(devices)).name / DEVICE_RECORD) or {} for i in range(len(devices))]
+    return [read_json(run.shard_dir(Shard(i, len(devices))) / DEVICE_RECORD) or {} for i in range(len(devices))]
 
 
 def device_main(model: str, options: Options, recipe_dirs: list[Path], log: str) -> None:

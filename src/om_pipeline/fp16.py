@@ -244,13 +244,15 @@ def _elem_types(model: "onnx.ModelProto") -> dict[str, int]:
     """Element type of every top-level tensor: graph inputs, weights, shape inference's view."""
     import onnx
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    from .onnx_info import without_weights
+
+    try:  # the weights' types and shapes are all inference needs; copying 100s of MB of them took seconds
+        inferred = onnx.shape_inference.infer_shapes(without_weights(model), strict_mode=False).graph
     except Exception:  # a graph the inference cannot handle (e.g. over 2 GB): what is declared
-        inferred = model
-    graph = inferred.graph
+        inferred = model.graph
     types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in [*graph.input, *graph.value_info, *graph.output] if vi.type.tensor_type.elem_type}
+             for vi in [*inferred.input, *inferred.value_info, *inferred.output] if vi.type.tensor_type.elem_type}
+    graph = model.graph
     types.update({tensor.name: tensor.data_type for tensor in graph.initializer})
     for node in graph.node:
         if node.op_type == "Constant":

@@ -15,9 +15,8 @@ import tempfile
 from pathlib import Path
 
 from . import report
-from .commands import natural_key
 from .errors import UserError
-from .report import PROVENANCE_NOTES, REAL
+from .report import PROVENANCE_NOTES, REAL, natural_key
 
 BADGE_CLASS = {"fake toolchain": "fake", "random weights": "random", "emulated fp16": "emulated", "paced emulator": "paced"}
 

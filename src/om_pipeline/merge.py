@@ -45,8 +45,7 @@ def shard_count(run: Run, asked: int | None) -> int:
 
 
 def shard_runs(run: Run, count: int) -> list[Run]:
-    return [Run(run.loaded, replace(run.options, shard=Shard(index, count)), run.backend, run.bs, run.workdir)
-            for index in range(count)]
+    return [run.for_shard(Shard(index, count)) for index in range(count)]
 
 
 def rerun_hint(shard_run: Run) -> str:
@@ -128,10 +127,6 @@ def merge_shards(run: Run, count: int | None, printer: Printer, devices: list[di
         "metrics": metrics, "samples": len(samples), "shards": sharding, "stage_records": stage_records})
     printer.info(f"merged {count} shards of {run.name}: {len(samples)} samples")
     return report
-
-
-def shards_hint(model: str) -> str:
-    return f"ompipe run {model} --shard I/N for I = 0..N-1, then ompipe merge {model}"
 
 
 def default_data(run: Run, options: Options) -> Options:

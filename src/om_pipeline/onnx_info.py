@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def describe(path: Path, *, check: bool) -> dict:
@@ -30,3 +34,22 @@ def describe(path: Path, *, check: bool) -> dict:
 
 def _dims(value) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
+
+
+LARGE_INITIALIZER = 4096  # elements: weights, never the small shape / index constants inference reads
+
+
+def without_weights(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """The model with its large initializers turned into typed graph inputs: shape inference
+    needs their types and shapes only, and serialising 200 MB of weights for it took seconds."""
+    import numpy as np
+    from onnx import helper
+
+    graph = model.graph
+    large = [init for init in graph.initializer if int(np.prod(init.dims)) > LARGE_INITIALIZER]
+    names = {init.name for init in large}
+    inputs = [*(vi for vi in graph.input if vi.name not in names),
+              *(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in large)]
+    light = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output),
+                              [init for init in graph.initializer if init.name not in names], value_info=list(graph.value_info))
+    return helper.make_model(light, opset_imports=list(model.opset_import), ir_version=model.ir_version)

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .context import Options
+from .context import Options, Run
 from .errors import StageFailed, UserError
+from .shard import Shard
 
 # ray-project/ray#42030 (merged 2023-12) switched Ray's NPU support to ASCEND_RT_VISIBLE_DEVICES;
 # 2.10.0 (2024-03) is the first release cut after it (docs/scale-out.md: derived from the PR
@@ -75,31 +76,31 @@ def shard_count(ray, backend: str, asked: int | None) -> int:
     return count
 
 
-def run_shard_task(model: str, options: Options, recipe_dirs: list[Path]) -> dict:
+def run_shard_task(model: str, options: Options, recipe_dirs: list[Path], shard_dir: Path) -> dict:
     """Inside a Ray task: one shard, logged under its shard directory; its device record."""
     from .devices import DEVICE_RECORD, run_shard_logged
     from .state import read_json
 
-    shard_dir = options.workdir / model / "shards" / options.shard.name
     code = run_shard_logged(model, options, recipe_dirs, shard_dir / "logs" / "ray-task.log")
     if code != 0:
         raise RuntimeError(f"shard {options.shard} exited {code}; log: {shard_dir / 'logs' / 'ray-task.log'}")
     return read_json(shard_dir / DEVICE_RECORD) or {}
 
 
-def run_on_ray(model: str, options: Options, recipe_dirs: list[Path], backend: str, count: int | None, address: str | None) -> list[dict]:
+def run_on_ray(model: str, options: Options, recipe_dirs: list[Path], run: Run, count: int | None, address: str | None) -> list[dict]:
     """Every shard as a Ray task (the shared stages must be built); their device records."""
     ray = require_ray()
     options, recipe_dirs = absolute(options, recipe_dirs)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    count = shard_count(ray, backend, count)
-    task = ray.remote(max_retries=1, retry_exceptions=True, **task_resources(backend))(run_shard_task)
-    device = 0 if backend == "ais_bench" else None  # the one NPU Ray made visible
+    count = shard_count(ray, run.backend, count)
+    task = ray.remote(max_retries=1, retry_exceptions=True, **task_resources(run.backend))(run_shard_task)
+    device = 0 if run.backend == "ais_bench" else None  # the one NPU Ray made visible
     pending = {}
     for index in range(count):
-        shard_options = replace(options, shard=_shard(index, count), device=device, shared_built=True, executor=None)
-        pending[index] = task.remote(model, shard_options, recipe_dirs)
+        shard = Shard(index, count)
+        shard_options = replace(options, shard=shard, device=device, shared_built=True, executor=None)
+        pending[index] = task.remote(model, shard_options, recipe_dirs, run.shard_dir(shard))
     records, failed = [], []
     for index, reference in pending.items():
         try:
@@ -110,10 +111,3 @@ def run_on_ray(model: str, options: Options, recipe_dirs: list[Path], backend: s
         raise StageFailed(f"{len(failed)} of {count} Ray tasks failed twice", details=failed,
                           hint="fix the cause, then rerun: finished shards are CACHED")
     return records
-
-
-def _shard(index: int, count: int):
-    from .shard import Shard
-
-    return Shard(index, count)
-

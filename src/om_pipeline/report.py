@@ -4,11 +4,17 @@ drop is told apart as pipeline drift (ONNX vs reference) or conversion drift (OM
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from .commands import natural_key
 from .errors import UserError
 from .state import read_json
+
+
+def natural_key(text: str) -> list:
+    """homography_accuracy_3 before homography_accuracy_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
 
 BASELINE_TOOL = "onnxruntime"
 # The provenance labels results carry (results["provenance"]) and what each tells a reader.

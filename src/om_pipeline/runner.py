@@ -68,7 +68,7 @@ def run_pipeline(run: Run, printer: Printer, kinds: tuple[str, ...] | None = Non
             report.rows.append(_shared_row(decision))
             fingerprints[stage.kind] = decision.fingerprint.value if decision.fingerprint else None
             continue
-        if options.dry_run or options.check:
+        if options.plans_only:
             report.rows.append(_show_plan(decision, printer))
             fingerprints[stage.kind] = WILL_RUN if decision.action == "RUN" else decision.fingerprint.value
             continue
@@ -79,7 +79,7 @@ def run_pipeline(run: Run, printer: Printer, kinds: tuple[str, ...] | None = Non
         else:
             report.rows.append(_execute(decision, printer, report))
         fingerprints[stage.kind] = decision.fingerprint.value
-    if not (options.dry_run or options.check or run.shard or kinds):
+    if not (options.plans_only or run.shard or kinds):
         report.results_path, report.results = write_results(run, stages, report)
     return report
 
@@ -97,7 +97,7 @@ def _left_out_by_sharding(run: Run, stage: Stage, kinds: tuple[str, ...] | None)
 def _shared_row(decision: Decision) -> Row:
     """A shared stage seen from a shard: it must be up to date in the model's directory."""
     stage = decision.stage
-    if decision.action == "RUN" and not (stage.run.options.dry_run or stage.run.options.check):
+    if decision.action == "RUN" and not stage.run.options.plans_only:
         raise UserError(f"shared stage {stage.key} in {stage.run.model_dir} is not up to date ({decision.reason})",
                         hint=f"build it first: ompipe run {stage.run.name} --to atc (a --shard run does that itself, "
                              "unless started by --devices or an executor that built it)")

@@ -92,6 +92,7 @@ class StateStore:
 
     def __init__(self, model_dir: Path):
         self.root = model_dir / ".ompipe"
+        self._model_dir = model_dir.resolve()
         self._digests_path = self.root / "digests.json"
         self._digests: dict[str, Any] | None = None
 
@@ -131,7 +132,7 @@ class StateStore:
         stat = path.stat()
         identity = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
         cache = self._load_digests()
-        key = self._digest_key(path)
+        key = self.model_relative(path)
         cached = cache.get(key)
         if isinstance(cached, dict) and cached.get("identity") == identity and isinstance(cached.get("sha256"), str):
             return cached["sha256"], False
@@ -139,10 +140,11 @@ class StateStore:
         cache[key] = {"identity": identity, "sha256": sha}
         return sha, True
 
-    def _digest_key(self, path: Path) -> str:
+    def model_relative(self, path: Path) -> str:
+        """Relative to the model directory when inside it (so a moved work directory keeps its
+        records and digests), else absolute."""
         resolved = path.resolve()
-        model_dir = self.root.parent.resolve()
-        return resolved.relative_to(model_dir).as_posix() if resolved.is_relative_to(model_dir) else str(resolved)
+        return resolved.relative_to(self._model_dir).as_posix() if resolved.is_relative_to(self._model_dir) else str(resolved)
 
     def _save_digests(self) -> None:
         write_json_atomic(self._digests_path, self._load_digests())

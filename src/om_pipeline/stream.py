@@ -11,8 +11,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import math
 import multiprocessing
-import zlib
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -24,8 +24,9 @@ from . import toolchains
 from .errors import UserError
 from .plugin import Sample, reduced, shard_key
 from .progress import progress
+from .shard import shard_of
 from .stages.preprocess import model_inputs
-from .workers import MAX_DEFAULT_WORKERS, BatchRing, call_job, forked_pool, start_worker, usable_cores, workers_for
+from .workers import BatchRing, call_job, choose_workers, forked_pool, start_worker, workers_for
 
 class OnnxRuntimeModel:
     def __init__(self, onnx_path: Path, model_io, precision=None):
@@ -102,10 +103,7 @@ def evaluation_workers(plugin, evaluator, requested: int | None) -> int:
     after the last batch; merged shards would redo that at the end."""
     if not getattr(plugin, "EVALUATE_IN_WORKERS", False) or not (hasattr(evaluator, "state") and hasattr(evaluator, "merge")):
         return 0
-    if requested is not None:
-        return requested
-    cores = usable_cores()
-    return 0 if cores < 2 else min(MAX_DEFAULT_WORKERS, cores)
+    return choose_workers(requested, math.inf)  # never too cheap to ship out: only the cores decide
 
 
 class EvaluatorShards:
@@ -130,7 +128,7 @@ class EvaluatorShards:
         return self
 
     def add(self, sample: Sample, outputs) -> None:
-        index = zlib.crc32(shard_key(self.plugin, sample).encode()) % self.count  # SuperPoint: a sequence together
+        index = shard_of(shard_key(self.plugin, sample), self.count)  # SuperPoint: a sequence together
         pending = self._pending[index]
         if len(pending) >= self.IN_FLIGHT_PER_WORKER:
             self._result(pending.popleft())

@@ -363,9 +363,13 @@ class CocoBboxEvaluator:
         hm, wh, reg = (np.stack([outputs[i] for _, outputs in self._pending]) for i in range(3))
         self._pending = []
         for sample, (boxes, scores, classes) in zip(samples, decode_batch(hm, wh, reg, samples, self._settings)):
-            self.detections.append((int(sample.meta["image_id"]), boxes, scores, classes))
-            self._per_image.add(int(sample.meta["image_id"]), coco_bbox.detections_to_results(int(sample.meta["image_id"]), boxes, scores, classes))
-            self._sample_ids.append(sample.id)
+            self._take(sample.id, int(sample.meta["image_id"]), boxes, scores, classes)
+
+    def _take(self, sample_id: str, image_id: int, boxes, scores, classes) -> None:
+        """One image's detections, kept and evaluated at once (decoded here, or from a shard)."""
+        self.detections.append((image_id, boxes, scores, classes))
+        self._per_image.add(image_id, coco_bbox.detections_to_results(image_id, boxes, scores, classes))
+        self._sample_ids.append(sample_id)
 
     def state(self) -> dict[str, Any]:
         """Each image's decoded detections, dtypes kept (widths are computed in float32)."""
@@ -379,8 +383,7 @@ class CocoBboxEvaluator:
         (pycocotools breaks ties between rounded scores by list order)."""
         self._flush()
         for sample_id, entry in per_sample_entries(states, "images", order):
-            self.detections.append((int(entry["image_id"]), *(decode_array(entry[k]) for k in ("boxes", "scores", "classes"))))
-            self._sample_ids.append(sample_id)
+            self._take(sample_id, int(entry["image_id"]), *(decode_array(entry[k]) for k in ("boxes", "scores", "classes")))
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -393,15 +396,12 @@ class CocoBboxEvaluator:
         return {"coco_results": self.results}
 
     def result(self) -> dict[str, float]:
-        results = self.results
-        image_ids = {image_id for image_id, *_ in self.detections}
-        if not image_ids:
+        """Every image was evaluated as it came (PerImageEvaluation equals pycocotools' evaluate,
+        tested): only the accumulation is left."""
+        self._flush()
+        if not self.detections:
             raise UserError("no image to evaluate")
-        if self._per_image.images == image_ids:  # every image evaluated as it came (equal to evaluate, tested)
-            metrics = self._per_image.finish()
-        else:  # detections that did not come through add (a merge of partial states)
-            metrics = coco_bbox.evaluate(self._ground_truth, results, image_ids=image_ids)
-        return {**metrics, "images": float(len(image_ids))}
+        return {**self._per_image.finish(), "images": float(len(self._per_image.images))}
 
 
 def decode_batch(hm: np.ndarray, wh: np.ndarray, reg: np.ndarray, samples: list[Sample], settings: Settings):

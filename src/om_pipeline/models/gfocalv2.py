@@ -279,14 +279,13 @@ class CocoDetectionEvaluator:
         self._settings = settings
         self._dataset = _load_annotations(data / settings.annotation)
         self._cat_ids = post.category_ids(self._dataset["categories"])
-        post.evaluated_category_ids(self._dataset["categories"])  # none of COCO's: a user error now, not after inference
+        evaluated = post.evaluated_category_ids(self._dataset["categories"])  # none of COCO's: a user error now, not after inference
         self._images: dict[int, post.Detections] = {}
         self._scales: dict[int, float] = {}
         self.forms: set[str] = set()
         # pycocotools' per-image evaluation as images arrive, with mmdet's settings (post.evaluate):
         # both image sets are then only accumulated at the end
-        self._per_image = coco_bbox.PerImageEvaluation(self._dataset, cat_ids=post.evaluated_category_ids(self._dataset["categories"]),
-                                                       max_dets=post.MAX_DETS)
+        self._per_image = coco_bbox.PerImageEvaluation(self._dataset, cat_ids=evaluated, max_dets=post.MAX_DETS)
         self._image_of_sample: dict[str, int] = {}  # for state()
 
     def add(self, sample: Sample, outputs: list[np.ndarray]) -> None:
@@ -329,12 +328,8 @@ class CocoDetectionEvaluator:
         run = set(self._images)
         annotated = [i for i in post.annotated_image_ids(self._dataset) if i in run]
         everything = [i for i in post.all_image_ids(self._dataset) if i in run]
-        if self._per_image.images == run:  # every image evaluated as it came (equal to post.evaluate, tested)
-            guide, standard = (self._per_image.finish(ids, names=post.STAT_NAMES) for ids in (annotated, everything))
-        else:  # detections that did not come through add (a merge of partial states)
-            records = self.records()
-            guide = post.evaluate(self._dataset, records, annotated)
-            standard = post.evaluate(self._dataset, records, everything)
+        # every image was evaluated as it came, from add or merge (equal to post.evaluate, tested)
+        guide, standard = (self._per_image.finish(ids, names=post.STAT_NAMES) for ids in (annotated, everything))
         metrics: dict[str, float] = dict(guide)
         metrics.update({f"{name}_all_images": value for name, value in standard.items()})
         metrics["images_annotated"] = float(len(annotated))

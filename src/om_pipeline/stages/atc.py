@@ -4,6 +4,7 @@ minutes), its `.om` found as `<output>*.om`. The graph's lint warnings (atc_lint
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..context import Run
 from ..errors import StageFailed
@@ -13,6 +14,9 @@ from ..tools import atc as atc_tool
 from ..tools.execute import execute
 from .base import Stage, StageResult, write_log_header
 from .export import ExportStage
+
+if TYPE_CHECKING:
+    import onnx
 
 STAGING_STEM = "om/model"
 DEFAULT_PRECISION = "force_fp16"
@@ -59,12 +63,12 @@ class AtcStage(Stage):
     def commands(self) -> list[list[str]]:
         return [self.argv(self.run.model_dir / ".staging" / self.key)]
 
-    def fake_twin(self, model: Path, staging: Path) -> dict[str, str]:
+    def fake_twin(self, model: "onnx.ModelProto | None", staging: Path) -> dict[str, str]:
         """The fake atc runs the .om's graph with ONNX Runtime, which cannot execute Ascend-only
         ops (DeformableConv2D, BatchMultiClassNMS). For such a graph the fake is given the
         plugin's standard-op export of the same model (target onnxruntime) to run instead; the
         flags are still checked against the real graph."""
-        if self.run.options.toolchain != "fake" or not nonstandard_ops(model):
+        if self.run.options.toolchain != "fake" or model is None or not nonstandard_ops(model):
             return {}
         twin = staging / "fake-twin.onnxruntime.onnx"
         ExportStage(self.run).export(twin, "onnxruntime", self.log)
@@ -74,11 +78,11 @@ class AtcStage(Stage):
         argv = self.argv(staging)
         flags = atc_tool.parse_flags(argv[1:])
         model = Path(flags["model"])
-        atc_tool.preflight(model, flags, self.run.cann)
-        twin = self.fake_twin(model, staging)
+        graph = atc_tool.preflight(model, flags, self.run.cann)  # read once: checked, then the twin and the lint
+        twin = self.fake_twin(graph, staging)
         env = {**twin, "OMPIPE_FAKE_ATC_CANN": self.run.cann} if self.run.options.toolchain == "fake" else twin
         outcome = execute(argv, cwd=staging, log=self.log, env=env, timeout=self.config.timeout)  # cwd: fusion_result.json stays out of the user's way
-        warnings = self.write_lint(model, flags)  # after atc's own lines: the log starts with its argv
+        warnings = self.write_lint(graph, model.name, flags) if graph is not None else []  # after atc's own lines: the log starts with its argv
         result = atc_tool.parse_output(outcome.output)
         if outcome.returncode != 0 or not result.ok:
             raise StageFailed(
@@ -93,18 +97,13 @@ class AtcStage(Stage):
                                             "precision_mode": flags.get("precision_mode", self.config.precision_mode),
                                             "soc_version": flags.get("soc_version")})
 
-
-    def write_lint(self, model: Path, flags: dict[str, str]) -> list[str]:
+    def write_lint(self, graph: "onnx.ModelProto", name: str, flags: dict[str, str]) -> list[str]:
         """The graph's lint rows (msit analyze's columns) into the log; returns them."""
-        import onnx
-
         from ..atc_lint import format_rows, lint
 
-        rows = lint(onnx.load(str(model), load_external_data=False), flags, self.run.cann)
+        rows = lint(graph, flags, self.run.cann)
         lines = format_rows(rows) if rows else ["no Ascend lint warnings"]
-        write_log_header(self.log, f"lint of {model.name} (CANN {self.run.cann} op table):")
-        for line in lines:
-            write_log_header(self.log, f"  {line}")
+        write_log_header(self.log, "\n# ".join([f"lint of {name} (CANN {self.run.cann} op table):", *(f"  {line}" for line in lines)]))
         return [f"{row.ori_op_name} ({row.ori_op_type}): {row.details}" for row in rows]
 
 
@@ -116,9 +115,10 @@ def planned_flags(run: Run) -> dict[str, str]:
     return atc_tool.parse_flags([render(arg, variables) for arg in run.recipe.stages.atc.args])
 
 
-def nonstandard_ops(model: Path) -> list[str]:
+def nonstandard_ops(model: "Path | onnx.ModelProto") -> list[str]:
     """Op types outside the ONNX standard (the Ascend target's custom ops)."""
     import onnx
 
-    graph = onnx.load(str(model), load_external_data=False).graph
-    return sorted({n.op_type for n in graph.node if not onnx.defs.has(n.op_type, n.domain or "")})
+    if isinstance(model, Path):
+        model = onnx.load(str(model), load_external_data=False)
+    return sorted({n.op_type for n in model.graph.node if not onnx.defs.has(n.op_type, n.domain or "")})

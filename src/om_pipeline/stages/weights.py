@@ -87,13 +87,8 @@ class WeightsStage(Stage):
             return self.from_source()
         return self.from_cache()
 
-    def recorded_path(self, path: Path) -> str:
-        """Relative to the model directory when inside it (the checkout's copy), else absolute."""
-        resolved = path.resolve()
-        return resolved.relative_to(self.run.model_dir).as_posix() if resolved.is_relative_to(self.run.model_dir) else str(resolved)
-
     def verify(self, path: Path, origin: str) -> dict:
-        recorded = self.recorded_path(path)
+        recorded = self.run.state.model_relative(path)  # the checkout's copy: relative, so the work dir can move
         if not (self.config.sha256 or self.config.git_blob):
             # Nothing to verify against (the recipe's unpinned_reason says why): record what was used.
             return {"mode": "file", "path": recorded, "sha256": self.run.state.file_digest(path), "verified_by": "none",

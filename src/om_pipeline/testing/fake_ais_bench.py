@@ -73,6 +73,7 @@ from .fake_ais_bench_args import (
     log,
     makedirs_safe,
 )
+from .fake_om import read_fake_om_meta
 from .fake_runtime import FakeOmModel, TensorSpec
 
 PURE_INFER_FAKE_FILE = "pure_infer_data"
@@ -206,8 +207,8 @@ def divided_inputs(args: argparse.Namespace, parts: int) -> list[str | None]:
     order) cut into `parts` consecutive parts by list_share; part i of every input, comma-joined."""
     if args.input is None:
         return [None] * parts
-    model = FakeOmModel(args.model)  # the real tool opens a session on device 0 for the input count
-    per_input = input_file_lists(args.input.split(","), len(model.inputs))
+    inputs = read_fake_om_meta(Path(args.model))["inputs"]  # the real tool opens a session on device 0 for the count
+    per_input = input_file_lists(args.input.split(","), len(inputs))
     shares = [list_share(files, parts) for files in per_input]
     return [",".join(f for share in shares for f in share[i]) for i in range(parts)]
 

@@ -400,11 +400,6 @@ def check_output_path_legality(value: str) -> str:
 # The parser (utils.py get_args): the same options in the same order (the order decides how
 # argparse words an ambiguous prefix), no aliases of other generations.
 
-BOOL_OPTIONS = ("--debug", "--auto_set_dymshape_mode", "--auto_set_dymdims_mode", "--profiler", "--dump",
-                "--display_all_summary", "--energy_consumption", "--perf", "--pipeline", "--profiler_rename",
-                "--dump_npy", "--divide_input")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     add = parser.add_argument

@@ -85,8 +85,8 @@ def from_environment(onnx_bytes: bytes, inputs, outputs) -> "PacedNpu | None":
         raise PacedNpuError("the paced NPU needs static shapes batched on axis 0 for every input and output")
     root = model_recording(Path(os.environ[DIRECTORY]), onnx_bytes)
     if mode == "record":
-        return PacedNpu(root, mode, bs, None, outputs)
-    return PacedNpu(root, mode, bs, fps or guide_rate(bs), outputs)
+        return PacedNpu(root, mode, bs, None)
+    return PacedNpu(root, mode, bs, fps or guide_rate(bs))
 
 
 def model_recording(directory: Path, onnx_bytes: bytes) -> Path:
@@ -142,8 +142,8 @@ class Recording:
 
 
 class PacedNpu:
-    def __init__(self, root: Path, mode: str, bs: int, fps: float | None, outputs):
-        self.root, self.mode, self.bs, self.fps, self.outputs = root, mode, bs, fps, outputs
+    def __init__(self, root: Path, mode: str, bs: int, fps: float | None):
+        self.root, self.mode, self.bs, self.fps = root, mode, bs, fps
         self.needs_model = mode == "record"
         if mode != "record":
             self._recording = Recording(root, cyclic=mode == "cyclic")

@@ -310,17 +310,18 @@ def out_node_tensors(model: "onnx.ModelProto", value: str) -> list[str]:
     return tensors
 
 
-def preflight(onnx_path: Path, flags: Mapping[str, str], cann: str = "8") -> None:
+def preflight(onnx_path: Path, flags: Mapping[str, str], cann: str = "8") -> "onnx.ModelProto | None":
     """Fail now, with a clear message, where atc would fail minutes into its run: the flags
     against the graph, and ATC's op/opset gate for CANN generation `cann` (om_pipeline.atc_ops),
-    every refusal listed at once."""
+    every refusal listed at once. Returns the graph it checked (None: not ONNX), so the stage
+    reads it once."""
     missing = [f"--{name}" for name in REQUIRED_FLAGS if not flags.get(name)]
     if missing:
         raise UserError(f"atc needs {', '.join(missing)}", hint="--model, --framework, --output and --soc_version are required")
     if not Path(onnx_path).is_file():
         raise UserError(f"atc --model {onnx_path} does not exist")
     if flags["framework"] != ONNX_FRAMEWORK:
-        return  # only ONNX graphs can be checked here
+        return None  # only ONNX graphs can be checked here
     import onnx
 
     from ..atc_ops import atc_problems
@@ -335,6 +336,7 @@ def preflight(onnx_path: Path, flags: Mapping[str, str], cann: str = "8") -> Non
             hint=first.hint,
             details=[f"{p.code} {p.message}" for p in problems[1:]],
         )
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
