@@ -250,3 +250,35 @@ def test_the_real_toolchain_identity_is_the_tools_version_and_path(tmp_path, mon
     fake = fake_toolchain.identity("atc")
     assert fake["toolchain"] == "fake" and fake["atc"].startswith("fake ")
     assert fake_toolchain.cann_version() == fake["atc"]  # a sourced set_env.sh does not make the fake look real
+
+
+def test_the_fake_version_covers_what_the_fake_computes_and_refuses_by(tmp_path, monkeypatch):
+    """The fake .om computes through fp16.py and the fake atc refuses by atc_ops.py and its
+    table: an edit there changes what the fake makes, so it must change the fake's identity
+    (and rerun what the fake made), as an edit of a fake_* module does."""
+    import om_pipeline
+    from om_pipeline.testing import toolchain
+
+    package = tmp_path / "om_pipeline"
+    shutil.copytree(Path(om_pipeline.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(toolchain, "FAKE_SOURCES", package / "testing")
+    seen = set()
+    for edited in (None, "fp16.py", "atc_ops.py", "data/atc_onnx_ops.json", "testing/fake_atc.py"):
+        if edited:
+            with open(package / edited, "a", encoding="utf-8") as handle:
+                handle.write("\n")
+        toolchain.fake_version.cache_clear()
+        seen.add(toolchain.fake_version())
+    toolchain.fake_version.cache_clear()
+    assert len(seen) == 5
+
+
+def test_the_fake_toolchain_uses_the_cann_8_table_whatever_set_env_sh_was_sourced(tmp_path, monkeypatch):
+    from om_pipeline import atc_ops, toolchains
+    from om_pipeline.testing.toolchain import FakeToolchain
+
+    (tmp_path / "version.cfg").write_text("[version]\nversion=6.0.1\n")  # a CANN 6 set_env.sh in the shell
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(tmp_path))
+    assert atc_ops.chosen_cann(None) == "5"  # the real toolchain: that CANN's table
+    toolchains.activate(FakeToolchain(tmp_path / "fake-toolchain"))
+    assert atc_ops.chosen_cann(None) == "8" and atc_ops.chosen_cann("5") == "5"

@@ -125,13 +125,14 @@ def cann_generation(version: str | None) -> str:
 
 
 def chosen_cann(option: str | None) -> str:
-    """--cann when given (validated), else the generation of the CANN the subprocesses see."""
+    """--cann when given (validated), else the generation of the active toolchain's CANN (the
+    fake's has no number: 8, whatever set_env.sh a shell has sourced)."""
     if option:
         op_table(option)  # an unknown generation is a user error here
         return option
-    from . import versions
+    from .toolchains import active
 
-    return cann_generation(versions.cann())
+    return cann_generation(active().cann_version())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,12 +67,16 @@ class FakeToolchain:
 
 @functools.lru_cache(maxsize=None)
 def fake_version() -> str:
-    """ompipe's version and a digest of the fakes' sources (the fake_* modules, the fake
-    ais_bench package and this module), so editing a fake reruns what it made."""
+    """ompipe's version and a digest of what decides the fakes' behaviour: their sources (the
+    fake_* modules, the fake ais_bench package, this module) and what they compute or refuse
+    by (the fp16 emulation, ATC's op gate and its table), so editing any of it reruns what
+    the fake made."""
     digest = hashlib.sha256()
-    sources = [*FAKE_SOURCES.glob("fake_*.py"), *FAKE_SOURCES.glob("fake_python/**/*.py"), FAKE_SOURCES / "toolchain.py"]
+    package = FAKE_SOURCES.parent
+    sources = [*FAKE_SOURCES.glob("fake_*.py"), *FAKE_SOURCES.glob("fake_python/**/*.py"), FAKE_SOURCES / "toolchain.py",
+               package / "fp16.py", package / "atc_ops.py", package / "data" / "atc_onnx_ops.json"]
     for path in sorted(sources):
-        digest.update(path.relative_to(FAKE_SOURCES).as_posix().encode() + b"\0" + path.read_bytes())
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return f"fake {versions.package('om-pipeline')} ({digest.hexdigest()[:12]})"
 
 
