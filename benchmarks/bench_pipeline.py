@@ -153,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = synthesize(root / "hpatches", sequences=options.sequences, seed=0)
-        common = ["--source", options.source, "--weights", "random", "--data", str(data), "--backend", "onnxruntime",
+        common = ["--source", options.source, "--weights", "random", "--data", str(data), "--runtime", "onnxruntime",
                   "--bs", str(options.bs)]
         # Build the shared stages once (clone, patch, export, simplify), so both modes time the same work.
         subprocess.run([sys.executable, "-m", "om_pipeline.cli", "stage", "superpoint", "simplify", "-q", *common,

@@ -56,7 +56,7 @@ def main() -> None:
         recipes = {"files": recipe_with_chunk(root / "recipes-files", None),
                    "chunked": recipe_with_chunk(root / "recipes-chunked", options.chunk)}
         recipes["stream"] = recipes["chunked"]
-        common = ["--export-path", "native", "--weights", "random", "--data", str(data), "--backend", "onnxruntime"]
+        common = ["--export-path", "native", "--weights", "random", "--data", str(data), "--runtime", "onnxruntime"]
         # The shared stages once (dataset, export), so every mode times the same work.
         subprocess.run([sys.executable, "-m", "om_pipeline.cli", "stage", "pointrend", "export", "-q", "--recipes",
                         str(recipes["files"]), *common, "--workdir", str(root / "warm")], check=True, stdout=subprocess.DEVNULL)

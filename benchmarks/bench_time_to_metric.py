@@ -58,7 +58,7 @@ def model_setup(model: str, root: Path, n: int) -> list[str]:
 
         # ais_bench, as the other four (the recipe's guide tool is msame, which has no in-memory API for --stream)
         return ["--data", str(write_tiny_coco(root / "coco", images=n, seed=0, sizes=((480, 640),))), "--export-path", "native",
-                "--infer-tool", "ais_bench"]
+                "--runtime", "ais_bench"]
     if model == "transpose":
         from om_pipeline.data.transpose_synth import synthesize
 

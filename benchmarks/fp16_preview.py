@@ -1,5 +1,5 @@
 """The fp16 preview, measured per model: each model with random weights on a small synthetic set
-through `ompipe run --backend onnxruntime` at fp32 and with `--precision fp16` (ATC's
+through `ompipe run --runtime onnxruntime` at fp32 and with `--precision fp16` (ATC's
 force_fp16 emulated, om_pipeline.fp16), printing the metric at both precisions and the compare
 stage's cosine for the "onnx (fp16 emulated)" rung (the worst output). Not a test: minutes.
 
@@ -66,7 +66,7 @@ def read_results(work: Path, model: str, precision: str) -> dict:
 
 def measure(model: str, work: Path, upstream: dict[str, str]) -> dict:
     extra, metric = data_and_args(model, work, upstream)
-    common = [model, "--weights", "random", "--backend", "onnxruntime", "--workdir", str(work / "work"), *extra]
+    common = [model, "--weights", "random", "--runtime", "onnxruntime", "--workdir", str(work / "work"), *extra]
     row = {"model": model, "metric": metric}
     for precision in ("fp32", "fp16"):
         started = time.perf_counter()

@@ -152,7 +152,7 @@ def test_onnxruntime_fp16_preview_gives_the_om_metric_beside_fp32(ompipe, toy, t
 
 def test_fp16_preview_needs_the_onnxruntime_backend(ompipe, toy):
     result = run_toy(ompipe, toy, "--precision", "fp16")
-    assert result.code == 1 and "--backend onnxruntime" in result.err and "Traceback" not in result.err
+    assert result.code == 1 and "--runtime onnxruntime" in result.err and "Traceback" not in result.err
 
 
 def test_random_weights_are_marked(ompipe, toy, tmp_path):

@@ -24,8 +24,11 @@ def test_ray_older_than_the_one_that_sets_ascend_rt_visible_devices_is_refused(m
 
 
 def test_tasks_ask_ray_for_one_npu_or_for_cpus():
-    assert ray_executor.task_resources("ais_bench") == {"resources": {"NPU": 1}, "num_cpus": 0}
-    assert ray_executor.task_resources("onnxruntime") == {"num_cpus": 1}
+    from om_pipeline.runtimes import RUNTIMES
+
+    assert ray_executor.task_resources(RUNTIMES["ais_bench"].ray_resource) == {"resources": {"NPU": 1}, "num_cpus": 0}
+    assert ray_executor.task_resources(RUNTIMES["msame"].ray_resource) == {"resources": {"NPU": 1}, "num_cpus": 0}
+    assert ray_executor.task_resources(RUNTIMES["onnxruntime"].ray_resource) == {"num_cpus": 1}
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ def test_naming_atc_without_cann_is_an_error_pointing_at_the_fake_toolchain(ompi
     assert not (tmp_path / "work" / "toy").exists()  # nothing ran, nothing was written
 
 
-def test_naming_atc_with_the_onnxruntime_backend_is_a_contradiction(ompipe, toy):
-    result = stage(ompipe, toy, "atc", "--backend", "onnxruntime")
+def test_naming_atc_with_the_onnxruntime_runtime_is_a_contradiction(ompipe, toy):
+    result = stage(ompipe, toy, "atc", "--runtime", "onnxruntime")
     assert result.code == 1 and "stage atc is on the Ascend path" in result.err and "SKIPPED" not in result.out
 
 
@@ -32,9 +32,9 @@ def test_naming_atc_with_the_fake_toolchain_plans_it(ompipe, toy):
     assert closing_table(result.out)["atc-bs4-ascend"] == "RUN"
 
 
-def test_stages_on_both_paths_still_follow_the_backend_choice(ompipe, toy):
+def test_stages_on_both_paths_still_follow_the_runtime_choice(ompipe, toy):
     """export exists on both paths: without CANN it plans the onnxruntime graph, as before."""
     assert ASCEND_ONLY_STAGES == ("atc",)
     result = stage(ompipe, toy, "export", "--dry-run")
     assert result.code == 0, result.err
-    assert "backend: onnxruntime" in result.out + result.err and "export-bs4-onnxruntime" in closing_table(result.out)
+    assert "runtime: onnxruntime" in result.out + result.err and "export-bs4-onnxruntime" in closing_table(result.out)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import replace
 from pathlib import Path
 
 from . import report
-from .context import Options, Run
+from .context import Run
 from .errors import UserError
 from .runner import run_pipeline
 from .state import write_json_atomic
@@ -35,32 +34,30 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 def compiled_batch(run: Run) -> int:
     """dim 0 of the first input as compiled: atc's --input_shape, or the ONNX model's shape."""
-    if run.tool != "onnxruntime":
-        record = run.state.record(run.stage_key("atc", run.target)) or {}
-        argv = record.get("argv") or []
-        entries = atc_tool.input_shape_entries(atc_tool.parse_flags(argv[1:]).get("input_shape", "")) if argv else []
-        if entries:
-            return entries[0][1][0]
+    record = run.state.record(run.stage_key("atc", run.target)) if run.runtime.runs_om else None
+    argv = (record or {}).get("argv") or []
+    entries = atc_tool.input_shape_entries(atc_tool.parse_flags(argv[1:]).get("input_shape", "")) if argv else []
+    if entries:
+        return entries[0][1][0]
     from .onnx_info import describe
 
     shape = describe(run.path(run.model_onnx), check=False)["shapes"][run.recipe.model.inputs[0].name]
     return shape[0] if isinstance(shape[0], int) else run.bs
 
 
-def measure(make_run, batch_sizes: list[int], printer: Printer) -> tuple[list[dict], list[str]]:
+def measure(runs: list[Run], printer: Printer) -> tuple[list[dict], list[str]]:
     """fps per batch size, and what made them (the provenance labels of every run's results)."""
     rows, provenance = [], []
-    for bs in batch_sizes:
-        run = make_run(bs)
-        printer.info(f"--- bs {bs}")
+    for run in runs:
+        printer.info(f"--- bs {run.bs}")
         results = run_pipeline(run, printer).results or {}
         provenance += [label for label in report.provenance_of(results) if label not in provenance]
-        perf = run.state.record(run.stage_key("perf", run.tool))["info"]
+        perf = run.state.record(run.stage_key("perf", run.tool_variant))["info"]
         real_bs = compiled_batch(run)
         fps = perf["fps"] * real_bs / perf["batchsize"] if perf.get("batchsize") else perf["fps"]
         if perf.get("batchsize") and perf["batchsize"] != real_bs:
             printer.info(f"note: the tool reported batch size {perf['batchsize']}, the compiled model has {real_bs}: fps corrected")
-        rows.append({"bs": real_bs, "fps": fps, "mean_ms": perf.get("mean_ms"), "tool": run.tool})
+        rows.append({"bs": real_bs, "fps": fps, "mean_ms": perf.get("mean_ms"), "tool": run.runtime.name})
     return rows, provenance
 
 
@@ -93,28 +90,27 @@ def host_cpu() -> str:
     return f"{name or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
-def bench(loaded, options: Options, batch_sizes: list[int], backend: str, printer: Printer) -> tuple[str, Path]:
+def bench(runs: list[Run], printer: Printer) -> tuple[str, Path]:
+    """The perf stage of each run (one per batch size, built by commands.build_run): the table,
+    its JSON, Markdown and chart, under the model's `bench/`."""
     from . import plots, versions
 
-    def make_run(bs: int) -> Run:
-        return Run(loaded, replace(options, bs=bs, only="perf"), backend, bs, options.workdir)
-
-    first = make_run(batch_sizes[0])
+    first = runs[0]
     if first.recipe.stages.perf is None:
-        raise UserError(f"recipe {loaded.recipe.name} has no perf stage to benchmark")
-    measured, provenance = measure(make_run, batch_sizes, printer)
-    rows = table(first, measured, first.soc_version if backend == "ais_bench" else None)
+        raise UserError(f"recipe {first.name} has no perf stage to benchmark")
+    measured, provenance = measure(runs, printer)
+    rows = table(first, measured, first.soc_version if first.runtime.runs_om else None)
     tool_versions = versions.report()  # on the real toolchain this asks CANN: once
-    machine = (f"{first.soc_version} ({options.toolchain} toolchain, {first.tool})" if backend == "ais_bench"
+    machine = (f"{first.soc_version} ({first.options.toolchain} toolchain, {first.runtime.name})" if first.runtime.runs_om
                else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {tool_versions['platform']}, {host_cpu()}")
-    out = first.model_dir / "bench" / f"{first.name}_{first.tool}"
+    out = first.model_dir / "bench" / f"{first.name}_{first.runtime.name}"
     data = {"model": first.name, "machine": machine, "rows": rows, "provenance": provenance,
             "references": first.recipe.reference.model_dump(mode="json")["fps"],
             "fps_source": first.recipe.reference.fps_source, "versions": tool_versions}
     write_json_atomic(out.with_suffix(".json"), data)
     text = markdown(rows, machine)
     if provenance:
-        text += "\n\n" + "\n".join(f"- {line}" for line in report.provenance_caption({first.tool: provenance}))
+        text += "\n\n" + "\n".join(f"- {line}" for line in report.provenance_caption({first.runtime.name: provenance}))
     out.with_suffix(".md").write_text(text + "\n")
     plots.save(figure(data), out)
     return text, out

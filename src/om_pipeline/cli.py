@@ -29,8 +29,10 @@ app.add_typer(data_app, name="data")
 Model = Annotated[str, typer.Argument(help="recipe name (see `ompipe list`) or path to a recipe .yaml")]
 RecipeDirs = Annotated[Optional[list[Path]], typer.Option("--recipes", help="extra recipe directory (repeatable; also OMPIPE_RECIPES)")]
 Bs = Annotated[Optional[int], typer.Option("--bs", help="batch size (default: the recipe's first)")]
-Backend = Annotated[Optional[str], typer.Option(help="ais_bench | onnxruntime (default: ais_bench when CANN is present)")]
-InferTool = Annotated[Optional[str], typer.Option("--infer-tool", help="ais_bench | msame: what runs the .om (default: the recipe's)")]
+RuntimeOption = Annotated[Optional[str], typer.Option("--runtime", help="what runs the model: onnxruntime | ais_bench | msame (default: the recipe's .om tool when CANN or --toolchain fake is present, else onnxruntime)")]
+# The old spellings of --runtime, kept working, out of --help.
+Backend = Annotated[Optional[str], typer.Option(hidden=True, help="old spelling: --backend onnxruntime = --runtime onnxruntime; ais_bench = the recipe's .om tool")]
+InferTool = Annotated[Optional[str], typer.Option("--infer-tool", hidden=True, help="old spelling of --runtime ais_bench | msame")]
 ExportPathOption = Annotated[Optional[str], typer.Option("--export-path", help="which of the recipe's export paths runs (default: the recipe's)")]
 Toolchain = Annotated[str, typer.Option(envvar="OMPIPE_TOOLCHAIN", help="real | fake (fake atc/ais_bench/npu-smi for CI)")]
 Soc = Annotated[str, typer.Option("--soc-version", help="e.g. Ascend310P3; auto reads npu-smi info")]
@@ -53,7 +55,7 @@ ExecutorOption = Annotated[Optional[str], typer.Option("--executor", help="ray: 
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local one)")]
 ShardsOption = Annotated[Optional[int], typer.Option("--shards", help="--executor ray: number of shards (default: the cluster's NPUs, or CPUs for onnxruntime)")]
 Cann = Annotated[Optional[str], typer.Option("--cann", help="5 | 8: whose ATC op table the atc preflight and the fake atc use (default: the installed CANN's, else 8)")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --backend onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | fp16: with --runtime onnxruntime, fp16 computes as the .om would under atc's precision_mode (default force_fp16), emulated")]
 Workers = Annotated[Optional[int], typer.Option(help="preprocessing processes: 0 = in this process (default: a pool of up to 8 when the first sample takes over 2 ms)")]
 Wait = Annotated[bool, typer.Option("--wait", help="when another ompipe is writing to this model's work directory, wait for it instead of stopping")]
 
@@ -77,7 +79,7 @@ def _options(**values) -> Options:
 
 
 @app.command()
-def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+def run(model: Model, bs: Bs = None, runtime: RuntimeOption = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
         source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
         workdir: Workdir = Path("work"), from_stage: From = None, to_stage: To = None, force: Force = False,
         dry_run: DryRun = False, check: Check = False, quiet: Quiet = False, seed: Seed = 0,
@@ -85,7 +87,7 @@ def run(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferT
         shard: ShardOption = None, devices: DevicesOption = None, executor: ExecutorOption = None,
         ray_address: RayAddress = None, shards: ShardsOption = None, recipes: RecipeDirs = None) -> None:
     """Run every stage of MODEL's recipe, skipping what is up to date."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, runtime=runtime, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, from_stage=from_stage,
                        to_stage=to_stage, force=force, dry_run=dry_run, check=check, quiet=quiet, seed=seed,
                        stream=stream, workers=workers, cann=cann, wait=wait, precision=precision, shard=_shard(shard),
@@ -107,24 +109,24 @@ def _devices(spec: str | None):
 
 @app.command()
 def merge(model: Model, shards: Annotated[Optional[int], typer.Option("--shards", help="the N of the --shard I/N runs (default: the one N found)")] = None,
-          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
+          bs: Bs = None, runtime: RuntimeOption = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
           soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, wait: Wait = False, recipes: RecipeDirs = None) -> None:
     """Check that every shard of MODEL is present, finished and up to date, then compute the metric and results JSON once."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, runtime=runtime, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, quiet=quiet, seed=seed, stream=stream, wait=wait)
     raise typer.Exit(commands.merge(model, shards, options, recipes or []))
 
 
 @app.command()
 def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="clone, patch, weights, dataset, preprocess, export, simplify, atc, compare, infer, eval or perf")],
-          bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          bs: Bs = None, runtime: RuntimeOption = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, dry_run: DryRun = False, check: Check = False,
           quiet: Quiet = False, seed: Seed = 0, stream: Stream = False, workers: Workers = None, cann: Cann = None,
           wait: Wait = False, precision: Precision = "fp32", recipes: RecipeDirs = None) -> None:
     """Run one stage of MODEL (and only the stages it needs that are not up to date)."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, runtime=runtime, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, only=stage_name, force=force,
                        dry_run=dry_run, check=check, quiet=quiet, seed=seed, stream=stream, workers=workers, cann=cann, wait=wait,
                        precision=precision)
@@ -133,12 +135,12 @@ def stage(model: Model, stage_name: Annotated[str, typer.Argument(metavar="STAGE
 
 @app.command()
 def bench(model: Model, bs: Annotated[Optional[str], typer.Option("--bs", help="batch sizes, e.g. 1,4,8,16,32,64 (default: the guide's)")] = None,
-          backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
+          runtime: RuntimeOption = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, quiet: Quiet = False, seed: Seed = 0,
           wait: Wait = False, recipes: RecipeDirs = None) -> None:
     """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG and SVG chart)."""
-    options = _options(backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(runtime=runtime, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed, wait=wait)
     raise typer.Exit(commands.bench(model, bs, options, recipes or []))
 
@@ -170,11 +172,11 @@ def new(name: Annotated[str, typer.Argument(help="the new model's recipe name (l
 
 
 @app.command()
-def status(model: Model, bs: Bs = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
+def status(model: Model, bs: Bs = None, runtime: RuntimeOption = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real",
            soc_version: Soc = "auto", source: Source = None, weights: Weights = None, data: Data = None,
            limit: Limit = None, workdir: Workdir = Path("work"), recipes: RecipeDirs = None) -> None:
     """Show each stage's last run and whether it is up to date."""
-    options = _options(bs=bs, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
+    options = _options(bs=bs, runtime=runtime, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
                        weights=weights, data=data, limit=limit, workdir=workdir)
     raise typer.Exit(commands.status(model, options, recipes or []))
 

@@ -13,12 +13,12 @@ import numpy as np
 import yaml
 
 from . import lock, toolchains, versions
-from .context import Options, Run, resolve_backend
+from .context import Options, Run, choose_runtime
 from .errors import UsageError, UserError, disk_full_error
-from .plan import build_stages, decide, in_scope, upstream_of
+from .plan import build_stages, decide, upstream_of
 from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
-from .report import natural_key
+from .report import natural_key, runtime_of
 from .runner import run_pipeline
 from .shard import SHARED_KINDS
 from .stages import KINDS
@@ -40,9 +40,14 @@ def use_toolchain(name: str, workdir: Path) -> None:
 
 
 def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Printer) -> Run:
-    loaded = find_recipe(model, recipe_dirs)
+    return build_run(find_recipe(model, recipe_dirs), options, printer)
+
+
+def build_run(loaded: LoadedRecipe, options: Options, printer: Printer) -> Run:
+    """The one way a Run is made (run, stage, status, bench, shards): the toolchain activated,
+    the runtime chosen, and everything checked that can be before a stage runs."""
     use_toolchain(options.toolchain, options.workdir)
-    backend, note = resolve_backend(options)
+    runtime, note = choose_runtime(options, loaded.recipe)
     if note:
         printer.info(note)
     bs = loaded.recipe.bs if options.bs is None else options.bs
@@ -59,11 +64,9 @@ def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Pri
                                ("--source", options.source, stages.clone)):
         if value is not None and stage is None:
             raise UserError(f"{flag} given, but recipe {loaded.recipe.name} has no {flag[2:]} stage to use it")
-    run = Run(loaded, options, backend, bs, options.workdir)
+    run = Run(loaded, options, runtime, bs, options.workdir)
     check_settings(loaded, run.plugin)
-    if run.tool == "msame" and bs != 1:
-        raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {bs})",
-                        hint="use --infer-tool ais_bench for other batch sizes")
+    run.runtime.check()
     return run
 
 
@@ -89,25 +92,6 @@ def check_stage_range(from_stage: str | None, to_stage: str | None) -> None:
                          hint=f"stages run in this order: {', '.join(order)}")
 
 
-def check_workdir_for_ais_bench(pipeline: Run) -> None:
-    """ais_bench refuses paths outside its character set, and finds out only at infer, after
-    export and atc have run: say so before the first stage, when this run will get there."""
-    options = pipeline.options
-    if pipeline.backend != "ais_bench" or pipeline.tool != "ais_bench":
-        return
-    scope = in_scope(build_stages(pipeline), options.only, options.from_stage, options.to_stage)
-    if any(kind in scope and scope[kind] is None for kind in ("infer", "perf")):
-        check_path_for_ais_bench(pipeline.model_dir)
-
-
-def check_path_for_ais_bench(model_dir: Path) -> None:
-    bad = ais_bench.illegal_path_characters(str(model_dir))
-    if bad:
-        raise UserError(f"work dir {model_dir}: ais_bench refuses paths holding {bad!r} "
-                        "(it accepts only letters, digits, _ / . -), so the run would fail after export and atc",
-                        hint="use a --workdir whose path has only those characters, or --backend onnxruntime")
-
-
 def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
     if options.executor not in (None, "local", "ray"):
         raise UserError(f"--executor {options.executor}: choose local (this host; with --devices) or ray")
@@ -117,7 +101,6 @@ def run(model: str, options: Options, recipe_dirs: list[Path]) -> int:
         return run_distributed(model, options, recipe_dirs)
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
-    check_workdir_for_ais_bench(pipeline)
     if options.plans_only:  # reads only: no lock, never waits
         return _run_locked(pipeline, printer)
     with naming_a_full_disk(pipeline.model_dir), lock.holding(pipeline.model_dir, options.wait, on_wait=waiting_note(printer)):
@@ -157,7 +140,7 @@ def _run_locked(pipeline: Run, printer: Printer) -> int:
     options = pipeline.options
     mode = "plan" if options.plans_only else "run"
     printer.info(f"ompipe {mode} {pipeline.name}{f' shard {pipeline.shard}' if pipeline.shard else ''}: bs {pipeline.bs}, "
-                 f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+                 f"runtime {pipeline.runtime.name}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
     if pipeline.shard and not options.shared_built:
         build_shared_stages(pipeline, printer)
     report = run_pipeline(pipeline, printer)
@@ -187,7 +170,7 @@ def run_distributed(model: str, options: Options, recipe_dirs: list[Path]) -> in
     pipeline = make_run(model, replace(options, devices=None, executor=None), recipe_dirs, printer)
     where = "Ray" if ray else f"devices {','.join(map(str, options.devices))}"
     printer.info(f"ompipe run {pipeline.name} on {where}: bs {pipeline.bs}, "
-                 f"backend {pipeline.backend}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
+                 f"runtime {pipeline.runtime.name}, toolchain {options.toolchain}, work dir {pipeline.model_dir}")
     if options.plans_only:  # reads only: no lock
         report = run_pipeline(pipeline, printer, kinds=SHARED_KINDS)
         printer.table(report.rows)
@@ -250,7 +233,7 @@ def print_results(results: dict, path: Path, printer: Printer) -> None:
     if perf:
         refs = [f"{fps[str(results['bs'])]:g} on {chip} ({references['fps_source'] or 'guide'})"
                 for chip, fps in references["fps"].items() if str(results["bs"]) in fps]
-        printer.info(f"throughput ({results['backend']}, bs {results['bs']}): {perf['fps']:.2f} fps"
+        printer.info(f"throughput ({runtime_of(results)}, bs {results['bs']}): {perf['fps']:.2f} fps"
                      + (f"   reference: {'; '.join(refs)}" if refs else ""))
     shards = results.get("shards")
     if shards:
@@ -360,23 +343,18 @@ def synth_hpatches(out: Path, sequences: int, seed: int) -> int:
 
 
 def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: list[Path]) -> int:
+    from dataclasses import replace
+
     from .bench import bench as measure, parse_batch_sizes
 
     printer = Printer(options.quiet)
     loaded = find_recipe(model, recipe_dirs)
-    check_settings(loaded, load_plugin(loaded.recipe.plugin, loaded.directory))
-    use_toolchain(options.toolchain, options.workdir)
-    backend, note = resolve_backend(options)
-    if note:
-        printer.info(note)
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes else loaded.recipe.batch_sizes
-    for bs in sizes:
-        check_batch_size(bs, loaded.recipe)
-    first = Run(loaded, options, backend, sizes[0], options.workdir)
-    if backend == "ais_bench" and first.tool == "ais_bench":
-        check_path_for_ais_bench(first.model_dir)
-    with naming_a_full_disk(first.model_dir), lock.holding(first.model_dir, options.wait, on_wait=waiting_note(printer)):
-        text, out = measure(loaded, options, sizes, backend, printer)
+    # Every batch size's run built (and so checked) before the first is measured; notes once.
+    runs = [build_run(loaded, replace(options, bs=bs, only="perf"), printer if index == 0 else Printer(quiet=True))
+            for index, bs in enumerate(sizes)]
+    with naming_a_full_disk(runs[0].model_dir), lock.holding(runs[0].model_dir, options.wait, on_wait=waiting_note(printer)):
+        text, out = measure(runs, printer)
     print(text)
     print(f"written: {', '.join(str(out.with_suffix(suffix)) for suffix in ('.md', '.json', '.png', '.svg'))}")
     return 0

@@ -1,4 +1,4 @@
-"""The run context: one recipe, one batch size, one backend, resolved options and paths.
+"""The run context: one recipe, one batch size, one runtime, resolved options and paths.
 
 Everything a stage needs to know about "this run" is here, so stages stay small and the
 planner can compute fingerprints without executing anything.
@@ -6,23 +6,19 @@ planner can compute fingerprints without executing anything.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import toolchains
+from . import runtimes, toolchains
 from .errors import UserError
 from .plugin import load_plugin, plugin_views, stage_settings
 from .recipe import LoadedRecipe, Recipe
 from .shard import Shard
 from .state import StateStore, digest_of
-from .tools import execute
 
-BACKENDS = ("ais_bench", "onnxruntime")
 PRECISIONS = ("fp32", "fp16")
-TARGET_OF_BACKEND = {"ais_bench": "ascend", "onnxruntime": "onnxruntime"}
 # Stages only the Ascend path has: `ompipe stage M atc` names that path, it never means "skip atc".
 ASCEND_ONLY_STAGES = ("atc",)
 
@@ -32,8 +28,11 @@ class Options:
     """What the user chose on the command line (or the Python API), before resolution."""
 
     bs: int | None = None
-    backend: str | None = None  # None: ais_bench when CANN is present, else onnxruntime
-    infer_tool: str | None = None  # ais_bench or msame for the .om; None: the recipe's choice
+    # What runs the model (runtimes.RUNTIMES): onnxruntime, ais_bench or msame. None: the recipe's
+    # runtime for the .om when the Ascend tools are here (CANN, or the fake toolchain), else onnxruntime.
+    runtime: str | None = None
+    backend: str | None = None  # the old spelling: onnxruntime, or ais_bench for the recipe's .om runtime
+    infer_tool: str | None = None  # the old spelling of --runtime ais_bench|msame
     export_path: str | None = None  # one of the recipe's export paths; None: the recipe's choice
     toolchain: str = "real"
     soc_version: str = "auto"
@@ -63,7 +62,7 @@ class Options:
     ray_address: str | None = None  # the cluster to join; None: a local one (or RAY_ADDRESS)
     shards: int | None = None  # --executor ray: how many shards (default: the cluster's NPUs or CPUs)
     cann: str | None = None  # ATC op table generation ("8", "5"); None: the installed CANN's, else 8
-    # fp32, or fp16: with --backend onnxruntime, the model computes as the .om would under the
+    # fp32, or fp16: with --runtime onnxruntime, the model computes as the .om would under the
     # recipe's atc precision_mode (ATC's default force_fp16), emulated (om_pipeline.fp16)
     precision: str = "fp32"
 
@@ -73,45 +72,58 @@ class Options:
         return self.dry_run or self.check
 
 
-def cann_present() -> bool:
-    """As ascend-tools.md section 5 suggests: the toolkit variables are set and atc resolves."""
-    has_home = bool(os.environ.get("ASCEND_TOOLKIT_HOME") or os.environ.get("ASCEND_HOME_PATH"))
-    return has_home and execute.which("atc") is not None
-
-
-def resolve_backend(options: Options) -> tuple[str, str | None]:
-    """(backend, note to print once). The fake toolchain counts as CANN being present."""
-    if options.infer_tool not in (None, "ais_bench", "msame"):
-        raise UserError(f"unknown inference tool {options.infer_tool!r}", hint="choose ais_bench or msame")
+def choose_runtime(options: Options, recipe: Recipe) -> tuple[str, str | None]:
+    """(runtime name, note to print once): --runtime (or its old spellings), else the recipe's
+    .om runtime when the active toolchain has the Ascend tools, else ONNX Runtime."""
     if options.precision not in PRECISIONS:
         raise UserError(f"unknown precision {options.precision!r}", hint=f"choose one of {', '.join(PRECISIONS)}")
-    if options.precision != "fp32" and options.backend != "onnxruntime":
-        raise UserError(f"--precision {options.precision} previews the .om's numerics with --backend onnxruntime",
-                        hint="add --backend onnxruntime; the .om itself computes as the recipe's atc precision_mode says")
+    asked = asked_runtime(options, recipe)
     ascend_stage = options.only if options.only in ASCEND_ONLY_STAGES else None
-    if options.backend:
-        if options.backend not in BACKENDS:
-            raise UserError(f"unknown backend {options.backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
-        if ascend_stage and options.backend != "ais_bench":
-            raise UserError(f"stage {ascend_stage} is on the Ascend path; --backend {options.backend} runs the ONNX model without it",
-                            hint="drop --backend (or pass --backend ais_bench) to run it")
-        return options.backend, None
-    if options.toolchain == "fake":
-        return "ais_bench", "backend: ais_bench (fake toolchain)"
-    if cann_present():
-        return "ais_bench", "backend: ais_bench (CANN found)"
+    if asked:
+        runtime = runtimes.runtime_class(asked)
+        if ascend_stage and not runtime.runs_om:
+            raise UserError(f"stage {ascend_stage} is on the Ascend path; --runtime {asked} runs the ONNX model without it",
+                            hint=f"drop --runtime (or pass --runtime {recipe_om_runtime(recipe)}) to run it")
+        check_precision(options, runtime)
+        return asked, None
+    found = toolchains.active().found()
+    if found:
+        check_precision(options, runtimes.runtime_class(recipe_om_runtime(recipe)))
+        return recipe_om_runtime(recipe), f"runtime: {recipe_om_runtime(recipe)} ({found})"
     if ascend_stage:
         raise UserError(f"stage {ascend_stage} runs Ascend's atc, and no CANN environment was found "
                         "(ASCEND_TOOLKIT_HOME unset or atc not on PATH)",
                         hint="source CANN's set_env.sh, or pass --toolchain fake to run it with the fake atc (no NPU needed)")
-    return "onnxruntime", "backend: onnxruntime (no CANN environment found; pass --backend ais_bench after sourcing set_env.sh)"
+    return "onnxruntime", ("runtime: onnxruntime (no CANN environment found; pass --runtime "
+                           f"{recipe_om_runtime(recipe)} after sourcing set_env.sh)")
+
+
+def asked_runtime(options: Options, recipe: Recipe) -> str | None:
+    """--runtime, or what its old spellings meant: --infer-tool T, --backend onnxruntime, and
+    --backend ais_bench for the .om run by the recipe's tool."""
+    old_spellings = {"onnxruntime": "onnxruntime", "ais_bench": options.infer_tool or recipe_om_runtime(recipe), "": options.infer_tool}
+    if (options.backend or "") not in old_spellings:
+        raise UserError(f"unknown backend {options.backend!r}", hint=f"choose a --runtime: {', '.join(runtimes.RUNTIMES)}")
+    return options.runtime or old_spellings[options.backend or ""]
+
+
+def recipe_om_runtime(recipe: Recipe) -> str:
+    """The tool the recipe's guide runs the .om with (its infer stage's `tool`)."""
+    infer = recipe.stages.infer or recipe.stages.perf
+    return infer.tool if infer else "ais_bench"
+
+
+def check_precision(options: Options, runtime) -> None:
+    if options.precision != "fp32" and runtime.runs_om:
+        raise UserError(f"--precision {options.precision} previews the .om's numerics with --runtime onnxruntime",
+                        hint="add --runtime onnxruntime; the .om itself computes as the recipe's atc precision_mode says")
 
 
 @dataclass
 class Run:
     loaded: LoadedRecipe
     options: Options
-    backend: str
+    runtime_name: str  # runtimes.RUNTIMES
     bs: int
     workdir: Path
     extra_patch_dirs: list[Path] = field(default_factory=list)
@@ -124,29 +136,27 @@ class Run:
     def name(self) -> str:
         return self.recipe.name
 
-    @property
-    def target(self) -> str:
-        return TARGET_OF_BACKEND[self.backend]
+    @functools.cached_property
+    def runtime(self) -> runtimes.Runtime:
+        """What runs the model; stages ask it instead of comparing names."""
+        return runtimes.for_run(self.runtime_name, self)
 
     @property
-    def tool(self) -> str:
-        """What runs the model: onnxruntime, or the tool that runs the .om (ais_bench, msame).
-        Names the inference outputs and results, so both tools' results sit side by side."""
-        if self.backend == "onnxruntime":
-            return "onnxruntime"
-        infer = self.recipe.stages.infer or self.recipe.stages.perf
-        return self.options.infer_tool or (infer.tool if infer else "ais_bench")
+    def target(self) -> str:
+        """The export target: "ascend" (the graph atc compiles) or "onnxruntime"."""
+        return self.runtime.target
 
     @property
     def tool_variant(self) -> str:
-        """The tool, and `-fp16` for the emulated-fp16 preview: names the per-tool stage records."""
-        return f"{self.tool}{self.precision_suffix.replace('_', '-')}"
+        """The runtime, and `-fp16` for the emulated-fp16 preview: names the per-runtime stage records."""
+        return f"{self.runtime.name}{self.precision_suffix.replace('_', '-')}"
 
     @property
     def emulated_precision(self):
         """The fp16.Precision ONNX Runtime computes with (--precision fp16: the recipe's atc
-        precision_mode, emulated), or None for plain fp32."""
-        if self.backend != "onnxruntime" or self.options.precision == "fp32":
+        precision_mode, emulated), or None for plain fp32. Only ONNX Runtime takes --precision
+        fp16 (choose_runtime)."""
+        if self.options.precision == "fp32":
             return None
         from .fp16 import Precision
 
@@ -157,28 +167,17 @@ class Run:
     def numerics(self) -> str:
         """How the model's numbers are made: fp32, fp16-emulated (the fake .om, or ONNX Runtime
         with --precision fp16), or `npu (<precision_mode>)` for a real .om."""
-        if self.backend == "onnxruntime":
-            precision = self.emulated_precision
-            return precision.numerics if precision else "fp32"
-        told_by_om = toolchains.active().om_numerics(self.shared_path(self.om_name))
-        if told_by_om:
-            return told_by_om
-        atc = self.recipe.stages.atc
-        return f"npu ({atc.precision_mode if atc else 'force_fp16'})"
+        return self.runtime.numerics()
 
     def precision_params(self) -> dict[str, str]:
         """What the model's numbers depend on beyond its files, for the fingerprints of the stages
-        that run it: the emulated precision (--precision fp16), or the fake .om's numerics (the
-        fake runtime emulates atc's precision mode; a cached fp32 run of an older fake reruns)."""
-        if self.emulated_precision:
-            return {"precision": self.emulated_precision.mode}
-        told_by_om = toolchains.active().om_numerics(self.shared_path(self.om_name)) if self.backend == "ais_bench" else None
-        return {"fake_om_numerics": told_by_om} if told_by_om else {}
+        that run it (the runtime says: the emulated precision, or the fake .om's numerics)."""
+        return self.runtime.precision_params()
 
     @property
     def model_stage(self) -> str:
         """The stage whose output the model runs from: atc's .om, or the (simplified) ONNX."""
-        if self.backend == "ais_bench":
+        if self.runtime.runs_om:
             return "atc"
         return "simplify" if self.recipe.stages.simplify else "export"
 
@@ -198,15 +197,8 @@ class Run:
 
     @property
     def result_outputs(self):
-        """The outputs the infer stage's files hold: the onnxruntime target's with ONNX Runtime,
-        and also with the fake toolchain when its .om runs the standard-op twin of an
-        Ascend-only graph (see AtcStage.fake_twin)."""
-        if self.backend == "onnxruntime":
-            return self.output_specs("onnxruntime")
-        record = self.unsharded.state.record(self.stage_key("atc", self.target)) or {}
-        if (record.get("info") or {}).get("runs_twin"):
-            return self.output_specs("onnxruntime")
-        return self.output_specs("ascend")
+        """The outputs the runtime yields, in order: what the inference files hold."""
+        return self.runtime.outputs()
 
     @property
     def shard(self) -> Shard | None:
@@ -229,7 +221,7 @@ class Run:
 
     def for_shard(self, shard: Shard | None) -> "Run":
         """This run as shard `shard` (None: unsharded), everything else the same."""
-        return Run(self.loaded, replace(self.options, shard=shard), self.backend, self.bs, self.workdir, self.extra_patch_dirs)
+        return Run(self.loaded, replace(self.options, shard=shard), self.runtime_name, self.bs, self.workdir, self.extra_patch_dirs)
 
     @functools.cached_property
     def state(self) -> StateStore:
@@ -342,7 +334,7 @@ class Run:
 
     @property
     def infer_name(self) -> str:
-        return f"infer/{self.tool}_bs{self.bs}{self.precision_suffix}"
+        return f"infer/{self.runtime.name}_bs{self.bs}{self.precision_suffix}"
 
     @property
     def mode_suffix(self) -> str:
@@ -355,7 +347,7 @@ class Run:
         return "_fp16" if self.options.precision == "fp16" else ""
 
     def result_name(self, what: str) -> str:
-        return f"results/{what}_{self.tool}_bs{self.bs}{self.mode_suffix}{self.precision_suffix}.json"
+        return f"results/{what}_{self.runtime.name}_bs{self.bs}{self.mode_suffix}{self.precision_suffix}.json"
 
     @property
     def model_onnx(self) -> str:

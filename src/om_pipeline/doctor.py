@@ -48,7 +48,7 @@ def check_atc() -> Check:
 
 
 def check_ais_bench() -> Check:
-    from .stages.infer import ais_bench_argv
+    from .runtimes.ais_bench import ais_bench_argv
 
     python = ais_bench_argv()[0]
     # The fake toolchain has no aclruntime; `import ais_bench` is what `python -m ais_bench` needs.
@@ -182,6 +182,6 @@ def run_checks(loaded: LoadedRecipe | None, options: Options, printer: Printer) 
         printer.info(f"      {line}")
     failed = [c for c in checks if not c.ok and c.required]
     if failed:
-        printer.info(f"{len(failed)} check(s) failed; without an NPU, --backend onnxruntime still runs every model")
+        printer.info(f"{len(failed)} check(s) failed; without an NPU, --runtime onnxruntime still runs every model")
     return 1 if failed else 0
 

@@ -135,12 +135,12 @@ def _metrics_table(rows: list[dict], model: str) -> str:
     ratio to the reference and to our ONNX Runtime baseline (same pre- and postprocessing)."""
     if not rows:
         return f"<p>No accuracy run yet (throughput only): <code>ompipe run {_e(model)}</code> adds it.</p>"
-    tools = sorted(dict.fromkeys(row["tool"] for row in rows), key=lambda tool: tool != report.BASELINE_TOOL)
+    tools = sorted(dict.fromkeys(row["tool"] for row in rows), key=lambda tool: not report.is_baseline(tool))
     by_key = {}
     for row in rows:
         by_key.setdefault((row["bs"], row["metric"]), {})[row["tool"]] = row
     fake = {row["tool"] for row in rows if "fake toolchain" in row["provenance"]}
-    names = [tool + (" (fake)" if tool in fake else "") + (" (baseline)" if tool == report.BASELINE_TOOL else "") for tool in tools]
+    names = [tool + (" (fake)" if tool in fake else "") + (" (baseline)" if report.is_baseline(tool) else "") for tool in tools]
     lines = ["<table>", _header(["bs", "metric", "guide reference"] + names),
              "<tbody>"]
     for (bs, metric), runs in sorted(by_key.items(), key=lambda item: (item[0][0], natural_key(item[0][1]))):
@@ -161,8 +161,8 @@ def _fp16_section(model: str, rows: list[dict]) -> str:
     guide's 310P figure and the delta, then the chart. A hint where only the fp32 run exists."""
     previews = report.fp16_previews(rows)
     if not previews:
-        fp32 = any(row["tool"] == report.BASELINE_TOOL and row["precision"] == "fp32" and row["metric"] for row in rows)
-        return (f'<p class="muted">fp16 preview: <code>ompipe run {_e(model)} --backend onnxruntime --precision fp16</code> '
+        fp32 = any(report.is_baseline(row["tool"]) and row["precision"] == "fp32" and row["metric"] for row in rows)
+        return (f'<p class="muted">fp16 preview: <code>ompipe run {_e(model)} --runtime onnxruntime --precision fp16</code> '
                 "adds the metric with ATC's fp16 emulated beside this fp32 one.</p>" if fp32 else "")
     from . import plots
 

@@ -59,19 +59,22 @@ def absolute(options: Options, recipe_dirs: list[Path]) -> tuple[Options, list[P
     return replace(options, **resolved), [Path(d).resolve() for d in recipe_dirs]
 
 
-def task_resources(backend: str) -> dict:
-    if backend == "ais_bench":
-        return {"resources": {"NPU": 1}, "num_cpus": 0}
-    return {"num_cpus": CPUS_PER_ORT_TASK}
+# What one shard asks of Ray, by the runtime's resource: an NPU (Ray's accelerator resource,
+# ascend-tools: one visible device), or CPUs for ONNX Runtime.
+TASK_RESOURCES = {"NPU": {"resources": {"NPU": 1}, "num_cpus": 0}, "CPU": {"num_cpus": CPUS_PER_ORT_TASK}}
+PER_TASK = {"NPU": 1, "CPU": CPUS_PER_ORT_TASK}
 
 
-def shard_count(ray, backend: str, asked: int | None) -> int:
+def task_resources(resource: str) -> dict:
+    return TASK_RESOURCES[resource]
+
+
+def shard_count(ray, resource: str, asked: int | None) -> int:
     if asked:
         return asked
-    available = ray.cluster_resources()
-    count = int(available.get("NPU", 0) if backend == "ais_bench" else available.get("CPU", 0) // CPUS_PER_ORT_TASK)
+    count = int(ray.cluster_resources().get(resource, 0) // PER_TASK[resource])
     if count < 1:
-        raise UserError(f"the Ray cluster has no {'NPU' if backend == 'ais_bench' else 'CPU'} to run shards on",
+        raise UserError(f"the Ray cluster has no {resource} to run shards on",
                         hint="start the Ray nodes on the NPU hosts (Ray detects their NPUs), or pass --shards N")
     return count
 
@@ -93,9 +96,10 @@ def run_on_ray(model: str, options: Options, recipe_dirs: list[Path], run: Run, 
     options, recipe_dirs = absolute(options, recipe_dirs)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    count = shard_count(ray, run.backend, count)
-    task = ray.remote(max_retries=1, retry_exceptions=True, **task_resources(run.backend))(run_shard_task)
-    device = 0 if run.backend == "ais_bench" else None  # the one NPU Ray made visible
+    resource = run.runtime.ray_resource
+    count = shard_count(ray, resource, count)
+    task = ray.remote(max_retries=1, retry_exceptions=True, **task_resources(resource))(run_shard_task)
+    device = 0 if run.runtime.runs_om else None  # the one NPU Ray made visible
     pending = {}
     for index in range(count):
         shard = Shard(index, count)

@@ -192,7 +192,7 @@ class ToolStage(Strict):
 
 class InferTool(Strict):
     """The .om runs through ais_bench (`args`) or msame (`msame_args`); `tool` is the guide's
-    choice, `--infer-tool` overrides it."""
+    choice, `--runtime` overrides it (om_pipeline.runtimes)."""
 
     tool: Literal["ais_bench", "msame"] = "ais_bench"
     args: list[str] = Field(min_length=1, description="python -m ais_bench argv; no shell")
@@ -200,17 +200,14 @@ class InferTool(Strict):
     timeout: Optional[float] = _timeout_field()
 
     @model_validator(mode="after")
-    def _msame_args(self) -> "InferTool":
-        if self.tool == "msame" and not self.msame_args:
-            raise ValueError("tool msame needs msame_args")
+    def _args_of_the_tool(self) -> "InferTool":
+        field = ARGS_OF_TOOL[self.tool]
+        if not getattr(self, field):
+            raise ValueError(f"tool {self.tool} needs {field}")
         return self
 
-    def tool_args(self, tool: str) -> list[str]:
-        if tool == "msame":
-            if not self.msame_args:
-                raise UserError("this recipe has no msame command (msame_args)", hint="use --infer-tool ais_bench")
-            return self.msame_args
-        return self.args
+
+ARGS_OF_TOOL = {"ais_bench": "args", "msame": "msame_args"}  # InferTool's field for each tool's argv
 
 
 class AtcStage(ToolStage):

@@ -28,12 +28,22 @@ PROVENANCE_NOTES = {
 REAL = "real"
 
 
+def runtime_of(result: dict) -> str:
+    """The runtime that made a result: its `tool` (results before it had one: `backend`)."""
+    return result.get("tool") or result.get("backend") or ""
+
+
+def is_baseline(name: str) -> bool:
+    """Whether this runtime makes the accuracy baseline the .om is held against."""
+    return name == BASELINE_TOOL
+
+
 def provenance_of(result: dict) -> list[str]:
     """What made the numbers of one results (or bench) JSON that a reader must know about:
     `results["provenance"]` where the run wrote it, plus what the older fields say (a fake tool,
     random weights, emulated precision), so a list that names less never hides a fact."""
     labels = list(result.get("provenance") or [])
-    facts = {"fake toolchain": result.get("toolchain") == "fake" and result.get("tool", result.get("backend")) != BASELINE_TOOL,
+    facts = {"fake toolchain": result.get("toolchain") == "fake" and not is_baseline(runtime_of(result)),
              "random weights": bool(result.get("random_weights")),
              "emulated fp16": result.get("precision") == "fp16-emulated"}
     return labels + [label for label, holds in facts.items() if holds and label not in labels]
@@ -65,7 +75,7 @@ def rows(results: list[dict]) -> list[dict]:
     # gives the same metrics, and a run of both modes must not make the choice depend on file
     # order; an emulated-fp16 run is what the baseline is compared with, not the baseline).
     candidates = sorted(results, key=lambda r: (r.get("precision", "fp32") == "fp32", _is_files_mode(r)))
-    baselines = {(r["model"], r["bs"]): r for r in candidates if r.get("tool") == BASELINE_TOOL}
+    baselines = {(r["model"], r["bs"]): r for r in candidates if is_baseline(runtime_of(r))}
     previews = {(p["model"], p["bs"], p["metric"]): p for p in fp16_preview(results)}
     table = []
     for result in results:
@@ -112,7 +122,7 @@ def fp16_preview(results: list[dict]) -> list[dict]:
     runs: dict[tuple, dict[str, dict]] = {}
     for result in sorted(results, key=_is_files_mode):  # files mode last: it wins
         kind = FP16 if result.get("precision") == FP16 else precision(result)
-        if result.get("tool") == BASELINE_TOOL and kind in ("fp32", FP16):
+        if is_baseline(runtime_of(result)) and kind in ("fp32", FP16):
             runs.setdefault((result["model"], result["bs"]), {})[kind] = result
     table = []
     for (model, bs), pair in sorted(runs.items(), key=lambda item: (item[0][0], item[0][1])):
@@ -167,9 +177,9 @@ def fp16_figure(model: str, previews: list[dict]):
 def tool_label(result: dict) -> str:
     """The tool, and what sets this run apart from others of the same tool: --stream, or ONNX
     Runtime emulating fp16 (the fake .om always emulates; its badge says so)."""
-    tool = result.get("tool", result.get("backend"))
-    emulated = tool == BASELINE_TOOL and result.get("precision") == "fp16-emulated"
-    return tool + (" --stream" if not _is_files_mode(result) else "") + (" fp16-emulated" if emulated else "")
+    runtime = runtime_of(result)
+    emulated = is_baseline(runtime) and result.get("precision") == "fp16-emulated"
+    return runtime + (" --stream" if not _is_files_mode(result) else "") + (" fp16-emulated" if emulated else "")
 
 
 def precision(result: dict) -> str | None:
@@ -179,7 +189,7 @@ def precision(result: dict) -> str | None:
         return result["precision"]
     if (result.get("atc") or {}).get("precision_mode"):
         return result["atc"]["precision_mode"]
-    return "fp32" if result.get("tool", result.get("backend")) == BASELINE_TOOL else None
+    return "fp32" if is_baseline(runtime_of(result)) else None
 
 
 def _is_files_mode(result: dict) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import fp16, interrupts, versions
+from .toolchains import RealToolchain
 from .context import Run
 from .errors import StageFailed, UserError, disk_full_error
 from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
@@ -267,8 +268,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict
         "recipe": str(run.loaded.path),
         "guide": run.recipe.guide,
         "bs": run.bs,
-        "backend": run.backend,
-        "tool": run.tool,
+        "tool": run.runtime.name,  # the runtime (older results also have "backend")
         "mode": "stream" if run.options.stream else "files",
         "target": run.target,
         "precision": run.numerics,  # how the numbers were computed: fp32, fp16-emulated, npu (<mode>)
@@ -289,7 +289,7 @@ def write_results(run: Run, stages: list[Stage], report: RunReport, merged: dict
     }
     if merged:
         results["shards"] = merged["shards"]
-    path = run.path(f"results/{run.name}_{run.tool}_bs{run.bs}{run.mode_suffix}{run.precision_suffix}.json")
+    path = run.path(f"results/{run.name}_{run.runtime.name}_bs{run.bs}{run.mode_suffix}{run.precision_suffix}.json")
     write_json_atomic(path, results)
     return path, results
 
@@ -299,7 +299,8 @@ def provenance_labels(records: dict[str, dict | None], weights: dict, numerics: 
     report shows beside them. Read from the records of the stages that made them (their
     fingerprints name the toolchain), so a label cannot be lost to a cached stage."""
     labels = []
-    if any((record or {}).get("parts", {}).get("tools", {}).get("toolchain") == "fake" for record in records.values()):
+    toolchains_used = {(record or {}).get("parts", {}).get("tools", {}).get("toolchain") for record in records.values()}
+    if toolchains_used - {None, RealToolchain.name}:  # anything but CANN's own tools made them
         labels.append("fake toolchain")
     if weights.get("mode") == "random":
         labels.append("random weights")

@@ -1,5 +1,5 @@
 """Streaming mode (`--stream`): preprocess in a pool of worker processes -> batches of bs ->
-the model in memory (an ONNX Runtime session, or ais_bench's InferSession for the .om) ->
+the model in memory (the runtime's session: ONNX Runtime, or ais_bench's InferSession for the .om) ->
 the plugin's evaluator. No `.bin` file is written, and memory is bounded: the workers fill a
 ring of batch buffers (workers.BatchRing), a few batches ahead of the model (ring_slots).
 
@@ -15,47 +15,16 @@ import math
 import multiprocessing
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import toolchains
 from .errors import UserError
 from .plugin import Sample, reduced, shard_key
 from .progress import progress
 from .shard import shard_of
 from .stages.preprocess import model_inputs
 from .workers import BatchRing, call_job, choose_workers, forked_pool, start_worker, workers_for
-
-class OnnxRuntimeModel:
-    def __init__(self, onnx_path: Path, model_io, precision=None):
-        from .backends.onnxruntime import session
-
-        self._session = session(onnx_path, precision)
-        self._inputs = [spec.name for spec in model_io.inputs]
-        self._outputs = [spec.name for spec in model_io.outputs]
-
-    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(self._outputs, dict(zip(self._inputs, arrays)))
-
-
-class InferSessionModel:
-    """The .om through ais_bench's Python API, from where the active toolchain says (the fake
-    toolchain provides a fake of it)."""
-
-    def __init__(self, om_path: Path, device: int = 0):
-        toolchains.import_path()
-        try:
-            from ais_bench.infer.interface import InferSession
-        except ImportError:
-            raise UserError("--stream with the .om needs ais_bench's Python API (ais_bench.infer.interface)",
-                            hint="install the aclruntime and ais_bench wheels, or use --backend onnxruntime") from None
-        self._session = InferSession(device, str(om_path))  # the ACL device id (--devices: this shard's)
-
-    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return list(self._session.infer(arrays, mode="static"))
-
 
 def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None:
     """Every sample through preprocess, the model and the evaluator, in sample order.
@@ -65,12 +34,10 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
     ONNX Runtime, which releases the GIL) works on batch k, this thread hands batch k-1 to the
     evaluator and fills the ring, so the host's work hides behind the model's. A mergeable
     evaluator (state/merge) runs in worker processes (EvaluatorShards) when cores allow."""
-    if run.tool == "msame":
-        raise UserError("msame has no in-memory API: --stream runs the .om through ais_bench", hint="use --infer-tool ais_bench")
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ompipe-model") as model_thread, \
             _evaluation(run, samples, evaluator, workers) as add:
         # Made on the thread that runs it: a device context (ACL's) belongs to the thread that set it.
-        model = model_thread.submit(_model, run).result()
+        model = model_thread.submit(lambda: run.runtime.session()).result()
         with preprocessed_batches(run, samples, workers, held=2) as batches:
             previous = None  # (batch, its outputs by view): scored while the model runs the next
             for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
@@ -165,13 +132,6 @@ def _shard_add(sample: Sample, outputs) -> None:
 
 def _shard_state() -> dict:
     return _shard["evaluator"].state()
-
-
-def _model(run):
-    if run.tool == "onnxruntime":
-        return OnnxRuntimeModel(run.shared_path(run.model_onnx), run.recipe.model.model_copy(update={"outputs": run.result_outputs}),
-                                run.emulated_precision)
-    return InferSessionModel(run.shared_path(run.om_name), run.options.device or 0)
 
 
 def _run_views(model, inputs: dict, views: tuple) -> dict:

@@ -11,12 +11,18 @@ handed in by the command layer, so no production module imports it, as tox keeps
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import versions
 from .tools import execute
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .stages.atc import AtcStage
 
 
 class Toolchain(Protocol):
@@ -36,6 +42,15 @@ class Toolchain(Protocol):
 
     def om_numerics(self, om_path: Path) -> str | None:
         """How this toolchain's .om computes, when the .om itself says (None: as atc compiled it)."""
+
+    def om_output_names(self, om_path: Path) -> list[str] | None:
+        """The outputs this toolchain's .om yields, when the .om itself says (None: the recipe's)."""
+
+    def found(self) -> str | None:
+        """Why the Ascend tools are usable here, said in a few words; None when they are not."""
+
+    def atc_environment(self, stage: "AtcStage", graph: "onnx.ModelProto | None", staging: Path) -> dict[str, str]:
+        """Environment for one atc run of `stage` on `graph` (the model it was given, checked)."""
 
 
 class RealToolchain:
@@ -57,6 +72,21 @@ class RealToolchain:
 
     def om_numerics(self, om_path: Path) -> str | None:
         return None
+
+    def om_output_names(self, om_path: Path) -> list[str] | None:
+        return None
+
+    def found(self) -> str | None:
+        return "CANN found" if cann_present() else None
+
+    def atc_environment(self, stage: "AtcStage", graph: "onnx.ModelProto | None", staging: Path) -> dict[str, str]:
+        return {}
+
+
+def cann_present() -> bool:
+    """As ascend-tools.md section 5 suggests: the toolkit variables are set and atc resolves."""
+    has_home = bool(os.environ.get("ASCEND_TOOLKIT_HOME") or os.environ.get("ASCEND_HOME_PATH"))
+    return has_home and execute.which("atc") is not None
 
 
 _active: list[Toolchain] = [RealToolchain()]

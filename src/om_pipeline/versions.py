@@ -8,17 +8,11 @@ fps is never CACHED for a real run, and a tool upgrade reruns what it made.
 from __future__ import annotations
 
 import functools
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
 
 from .tools import execute
-
-# Asks the interpreter that runs `python -m ais_bench` for the package's version and location.
-AIS_BENCH_PROBE = ("import importlib.metadata as m, ais_bench\n"
-                   "try:\n    v = m.version('ais_bench')\nexcept Exception:\n    v = 'unknown'\n"
-                   "print(v, ais_bench.__file__)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,20 +35,13 @@ def cann() -> str:
 
 
 def real_tool(tool: str) -> str:
-    """'<version> <resolved path>' of a real tool, or 'absent'."""
-    if tool == "ais_bench":
-        from .stages.infer import ais_bench_argv
+    """'<version> <resolved path>' of a real tool (a runtime says its own), or 'absent'."""
+    from .runtimes import RUNTIMES  # the runtimes build on this module
 
-        return _ais_bench(ais_bench_argv()[0], execute.subprocess_env().get("PYTHONPATH", ""))
-    program = os.environ.get("OMPIPE_MSAME", "msame") if tool == "msame" else tool
-    path = execute.which(program)
+    if tool in RUNTIMES:
+        return RUNTIMES[tool].version()
+    path = execute.which(tool)
     return str(Path(path).resolve()) if path else "absent"
-
-
-@functools.lru_cache(maxsize=None)
-def _ais_bench(python: str, pythonpath: str) -> str:
-    outcome = execute.execute([python, "-c", AIS_BENCH_PROBE])
-    return outcome.output.strip().splitlines()[-1] if outcome.ok and outcome.output.strip() else "absent"
 
 
 def report() -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import toolchains
 from ..context import Run
 from ..errors import StageFailed
 from ..recipe import render, template_names
@@ -13,7 +14,6 @@ from ..state import Fingerprint
 from ..tools import atc as atc_tool
 from ..tools.execute import execute
 from .base import Stage, StageResult, write_log_header
-from .export import ExportStage
 
 if TYPE_CHECKING:
     import onnx
@@ -27,8 +27,8 @@ class AtcStage(Stage):
     per_bs = True
 
     def skip_reason(self) -> str | None:
-        if self.run.backend != "ais_bench":
-            return f"backend {self.run.backend} runs the ONNX model; no .om needed"
+        if not self.run.runtime.runs_om:
+            return f"runtime {self.run.runtime.name} runs the ONNX model; no .om needed"
         return None
 
     def needs(self) -> list[str]:
@@ -63,24 +63,12 @@ class AtcStage(Stage):
     def commands(self) -> list[list[str]]:
         return [self.argv(self.run.model_dir / ".staging" / self.key)]
 
-    def fake_twin(self, model: "onnx.ModelProto | None", staging: Path) -> dict[str, str]:
-        """The fake atc runs the .om's graph with ONNX Runtime, which cannot execute Ascend-only
-        ops (DeformableConv2D, BatchMultiClassNMS). For such a graph the fake is given the
-        plugin's standard-op export of the same model (target onnxruntime) to run instead; the
-        flags are still checked against the real graph."""
-        if self.run.options.toolchain != "fake" or model is None or not nonstandard_ops(model):
-            return {}
-        twin = staging / "fake-twin.onnxruntime.onnx"
-        ExportStage(self.run).export(twin, "onnxruntime", self.log)
-        return {"OMPIPE_FAKE_ATC_EXEC_MODEL": str(twin)}
-
     def execute(self, staging: Path) -> StageResult:
         argv = self.argv(staging)
         flags = atc_tool.parse_flags(argv[1:])
         model = Path(flags["model"])
-        graph = atc_tool.preflight(model, flags, self.run.cann)  # read once: checked, then the twin and the lint
-        twin = self.fake_twin(graph, staging)
-        env = {**twin, "OMPIPE_FAKE_ATC_CANN": self.run.cann} if self.run.options.toolchain == "fake" else twin
+        graph = atc_tool.preflight(model, flags, self.run.cann)  # read once: checked, then the toolchain and the lint
+        env = toolchains.active().atc_environment(self, graph, staging)
         outcome = execute(argv, cwd=staging, log=self.log, env=env, timeout=self.config.timeout)  # cwd: fusion_result.json stays out of the user's way
         warnings = self.write_lint(graph, model.name, flags) if graph is not None else []  # after atc's own lines: the log starts with its argv
         result = atc_tool.parse_output(outcome.output)
@@ -92,7 +80,7 @@ class AtcStage(Stage):
             )
         produced = atc_tool.find_om(staging / STAGING_STEM)
         produced.rename(self.staged(staging, self.run.om_name))
-        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings, "runs_twin": bool(twin),
+        return StageResult(argv=argv, info={"produced": produced.name, "warnings": result.warnings,
                                             "op_table": f"cann{self.run.cann}", "lint": warnings,
                                             "precision_mode": flags.get("precision_mode", self.config.precision_mode),
                                             "soc_version": flags.get("soc_version")})

@@ -20,6 +20,8 @@ import numpy as np
 
 from .. import fp16
 from ..errors import StageFailed
+from ..runtimes.ais_bench import AisBench
+from ..runtimes.onnxruntime import OnnxModel
 from ..state import Fingerprint, write_json_atomic
 from .base import Stage, StageResult, write_log_header
 from .dataset import load_samples
@@ -63,12 +65,12 @@ class CompareStage(Stage):
         return [self.run.result_name("compare")]
 
     def fingerprint(self) -> Fingerprint:
-        params = {**self.params(), "bs": self.run.bs, "tool": self.run.tool}
+        params = {**self.params(), "bs": self.run.bs, "tool": self.run.runtime.name}
         params.update(self.run.precision_params())
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def tools_used(self) -> list[str]:
-        return ["ais_bench"] if self.run.backend == "ais_bench" else []  # the .om rung runs in ais_bench's InferSession
+        return list(AisBench.tools) if self.run.runtime.runs_om else []  # the .om rung runs in ais_bench's InferSession
 
     def execute(self, staging: Path) -> StageResult:
         feeds = self.golden_inputs()
@@ -104,7 +106,6 @@ class CompareStage(Stage):
         return batches
 
     def rungs(self) -> list[tuple[str, object]]:
-        from ..stream import InferSessionModel, OnnxRuntimeModel
         from .atc import nonstandard_ops
         from .export import ExportStage
 
@@ -119,13 +120,13 @@ class CompareStage(Stage):
         for name, relative in graphs:
             # The Ascend target's graph may hold ops only atc knows (DeformableConv2D): not a rung.
             if not nonstandard_ops(self.run.path(relative)):
-                rungs.append((name, OnnxRuntimeModel(self.run.path(relative), model_io)))
+                rungs.append((name, OnnxModel(self.run.path(relative), model_io)))
         precision = self.run.emulated_precision
         if precision and precision.reduces:
-            rungs.append((ONNX_FP16, OnnxRuntimeModel(self.run.path(self.run.model_onnx), model_io, precision)))
-        if self.run.backend == "ais_bench":
+            rungs.append((ONNX_FP16, OnnxModel(self.run.path(self.run.model_onnx), model_io, precision)))
+        if self.run.runtime.runs_om:  # through ais_bench's Python API, whichever tool runs the dataset
             name = OM_FP16 if self.run.numerics == "fp16-emulated" else "om"
-            rungs.append((name, InferSessionModel(self.run.path(self.run.om_name))))
+            rungs.append((name, AisBench(self.run).session()))
         if len(rungs) < 2:
             raise StageFailed("nothing to compare: the plugin has no torch_forward and the graph has Ascend-only ops",
                               hint="add torch_forward(ctx) to the plugin, or drop the compare stage from the recipe")
@@ -143,8 +144,8 @@ class CompareStage(Stage):
     def computes_fp16(self, rung: str) -> bool:
         """The emulated rungs, and a real .om whose precision_mode reduces (ATC's default does)."""
         atc = self.run.recipe.stages.atc
-        real_om = rung == "om" and self.run.options.toolchain != "fake"
-        return rung in (OM_FP16, ONNX_FP16) or (real_om and fp16.reduces(atc.precision_mode if atc else fp16.DEFAULT_MODE))
+        npu_om = rung == "om" and self.run.numerics.startswith("npu")  # as atc compiled it, not as an emulator says
+        return rung in (OM_FP16, ONNX_FP16) or (npu_om and fp16.reduces(atc.precision_mode if atc else fp16.DEFAULT_MODE))
 
     def tolerance(self, rung: str):
         return (self.config.fp16_tolerance if self.computes_fp16(rung) else None) or self.config.tolerance

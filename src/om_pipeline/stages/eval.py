@@ -49,10 +49,8 @@ class EvalStage(Stage):
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()})
 
     def tools_used(self) -> list[str]:
-        """What made the outputs it scores: the infer tool's, or in a stream the InferSession."""
-        if self.run.backend != "ais_bench":
-            return []
-        return ["ais_bench"] if self.run.options.stream else [self.run.tool]
+        """What made the outputs it scores: the runtime's tools (in a stream, its in-memory API)."""
+        return list(self.run.runtime.tools)
 
     def execute(self, staging: Path) -> StageResult:
         data, samples = load_samples(self.run.model_dir)
@@ -68,7 +66,7 @@ class EvalStage(Stage):
         for name, value in (evaluator.artifacts() if hasattr(evaluator, "artifacts") else {}).items():
             write_json_atomic(artifacts / f"{name}.json", value)
         weights = read_json(self.run.shared_path("weights.json")) or {}
-        record = {"metrics": metrics, "samples": len(samples), "tool": self.run.tool, "bs": self.run.bs,
+        record = {"metrics": metrics, "samples": len(samples), "tool": self.run.runtime.name, "bs": self.run.bs,
                   "precision": self.run.numerics,
                   "mode": "stream" if self.run.options.stream else "files", "weights": weights.get("mode", "none")}
         write_json_atomic(self.staged(staging, self.run.result_name("eval")), record)
@@ -78,7 +76,7 @@ class EvalStage(Stage):
         if not callable(getattr(evaluator, "state", None)):
             raise UserError(f"the evaluator of plugin {self.run.recipe.plugin} cannot save a partial state, so it cannot be sharded",
                             hint="give it state() and merge() (om_pipeline.plugin.Evaluator), or run without --shard")
-        record = {"shard": str(self.run.shard), "samples": [s.id for s in samples], "tool": self.run.tool, "bs": self.run.bs,
+        record = {"shard": str(self.run.shard), "samples": [s.id for s in samples], "tool": self.run.runtime.name, "bs": self.run.bs,
                   "state": evaluator.state()}
         write_json_atomic(self.staged(staging, self.run.result_name(STATE)), record)
         return StageResult(info={"shard": str(self.run.shard), "samples": len(samples)})

@@ -2,11 +2,8 @@
 (`.txt` where the guide asks msame for TXT) in `infer/<tool>_bs<N>/`, one layout for every
 tool, so eval does not care which ran.
 
-- ais_bench: the guide's `python -m ais_bench` command; its result directory (timestamped or
-  `--output_dirname`) is found and moved into place.
-- msame: the guide's `msame` command; its timestamped directory is found from its output and
-  its `<name>_output_<i>` files are renamed to the common layout.
-- onnxruntime: no NPU needed; the same inputs through ONNX Runtime in process.
+The runtime (om_pipeline.runtimes: ais_bench or msame as the guide runs them, or ONNX Runtime
+in process) does the work; this stage gives it the samples and owns the layout and the chunks.
 
 With the recipe's `infer.chunk: N` (files mode only), the stage itself preprocesses N samples,
 runs the tool on them, keeps what the plugin's `reduce_outputs` makes of each sample's outputs
@@ -16,7 +13,6 @@ An interrupted chunked run resumes at the first chunk it had not finished.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -24,35 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import versions
-from ..backends import onnxruntime as ort_backend
-from ..errors import StageFailed
 from ..plugin import reduced
 from ..progress import progress
-from ..recipe import render
+from ..runtimes import FilesJob
 from ..state import Fingerprint
-from ..tools import ais_bench, msame
-from ..tools.execute import execute, python_argv
 from .base import Stage, StageResult
 from .dataset import load_samples
 from .eval import read_outputs
 from .preprocess import preprocessing_params, write_inputs
 
-RAW = "raw"
 CHUNK = "chunk"  # a chunk's inputs and raw outputs, under the staging directory
 CHUNKS_DONE = "chunks-done"  # one marker per finished chunk: what a resumed run skips
-
-
-def ais_bench_argv(*args: str) -> list[str]:
-    """`python -m ais_bench`: the interpreter is ompipe's unless OMPIPE_AIS_BENCH_PYTHON names
-    another (ais_bench often lives in the system Python that CANN's wheels were installed into)."""
-    python = os.environ.get("OMPIPE_AIS_BENCH_PYTHON")
-    return [python, "-m", "ais_bench", *args] if python else python_argv("-m", "ais_bench", *args)
-
-
-def tool_argv(tool: str, args: list[str]) -> list[str]:
-    """msame is a binary the user builds from Ascend/tools; OMPIPE_MSAME names it when it is not on PATH."""
-    return [os.environ.get("OMPIPE_MSAME", "msame"), *args] if tool == "msame" else ais_bench_argv(*args)
 
 
 class InferStage(Stage):
@@ -77,34 +55,32 @@ class InferStage(Stage):
         return [self.run.infer_name]
 
     def fingerprint(self) -> Fingerprint:
-        if self.run.tool == "onnxruntime":
-            fingerprint = Fingerprint(params={"tool": "onnxruntime", "bs": self.run.bs}, tools=versions.packages("onnxruntime"))
-        else:
-            params = {"tool": self.run.tool, "args": self.config.tool_args(self.run.tool), "bs": self.run.bs}
-            fingerprint = Fingerprint(params=params)
-        fingerprint.params.update(self.run.precision_params())
+        fingerprint = self.run.runtime.fingerprint(self.args)
+        fingerprint.params.update(bs=self.run.bs, **self.run.precision_params())
         if self.run.chunked:  # preprocessing and the reduction happen here
             fingerprint.params.update(chunk=self.config.chunk, **preprocessing_params(self.run))
             fingerprint.inputs["plugin"] = self.run.plugin_source_digest()
         return fingerprint
 
-    def tools_used(self) -> list[str]:
-        return [] if self.run.tool == "onnxruntime" else [self.run.tool]
+    @property
+    def args(self) -> list[str]:
+        return self.run.runtime.recipe_args(self.config)
 
-    def argv(self, staging: Path, view: str | None, inputs_root: Path | None = None) -> list[str]:
-        variables = self.run.variables(view, output=str(staging / RAW / (view or "")), inputs=self.run.inputs_arg(view, inputs_root))
-        args = [render(arg, variables) for arg in self.config.tool_args(self.run.tool)]
-        if self.run.options.device is not None and self.run.tool == "ais_bench":
-            args += ["--device", str(self.run.options.device)]  # --devices: this shard's NPU
-        return tool_argv(self.run.tool, args)
+    def tools_used(self) -> list[str]:
+        return list(self.run.runtime.tools)
+
+    def job(self, staging: Path, view: str | None, ids: list[str], out: Path, inputs_root: Path | None = None) -> FilesJob:
+        """`ids` of one view, read from `<inputs_root>/inputs...` (default: the preprocess
+        stage's), outputs to `out`; tool scratch space under `staging`. Chunks print no progress."""
+        return FilesJob(view=view, ids=ids, inputs_root=inputs_root or self.run.model_dir, out=out, staging=staging,
+                        args=self.args, log=self.log, timeout=self.config.timeout,
+                        quiet=self.run.options.quiet or inputs_root is not None)
 
     def commands(self) -> list[list[str]]:
-        if self.run.tool == "onnxruntime":
-            return []
         staging = self.run.model_dir / ".staging" / self.key
-        if self.run.chunked:
-            return [self.argv(staging / CHUNK, view, staging / CHUNK) for view in self.run.views]
-        return [self.argv(staging, view) for view in self.run.views]
+        root = staging / CHUNK if self.run.chunked else None
+        argvs = [self.run.runtime.files_argv(self.job(root or staging, view, [], Path(), root)) for view in self.run.views]
+        return [argv for argv in argvs if argv]
 
     def execute(self, staging: Path) -> StageResult:
         _, samples = load_samples(self.run.model_dir)
@@ -115,38 +91,15 @@ class InferStage(Stage):
         if self.run.chunked:
             return self.execute_chunked(staging, samples)
         ids = [s.id for s in samples]
-        results = {view: self.infer_view(staging, view, ids, self.staged(staging, self.output_dir(view))) for view in self.run.views}
+        results = {view: self.infer_view(self.job(staging, view, ids, self.staged(staging, self.output_dir(view)))) for view in self.run.views}
         if list(results) == [None]:
             return results[None]
-        return StageResult(argv=[r.argv for r in results.values()] if self.run.tool != "onnxruntime" else None,
-                           info={view: r.info for view, r in results.items()})
+        argvs = [r.argv for r in results.values() if r.argv]
+        return StageResult(argv=argvs or None, info={view: r.info for view, r in results.items()})
 
-    def infer_view(self, staging: Path, view: str | None, ids: list[str], out: Path, inputs_root: Path | None = None) -> StageResult:
-        """The tool on `ids`, reading `<inputs_root>/inputs...` (default: the preprocess stage's),
-        leaving `<id>_<i>.bin` (or .txt) in `out`; tool scratch space under `staging`."""
-        if self.run.tool == "onnxruntime":
-            out.mkdir(parents=True)
-            info = ort_backend.infer_files(self.ort_session, (inputs_root or self.run.model_dir) / self.run.inputs_dir(view),
-                                           ids, out, self.run.recipe.model.model_copy(update={"outputs": self.run.result_outputs}),
-                                           self.run.bs, quiet=self.run.options.quiet or inputs_root is not None)
-            return StageResult(info=info)
-        argv = self.argv(staging, view, inputs_root)
-        raw = staging / RAW / (view or "")
-        # ais_bench refuses an existing --output that group or others may read or write (<= 0o750).
-        raw.mkdir(mode=0o750, parents=True)
-        outcome = execute(argv, cwd=staging, log=self.log, timeout=self.config.timeout)
-        info = (run_msame(outcome, raw, out, self.log) if self.run.tool == "msame"
-                else run_ais_bench(outcome, raw, out, self.log, output_dirname(argv)))
-        missing = [f"{i}_{k}" for i in ids for k in range(len(self.run.result_outputs)) if not _has_output(out, f"{i}_{k}")]
-        if missing:
-            raise StageFailed(f"{self.run.tool} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
-                              hint=f"the eval stage reads BIN or TXT outputs; full log: {self.log}")
-        return StageResult(argv=argv, info={"samples": len(ids), **info})
-
-    @functools.cached_property
-    def ort_session(self):
-        """One ONNX Runtime session for every view and chunk (PointRend's graph is 190 MB)."""
-        return ort_backend.session(self.run.shared_path(self.run.model_onnx), self.run.emulated_precision)
+    def infer_view(self, job: FilesJob) -> StageResult:
+        info = self.run.runtime.infer_files(job)
+        return StageResult(argv=info.pop("argv", None), info=info)
 
     def execute_chunked(self, staging: Path, samples: list) -> StageResult:
         size = self.config.chunk
@@ -166,7 +119,7 @@ class InferStage(Stage):
             for view in self.run.views:
                 raw_out = work / "out" / (view or "")
                 raw_out.parent.mkdir(parents=True, exist_ok=True)
-                result = self.infer_view(work, view, ids, raw_out, inputs_root=work)
+                result = self.infer_view(self.job(work, view, ids, raw_out, inputs_root=work))
                 argv = argv or result.argv
                 peak = max(peak, directory_bytes(staging))
                 self.keep_reduced(raw_out, ids, self.staged(staging, self.output_dir(view) + "/x").parent)
@@ -196,45 +149,5 @@ class InferStage(Stage):
         return f"{self.run.infer_name}/{view}" if view else self.run.infer_name
 
 
-def output_dirname(argv: list[str]) -> str | None:
-    """The guide's `--output_dirname NAME` (either form), else None: a timestamped directory."""
-    for index, token in enumerate(argv):
-        flag, equals, value = token.partition("=")
-        if flag == "--output_dirname":
-            return value if equals else argv[index + 1]
-    return None
-
-
-def run_ais_bench(outcome, raw: Path, out: Path, log: Path, dirname: str | None) -> dict:
-    if outcome.returncode != 0:
-        raise StageFailed(f"ais_bench failed (exit {outcome.returncode})", details=ais_bench.error_tail(outcome.output),
-                          hint=f"full log: {log}")
-    result_dir = ais_bench.find_result_dir(raw, dirname, set())
-    summary = ais_bench.read_summary(result_dir)
-    result_dir.rename(out)
-    throughput = ais_bench.parse_throughput(outcome.output)
-    return {"throughput": throughput and throughput.__dict__,
-            "summary": {k: summary.get(k) for k in ("NPU_compute_time", "throughput") if summary}}
-
-
-def run_msame(outcome, raw: Path, out: Path, log: Path) -> dict:
-    """msame exits 0 after some argument errors: `[ERROR]` lines fail it too (ascend-tools.md §3)."""
-    result = msame.parse_output(outcome.output, outcome.returncode)
-    if not result.ok:
-        raise StageFailed(f"msame failed (exit {outcome.returncode})", details=result.errors or outcome.output.splitlines()[-10:],
-                          hint=f"full log: {log}")
-    result_dir = msame.find_result_dir(raw, result)
-    result_dir.rename(out)
-    for path in out.iterdir():  # <name>_output_<i>.<fmt> -> <name>_<i>.<fmt>, the layout eval reads
-        stem, _, index = path.stem.rpartition("_output_")
-        if stem and index.isdigit():
-            path.rename(out / f"{stem}_{index}{path.suffix}")
-    return {"average_ms": result.average_ms, "average_without_first_ms": result.average_without_first_ms}
-
-
 def directory_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
-
-
-def _has_output(directory: Path, stem: str) -> bool:
-    return (directory / f"{stem}.bin").exists() or (directory / f"{stem}.txt").exists()

@@ -35,16 +35,25 @@ class SimplifyStage(Stage):
         return StageResult(info=describe(out, check=self.run.target == "onnxruntime"))
 
 
-def simplify_with(tool: str, model):
-    if tool == "onnxslim":
-        try:
-            import onnxslim
-        except ImportError:
-            raise UserError("the recipe simplifies with onnxslim, which is not installed", hint="pip install onnxslim") from None
-        return onnxslim.slim(model)
+def simplify_with(simplifier: str, model):
+    return SIMPLIFIERS[simplifier](model)
+
+
+def with_onnxslim(model):
+    try:
+        import onnxslim
+    except ImportError:
+        raise UserError("the recipe simplifies with onnxslim, which is not installed", hint="pip install onnxslim") from None
+    return onnxslim.slim(model)
+
+
+def with_onnxsim(model):
     import onnxsim
 
     simplified, ok = onnxsim.simplify(model)
     if not ok:  # onnxsim compares outputs on random inputs; a mismatch means it broke the graph
         raise StageFailed("onnxsim's own check failed: the simplified model's outputs differ from the original's")
     return simplified
+
+
+SIMPLIFIERS = {"onnxsim": with_onnxsim, "onnxslim": with_onnxslim}  # the recipe's simplify.tool

@@ -64,6 +64,35 @@ class FakeToolchain:
         except (OSError, NotAFakeOm):
             return "unknown (no fake .om)"
 
+    def om_output_names(self, om_path: Path) -> list[str] | None:
+        """The fake .om records the outputs of the graph it runs: its standard-op twin's for a
+        graph with Ascend-only ops (see atc_environment)."""
+        from .fake_om import NotAFakeOm, read_fake_om_meta
+
+        try:
+            return [output["name"] for output in read_fake_om_meta(om_path)["outputs"]]
+        except (OSError, NotAFakeOm):
+            return None
+
+    def found(self) -> str:
+        return "fake toolchain"
+
+    def atc_environment(self, stage, graph, staging: Path) -> dict[str, str]:
+        """The fake atc checks flags and ops with the op table of the run's CANN generation. It
+        runs the .om's graph with ONNX Runtime, which cannot execute Ascend-only ops
+        (DeformableConv2D, BatchMultiClassNMS): for such a graph it is given the plugin's
+        standard-op export of the same model (target onnxruntime) to run instead; the flags and
+        ops are still checked against the real graph, and the .om records the twin's outputs."""
+        from ..stages.atc import nonstandard_ops
+        from ..stages.export import ExportStage
+
+        env = {"OMPIPE_FAKE_ATC_CANN": stage.run.cann}
+        if graph is not None and nonstandard_ops(graph):
+            twin = staging / "fake-twin.onnxruntime.onnx"
+            ExportStage(stage.run).export(twin, "onnxruntime", stage.log)
+            env["OMPIPE_FAKE_ATC_EXEC_MODEL"] = str(twin)
+        return env
+
 
 @functools.lru_cache(maxsize=None)
 def fake_version() -> str:
