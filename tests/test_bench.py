@@ -49,3 +49,26 @@ def test_bench_with_onnx_runtime(ompipe, toy, tmp_path):
     assert data["machine"].endswith("logical CPUs")  # which CPU measured it
     assert data["provenance"] == ["random weights"]  # ONNX Runtime measured it: no fake, but random weights
     assert not (tmp_path / "work/toy/om").exists()  # no atc on this path
+
+
+def test_bench_on_several_devices_uses_the_guides_multi_device_mode(ompipe, toy, tmp_path):
+    """`bench --devices 0,1`: one ais_bench --device 0,1 run per batch size; its summed throughput,
+    beside (never over) the one-device figure, and the ratio to the guide's one-device figure per device."""
+    common = ("bench", "toy", "--bs", "4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random", "-q")
+    one = ompipe(*common)
+    assert one.code == 0, one.err
+    two = ompipe(*common, "--devices", "0,1")
+    assert two.code == 0, two.err
+    assert "fps: the sum over 2 devices" in two.out and "ratio: per device" in two.out
+    record = json.loads((tmp_path / "work/toy/.ompipe/stages/perf-bs4-ais_bench-2dev.json").read_text())
+    assert record["argv"][-2:] == ["--device", "0,1"] and record["info"]["devices"] == [0, 1]
+    single = json.loads((tmp_path / "work/toy/bench/toy_ais_bench.json").read_text())["rows"][0]
+    double = json.loads((tmp_path / "work/toy/bench/toy_ais_bench-2dev.json").read_text())["rows"][0]
+    assert double["devices"] == 2 and single["devices"] == 1
+    assert double["fps"] == record["info"]["fps"] and double["ratio"] == double["fps"] / 2 / 3000
+    assert json.loads((tmp_path / "work/toy/.ompipe/stages/perf-bs4-ais_bench.json").read_text())["argv"][-1] != "0,1"
+
+
+def test_bench_on_several_devices_needs_a_runtime_that_has_them(ompipe, toy):
+    result = ompipe("bench", "toy", "--bs", "4", "--recipes", toy.recipes, "--runtime", "onnxruntime", "--devices", "0,1")
+    assert result.code == 1 and "measures one device at a time" in result.err and "Traceback" not in result.err

@@ -31,12 +31,18 @@ def test_tasks_ask_ray_for_one_npu_or_for_cpus():
     assert ray_executor.task_resources(RUNTIMES["onnxruntime"].ray_resource) == {"num_cpus": 1}
 
 
+def start_cluster(**env_vars: str):
+    """A local cluster with 2 CPUs and 2 NPUs; `env_vars` reach every task (Ray's runtime_env)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, resources={"NPU": 2}, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": env_vars} if env_vars else None)
+    return ray
+
+
 @pytest.fixture
 def local_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, resources={"NPU": 2}, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    yield start_cluster()
+    pytest.importorskip("ray").shutdown()
 
 
 @pytest.mark.ray
@@ -54,3 +60,46 @@ def test_shards_as_ray_tasks_see_one_npu_each_and_merge_to_the_serial_metric(loc
         assert infer["argv"][-2:] == ["--device", "0"]
     assert metrics_json(tmp_path / "work/toy/results/toy_ais_bench_bs4.json") == \
         metrics_json(tmp_path / "serial/toy/results/toy_ais_bench_bs4.json")
+
+
+@pytest.mark.ray
+def test_a_task_that_fails_once_is_retried_and_one_that_fails_twice_is_named(ompipe, toy, tmp_path):
+    """Each shard's first ais_bench finds its device failing (the fake's OMPIPE_FAKE_NPU_FLAKY):
+    Ray runs the task again and the merge equals the serial run; with every device failing
+    (OMPIPE_FAKE_NPU_COUNT=0) both tries fail and the shards are named."""
+    args = ("--recipes", toy.recipes, "--data", toy.data, "--toolchain", "fake")
+    serial = ompipe("run", "toy", *args, "--workdir", "serial", "--to", "eval")
+    assert serial.code == 0, serial.err
+    ray = start_cluster(OMPIPE_FAKE_NPU_FLAKY=str(tmp_path / "flaky"))
+    try:
+        result = ompipe("run", "toy", *args, "--workdir", "work", "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert result.code == 0, result.err + result.out
+    assert len(list((tmp_path / "flaky").iterdir())) == 2  # each shard's first try failed
+    assert metrics_json(tmp_path / "work/toy/results/toy_ais_bench_bs4.json") == \
+        metrics_json(tmp_path / "serial/toy/results/toy_ais_bench_bs4.json")
+    ray = start_cluster(OMPIPE_FAKE_NPU_COUNT="0")
+    try:
+        failed = ompipe("run", "toy", *args, "--workdir", "broken", "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert failed.code == 1 and "2 of 2 Ray tasks failed twice" in failed.err
+    assert "shard 0/2" in failed.err and "shard 1/2" in failed.err and "Traceback" not in failed.err
+
+
+@pytest.mark.ray
+def test_a_real_recipe_through_ray_merges_to_the_serial_metric(local_cluster, ompipe, tmp_path):
+    """GFocalV2 on its native export path (tiny COCO, 128 x 192, random weights, no upstream)."""
+    from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
+    from tests.recipes.test_gfocalv2_e2e import small_recipe
+
+    coco = write_tiny_coco(tmp_path / "coco", images=6, seed=5)
+    args = ("--recipes", small_recipe(tmp_path / "recipes"), "--weights", "random", "--toolchain", "fake", "--data", coco,
+            "--runtime", "ais_bench")
+    serial = ompipe("run", "gfocalv2", *args, "--workdir", "serial", "--to", "eval")
+    assert serial.code == 0, serial.err
+    result = ompipe("run", "gfocalv2", *args, "--workdir", "work", "--executor", "ray")
+    assert result.code == 0, result.err + result.out
+    assert metrics_json(tmp_path / "work/gfocalv2/results/gfocalv2_ais_bench_bs1.json") == \
+        metrics_json(tmp_path / "serial/gfocalv2/results/gfocalv2_ais_bench_bs1.json")

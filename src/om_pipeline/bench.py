@@ -17,6 +17,7 @@ from . import report
 from .context import Run
 from .errors import UserError
 from .runner import run_pipeline
+from .stages.perf import PerfStage
 from .state import write_json_atomic
 from .tools import atc as atc_tool
 from .ui import Printer
@@ -52,26 +53,34 @@ def measure(runs: list[Run], printer: Printer) -> tuple[list[dict], list[str]]:
         printer.info(f"--- bs {run.bs}")
         results = run_pipeline(run, printer).results or {}
         provenance += [label for label in report.provenance_of(results) if label not in provenance]
-        perf = run.state.record(run.stage_key("perf", run.tool_variant))["info"]
+        perf = run.state.record(PerfStage(run).key)["info"]
         real_bs = compiled_batch(run)
         fps = perf["fps"] * real_bs / perf["batchsize"] if perf.get("batchsize") else perf["fps"]
         if perf.get("batchsize") and perf["batchsize"] != real_bs:
             printer.info(f"note: the tool reported batch size {perf['batchsize']}, the compiled model has {real_bs}: fps corrected")
-        rows.append({"bs": real_bs, "fps": fps, "mean_ms": perf.get("mean_ms"), "tool": run.runtime.name})
+        rows.append({"bs": real_bs, "fps": fps, "mean_ms": perf.get("mean_ms"), "tool": run.runtime.name,
+                     "devices": len(perf.get("devices") or [None])})
     return rows, provenance
 
 
 def table(run: Run, rows: list[dict], chip: str | None) -> list[dict]:
+    """Each row beside the guide's figure for its chip. The guides measure one device: with
+    several (`--devices`), fps is their sum and the ratio is per device (fps / devices / guide)."""
     references = run.recipe.reference.fps
     chip = chip if chip in references else next(iter(references), None)
     best = max(rows, key=lambda r: r["fps"])["bs"] if rows else None
     return [{**row, "chip": chip, "reference_fps": references.get(chip, {}).get(row["bs"]),
-             "ratio": row["fps"] / references[chip][row["bs"]] if chip and row["bs"] in references.get(chip, {}) else None,
+             "ratio": row["fps"] / row["devices"] / references[chip][row["bs"]] if chip and row["bs"] in references.get(chip, {}) else None,
              "best": row["bs"] == best} for row in rows]
 
 
 def markdown(rows: list[dict], machine: str) -> str:
-    lines = [f"Measured on: {machine}", "", "| chip (reference) | bs | fps | reference fps | ratio | best |", "|---|---|---|---|---|---|"]
+    devices = max((row["devices"] for row in rows), default=1)
+    lines = [f"Measured on: {machine}", ""]
+    if devices > 1:
+        lines += [f"fps: the sum over {devices} devices (ais_bench's own multi-device mode); ratio: per device, "
+                  "against the guide's one-device figure", ""]
+    lines += ["| chip (reference) | bs | fps | reference fps | ratio | best |", "|---|---|---|---|---|---|"]
     for row in rows:
         reference = "" if row["reference_fps"] is None else f"{row['reference_fps']:g}"
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.4f}"
@@ -101,9 +110,11 @@ def bench(runs: list[Run], printer: Printer) -> tuple[str, Path]:
     measured, provenance = measure(runs, printer)
     rows = table(first, measured, first.soc_version if first.runtime.runs_om else None)
     tool_versions = versions.report()  # on the real toolchain this asks CANN: once
-    machine = (f"{first.soc_version} ({first.options.toolchain} toolchain, {first.runtime.name})" if first.runtime.runs_om
+    devices = first.options.devices
+    on_devices = f" x{len(devices)} devices {','.join(map(str, devices))}" if devices else ""
+    machine = (f"{first.soc_version}{on_devices} ({first.options.toolchain} toolchain, {first.runtime.name})" if first.runtime.runs_om
                else f"ONNX Runtime {versions.package('onnxruntime')} CPU, {tool_versions['platform']}, {host_cpu()}")
-    out = first.model_dir / "bench" / f"{first.name}_{first.runtime.name}"
+    out = first.model_dir / "bench" / f"{first.name}_{PerfStage(first).variant}"
     data = {"model": first.name, "machine": machine, "rows": rows, "provenance": provenance,
             "references": first.recipe.reference.model_dump(mode="json")["fps"],
             "fps_source": first.recipe.reference.fps_source, "versions": tool_versions}

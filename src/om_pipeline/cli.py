@@ -138,10 +138,12 @@ def bench(model: Model, bs: Annotated[Optional[str], typer.Option("--bs", help="
           runtime: RuntimeOption = None, backend: Backend = None, infer_tool: InferTool = None, export_path: ExportPathOption = None, toolchain: Toolchain = "real", soc_version: Soc = "auto",
           source: Source = None, weights: Weights = None, data: Data = None, limit: Limit = None,
           workdir: Workdir = Path("work"), force: Force = False, quiet: Quiet = False, seed: Seed = 0,
-          wait: Wait = False, recipes: RecipeDirs = None) -> None:
+          wait: Wait = False, devices: Annotated[Optional[str], typer.Option("--devices", help="measure on these NPUs at once, as ais_bench --device 0,1,... does (fps summed; ratio per device)")] = None,
+          recipes: RecipeDirs = None) -> None:
     """The guide's throughput table: builds what is missing per batch size, measures, compares (Markdown, JSON, PNG and SVG chart)."""
     options = _options(runtime=runtime, backend=backend, infer_tool=infer_tool, export_path=export_path, toolchain=toolchain, soc_version=soc_version, source=source,
-                       weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed, wait=wait)
+                       weights=weights, data=data, limit=limit, workdir=workdir, force=force, quiet=quiet, seed=seed, wait=wait,
+                       devices=_devices(devices))
     raise typer.Exit(commands.bench(model, bs, options, recipes or []))
 
 

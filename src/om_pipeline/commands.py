@@ -353,6 +353,9 @@ def bench(model: str, batch_sizes: str | None, options: Options, recipe_dirs: li
     # Every batch size's run built (and so checked) before the first is measured; notes once.
     runs = [build_run(loaded, replace(options, bs=bs, only="perf"), printer if index == 0 else Printer(quiet=True))
             for index, bs in enumerate(sizes)]
+    if options.devices and not runs[0].runtime.multi_device:
+        raise UserError(f"--devices: {runs[0].runtime.name} measures one device at a time",
+                        hint="use --runtime ais_bench (its --device 0,1,... mode), or `ompipe run --devices` to shard an evaluation")
     with naming_a_full_disk(runs[0].model_dir), lock.holding(runs[0].model_dir, options.wait, on_wait=waiting_note(printer)):
         text, out = measure(runs, printer)
     print(text)

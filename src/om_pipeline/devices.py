@@ -10,6 +10,7 @@ for the whole command. Each device process logs to `<shard>/logs/device<id>.log`
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 from .context import Options, Run
 from .errors import StageFailed, UserError
@@ -76,21 +78,40 @@ def run_shard_logged(model: str, options: Options, recipe_dirs: list[Path], log:
     device record; the exit code. For a process of its own (a device process, a Ray task)."""
     from . import commands
 
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as handle:
-        os.dup2(handle.fileno(), 1)
-        os.dup2(handle.fileno(), 2)
-        sys.stdout = sys.stderr = handle
+    with output_to(log):
         started = time.time()
         try:
             code = commands.run(model, options, recipe_dirs)
         except UserError as exc:
             print(exc.render(), flush=True)
             code = exc.exit_code
-        handle.flush()
         if code == 0:
             record_device(model, options, recipe_dirs, started)
     return code
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """This process's stdout and stderr (file descriptors too: the tools it starts inherit them)
+    into `log`, and back afterwards: a Ray worker lives on after the task and reports a task's
+    error on its own stderr, which must not be a closed file (it killed the worker)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    streams = sys.stdout, sys.stderr
+    with open(log, "w", encoding="utf-8") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        sys.stdout = sys.stderr = handle
+        try:
+            yield
+        finally:
+            handle.flush()
+            sys.stdout, sys.stderr = streams
+            for fd, original in zip((1, 2), saved):
+                os.dup2(original, fd)
+                os.close(original)
 
 
 def record_device(model: str, options: Options, recipe_dirs: list[Path], started: float) -> None:

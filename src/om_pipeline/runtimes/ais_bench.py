@@ -24,6 +24,7 @@ PROBE = ("import importlib.metadata as m, ais_bench\n"
 class AisBench(OmRuntime):
     name: ClassVar[str] = "ais_bench"
     tools: ClassVar[tuple[str, ...]] = ("ais_bench",)
+    multi_device: ClassVar[bool] = True  # `--device 0,1,...`: the full input on every device, the summed throughput
 
     def check(self) -> None:
         """ais_bench refuses paths outside its character set, and would say so only at infer,
@@ -42,10 +43,15 @@ class AisBench(OmRuntime):
         return stage.args
 
     def argv(self, args: list[str], variables: dict) -> list[str]:
-        argv = ais_bench_argv(*rendered(args, variables))
-        if self.run.options.device is not None:
-            argv += ["--device", str(self.run.options.device)]  # --devices: this shard's NPU
-        return argv
+        return ais_bench_argv(*rendered(args, variables), *self.device_args())
+
+    def device_args(self) -> list[str]:
+        """A shard's NPU (`run --devices`: one shard per device), or the guide's own multi-device
+        mode (`bench --devices`: every device, their throughputs summed)."""
+        options = self.run.options
+        if options.devices:
+            return ["--device", ",".join(map(str, options.devices))]
+        return ["--device", str(options.device)] if options.device is not None else []
 
     def collect(self, outcome, raw: Path, out: Path, log: Path, argv: list[str]) -> dict:
         if outcome.returncode != 0:

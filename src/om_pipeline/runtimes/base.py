@@ -53,6 +53,7 @@ class Runtime(Protocol):
     runs_om: ClassVar[bool]  # True: atc's .om (the Ascend path); False: the ONNX model
     tools: ClassVar[tuple[str, ...]]  # toolchain programs it runs or whose output it reads
     ray_resource: ClassVar[str]  # what one shard needs on a Ray cluster: "NPU" or "CPU"
+    multi_device: ClassVar[bool]  # measures several devices at once (`ompipe bench --devices`)
 
     def __init__(self, run: "Run") -> None: ...
 

@@ -18,6 +18,7 @@ from .om import OmRuntime
 class Msame(OmRuntime):
     name: ClassVar[str] = "msame"
     tools: ClassVar[tuple[str, ...]] = ("msame",)
+    multi_device: ClassVar[bool] = False
 
     def check(self) -> None:
         if self.run.bs != 1:

@@ -37,6 +37,7 @@ class OnnxRuntime:
     name: ClassVar[str] = "onnxruntime"
     runs_om: ClassVar[bool] = False
     tools: ClassVar[tuple[str, ...]] = ()
+    multi_device: ClassVar[bool] = False
     ray_resource: ClassVar[str] = "CPU"
     target = "onnxruntime"
 

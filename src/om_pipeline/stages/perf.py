@@ -15,7 +15,13 @@ class PerfStage(Stage):
 
     @property
     def variant(self) -> str:
-        return self.run.tool_variant
+        """The runtime, and `-<n>dev` for a measurement over several devices (`bench --devices`),
+        which sits beside the one-device figure, never over it."""
+        return self.run.tool_variant + (f"-{len(self.devices)}dev" if self.devices else "")
+
+    @property
+    def devices(self) -> tuple[int, ...]:
+        return self.run.options.devices or ()
 
     def skip_reason(self) -> str | None:
         if self.run.emulated_precision:
@@ -26,7 +32,11 @@ class PerfStage(Stage):
         return [self.run.model_stage]
 
     def outputs(self) -> list[str]:
-        return [self.run.result_name("perf")]
+        return [self.result]
+
+    @property
+    def result(self) -> str:
+        return self.run.result_name("perf").replace(".json", f"_{len(self.devices)}dev.json" if self.devices else ".json")
 
     @property
     def args(self) -> list[str]:
@@ -35,6 +45,8 @@ class PerfStage(Stage):
     def fingerprint(self) -> Fingerprint:
         fingerprint = self.run.runtime.fingerprint(self.args)
         fingerprint.params.update(bs=self.run.bs, loop=self.config.loop)
+        if self.devices:
+            fingerprint.params["devices"] = list(self.devices)
         return fingerprint
 
     def tools_used(self) -> list[str]:
@@ -48,5 +60,7 @@ class PerfStage(Stage):
         stats = self.run.runtime.measure(self.args, staging, self.log, self.config.timeout, self.config.loop)
         argv = stats.pop("argv", None)
         record = {"tool": self.run.runtime.name, "bs": self.run.bs, **stats}
-        write_json_atomic(self.staged(staging, self.run.result_name("perf")), record)
+        if self.devices:
+            record["devices"] = list(self.devices)  # fps is their sum
+        write_json_atomic(self.staged(staging, self.result), record)
         return StageResult(argv=argv, info=record)

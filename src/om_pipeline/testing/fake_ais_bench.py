@@ -19,6 +19,9 @@ Environment knob:
                                    `--device` n or above fails to open, as ACL's
                                    `open device <id> failed, runtime result = 507033.`
                                    Unset: every device id opens.
+    OMPIPE_FAKE_NPU_FLAKY=<dir>    a device that fails to open once: the first run in each working
+                                   directory fails as above (507033), later ones open (a marker per
+                                   directory under <dir>): retry tests.
 Several devices (`--device 0,1`, docs/scale-out.md of the shared notes, infer_process.py
 multidevice_run): one run per device on a copy of the arguments, each writing
 `<output>/<dirname>/device<id>_<i>/` and `device<id>_<i>_summary.json`, every device on the full
@@ -35,6 +38,7 @@ real tool and then produce nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -224,10 +228,23 @@ def list_share(items: list[str], parts: int) -> list[list[str]]:
 
 def open_device(device: int) -> None:
     count = os.environ.get("OMPIPE_FAKE_NPU_COUNT")
-    if count and device >= int(count):
+    if (count and device >= int(count)) or fails_once():
         log("ERROR", f"open device {device} failed, runtime result = 507033.")
         raise RuntimeError(f"open device {device} failed, runtime result = 507033")
     log("INFO", f"open device {device} success")
+
+
+def fails_once() -> bool:
+    """OMPIPE_FAKE_NPU_FLAKY: True the first time this working directory asks."""
+    directory = os.environ.get("OMPIPE_FAKE_NPU_FLAKY")
+    if not directory:
+        return False
+    marker = Path(directory) / hashlib.sha256(os.getcwd().encode()).hexdigest()
+    if marker.exists():
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
 
 
 def args_rules(args: argparse.Namespace) -> None:
