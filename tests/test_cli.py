@@ -46,6 +46,19 @@ def test_list_show_and_status(ompipe, toy):
     assert status.code == 0 and "never" in status.out
 
 
+def test_status_prints_the_plan_of_a_run_that_executes_nothing(ompipe, toy):
+    common = ("--recipes", toy.recipes, "--data", toy.data, "--toolchain", "fake")
+    assert ompipe("run", "toy", *common, "--to", "preprocess").code == 0
+    status = ompipe("status", "toy", *common, "--weights", "absent.pt")
+    assert status.code == 0, status.err
+    lines = {line.split()[1]: line.split(None, 2)[::2] for line in status.out.splitlines() if len(line.split()) > 2}
+    assert lines["clone"][0] == "CACHED" and re.fullmatch(r"up to date \(last run: \d{4}-.+\)", lines["clone"][1])
+    assert lines["weights"] == ["RUN", "cannot plan yet: --weights absent.pt: no such file"]
+    assert lines["export-bs4-ascend"] == ["RUN", "stale: upstream weights will run (last run: never)"]
+    assert lines["atc-bs4-ascend"] == ["RUN", "stale: upstream simplify-bs4-ascend will run (last run: never)"]
+    assert lines["dataset"][0] == "CACHED"
+
+
 def test_doctor_with_the_fake_toolchain(ompipe, toy):
     result = ompipe("doctor", "toy", "--recipes", toy.recipes, "--toolchain", "fake", "--data", toy.data)
     assert "soc_version" in result.out and "Ascend310P3" in result.out

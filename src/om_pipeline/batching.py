@@ -16,6 +16,7 @@ from typing import Iterable, Sequence, TypeVar
 import numpy as np
 
 from .errors import UserError
+from .samples import output_path
 
 INPUT_SUFFIXES = (".bin", ".BIN", ".npy", ".NPY")
 OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
@@ -165,15 +166,11 @@ def split_outputs(array: np.ndarray, per_batch: int, axis: int = 0) -> list[np.n
     return np.array_split(array, per_batch, axis)
 
 
-def output_path(directory: str | Path, stem: str, index: int, fmt: str) -> Path:
-    return Path(directory) / f"{stem}_{index}.{fmt.lower()}"
-
-
 def save_output(array: np.ndarray, directory: str | Path, stem: str, index: int, fmt: str) -> Path:
     """Write model output `index` of one sample as ais_bench's `save_data_to_files` does."""
     if fmt not in OUTPUT_FORMATS:
         raise BatchingError(f"--outfmt {fmt} is not one of {', '.join(OUTPUT_FORMATS)}")
-    path = output_path(directory, stem, index, fmt)
+    path = output_path(directory, stem, index, fmt.lower())
     with open(path, "wb") as handle:
         if fmt == "NPY":
             np.save(handle, array)

@@ -15,7 +15,7 @@ import yaml
 from . import lock, toolchains, versions
 from .context import Options, Run, choose_runtime
 from .errors import UsageError, UserError, disk_full_error
-from .plan import build_stages, decide, upstream_of
+from .plan import plan
 from .plugin import check_settings, load_plugin
 from .recipe import LoadedRecipe, Recipe, discover, find_recipe, load_recipe_file
 from .report import natural_key, runtime_of
@@ -301,28 +301,19 @@ def new(name: str, directory: Path) -> int:
 
 
 def status(model: str, options: Options, recipe_dirs: list[Path]) -> int:
-    """Each stage's last run and whether it is up to date, without running anything."""
+    """Each stage's last run and whether it is up to date, without running anything: the plan
+    of a run that executes nothing, so a stage downstream of a stale one is stale too."""
     printer = Printer(options.quiet)
     pipeline = make_run(model, options, recipe_dirs, printer)
-    stages = build_stages(pipeline)
-    by_kind = {s.kind: s for s in stages}
-    fingerprints: dict[str, str | None] = {}
-    for stage in stages:
-        skip = stage.skip_reason()
-        record = pipeline.state.record(stage.key)
+    for decision in plan(pipeline, executing=False, keep_going=True):
+        stage = decision.stage
+        if decision.action == "SKIPPED" or decision.unplannable:
+            printer.stage_line(stage.key, decision.action, decision.reason)
+            continue
+        record = stage.run.state.record(stage.key)
         when = record["finished"] if record else "never"
-        if skip:
-            printer.stage_line(stage.key, "SKIPPED", skip)
-            continue
-        try:
-            decision = decide(stage, upstream_of(stage, fingerprints, by_kind), force=False)
-        except UserError as exc:
-            printer.stage_line(stage.key, "RUN", f"cannot plan yet: {exc.message}")
-            fingerprints[stage.kind] = None
-            continue
         state = "up to date" if decision.action == "CACHED" else f"stale: {decision.reason}"
-        printer.stage_line(stage.key, "CACHED" if decision.action == "CACHED" else "RUN", f"{state} (last run: {when})")
-        fingerprints[stage.kind] = decision.fingerprint.value if decision.action == "CACHED" else None
+        printer.stage_line(stage.key, decision.action, f"{state} (last run: {when})")
     return 0
 
 

@@ -303,6 +303,10 @@ class Run:
     def log_path(self, key: str) -> Path:
         return self.model_dir / "logs" / f"{key}.log"
 
+    def staging_dir(self, key: str) -> Path:
+        """Where stage `key` writes its outputs before the runner renames them into place."""
+        return self.model_dir / ".staging" / key
+
     def recipe_files(self, args: list[str]) -> dict[str, str]:
         """Digests of files beside the recipe that tool args name ({recipe_dir}/...): editing
         e.g. the fusion switch file must rerun atc."""

@@ -74,12 +74,18 @@ def export_by_command(run, path: ExportPath, env: ExportEnv | None, ctx: ExportC
                             f"{run.recipe.plugin} has no random_checkpoint(ctx) for --weights random", hint="pass --weights PATH")
         weights = random_checkpoint(ctx)
     try:
-        variables = run.variables(weights=str(weights), export_onnx=str(ctx.out))
-        argv = [render(arg, variables) for arg in path.command]
+        argv = export_command(run, path, weights, ctx.out)
         _checked(execute(argv, cwd=ctx.source, log=log, env=overlay), f"the export command ({' '.join(argv[:2])})")
     finally:
         if ctx.weights is None:
             weights.unlink(missing_ok=True)
+
+
+def export_command(run, path: ExportPath, weights: Path | str, out: Path) -> list[str]:
+    """The export path's `command:` as it runs (and as a dry run shows it): {weights} is the
+    checkpoint it reads, {export_onnx} the ONNX file it must write."""
+    variables = run.variables(weights=str(weights), export_onnx=str(out))
+    return [render(arg, variables) for arg in path.command]
 
 
 def export_in_env(run, env: ExportEnv, ctx: ExportContext, log: Path) -> None:

@@ -5,9 +5,13 @@ toolchain that made what it uses, and the fingerprints of the stages it consumes
 recorded one and its outputs are intact (directories file by file, an in-place patch by its tree);
 otherwise it RUNs, with the reason. In a dry run a stage whose upstream would run is RUN too:
 its inputs are about to change.
+
+`plan` is the one walk over the stages: the runner executes its decisions and `ompipe status`
+prints them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +32,80 @@ class Decision:
     action: Action
     reason: str
     fingerprint: Fingerprint | None = None
+    # A shard run's shared stage, seen from the shard: it belongs to the model's directory and
+    # is built by the shared phase, so the shard only checks that it is up to date.
+    shared: bool = False
+    # keep_going only: the stage could not be planned (its fingerprint raised a UserError, e.g.
+    # input that an upstream stage has yet to make); the reason says "cannot plan yet: ...".
+    unplannable: bool = False
+
+
+def plan(run: Run, kinds: tuple[str, ...] | None = None, *, executing: bool | None = None,
+         keep_going: bool = False) -> Iterator[Decision]:
+    """One Decision per stage of the recipe, in order, SKIPPED ones included (with why): the
+    scope (stage / --from / --to), the stage's own skip_reason, what a shard leaves out, a
+    shard's shared stages, fingerprints chained from upstream, --force.
+
+    Lazy on purpose: each stage is planned when the consumer asks for it, after it has executed
+    the decisions before, because a fingerprint may read what an upstream stage has just
+    written (the weights stage digests the checkpoint inside the checkout that clone makes).
+
+    `kinds`: limits the stages further (a sharded run's shared phase: the sample stages then
+    run per shard). `executing`: whether the consumer executes each RUN decision before asking
+    for the next (default: unless --dry-run / --check); if not, a stage downstream of a RUN is
+    RUN too ("upstream X will run"). `keep_going`: a stage whose planning raises a UserError is
+    RUN with `unplannable` set, instead of ending the plan (`ompipe status`)."""
+    options = run.options
+    executing = not options.plans_only if executing is None else executing
+    stages = build_stages(run)
+    by_kind = {s.kind: s for s in stages}
+    scope = in_scope(stages, options.only, options.from_stage, options.to_stage)
+    fingerprints: dict[str, str | None] = {}
+    for stage in stages:
+        left_out = scope[stage.kind] or stage.skip_reason() or _left_out_by_sharding(run, stage, kinds)
+        if left_out:
+            fingerprints[stage.kind] = _recorded_fingerprint(stage, required=scope[stage.kind] == "before --from")
+            yield Decision(stage, "SKIPPED", left_out)
+            continue
+        shared = stage.run is not run
+        upstream = upstream_of(stage, fingerprints, by_kind)
+        try:
+            decision = decide(stage, upstream, options.force and not shared)  # --force rebuilds this run's own stages only
+        except UserError as exc:
+            if not keep_going:
+                raise
+            decision = Decision(stage, "RUN", f"cannot plan yet: {exc.message}", unplannable=True)
+        decision.shared = shared
+        fingerprints[stage.kind] = _seen_downstream(decision, executing)
+        yield decision
+
+
+def _left_out_by_sharding(run: Run, stage: Stage, kinds: tuple[str, ...] | None) -> str | None:
+    from .shard import SAMPLE_KINDS, SHARED_KINDS
+
+    if kinds is not None and stage.kind not in kinds:
+        return "runs per shard"
+    if run.shard and stage.kind not in SHARED_KINDS + SAMPLE_KINDS:
+        return "not run per shard (run it unsharded)"
+    return None
+
+
+def _recorded_fingerprint(stage: Stage, required: bool) -> str | None:
+    """A stage left out of the run: its downstream sees what it last made."""
+    record = stage.run.state.record(stage.key)
+    if record is None and required:
+        raise UserError(f"stage {stage.key} has not run yet, so --from cannot skip it", hint="run without --from first")
+    return record["fingerprint"] if record else None
+
+
+def _seen_downstream(decision: Decision, executing: bool) -> str | None:
+    """The fingerprint the stages downstream of this one are planned against: the one it has
+    (a RUN executed before they are planned records the fingerprint it was planned with), or
+    WILL_RUN for a stage about to run in a plan that executes nothing. A shared stage is never
+    run from a shard: its downstream sees its fingerprint as planned."""
+    if decision.action == "RUN" and not executing and not decision.shared:
+        return WILL_RUN
+    return decision.fingerprint.value if decision.fingerprint else None
 
 
 def build_stages(run: Run) -> list[Stage]:

@@ -20,7 +20,7 @@ from . import fp16, interrupts, versions
 from .toolchains import RealToolchain
 from .context import Run
 from .errors import StageFailed, UserError, disk_full_error
-from .plan import WILL_RUN, Decision, build_stages, decide, in_scope, upstream_of
+from .plan import Decision, plan
 from .stages import Stage, StageResult
 from .state import read_json, write_json_atomic
 from .tools.execute import format_argv
@@ -50,49 +50,32 @@ class RunReport:
 
 
 def run_pipeline(run: Run, printer: Printer, kinds: tuple[str, ...] | None = None) -> RunReport:
-    """Plan and run the stages in scope; `kinds` limits them further (a sharded run's shared
-    phase: the sample stages then run per shard)."""
-    stages = build_stages(run)
-    by_kind = {s.kind: s for s in stages}
+    """Carry out the plan of the stages in scope (plan.plan), one decision at a time; `kinds`
+    limits them further (a sharded run's shared phase: the sample stages then run per shard)."""
     options = run.options
-    scope = in_scope(stages, options.only, options.from_stage, options.to_stage)
-    fingerprints: dict[str, str | None] = {}
+    stages: list[Stage] = []
     report = RunReport()
-    for stage in stages:
-        left_out = scope[stage.kind] or stage.skip_reason() or _left_out_by_sharding(run, stage, kinds)
-        if left_out:
-            report.rows.append(Row(stage.key, "SKIPPED", note=left_out))
-            fingerprints[stage.kind] = _recorded_fingerprint(stage, required=scope[stage.kind] == "before --from")
-            continue
-        decision = decide(stage, upstream_of(stage, fingerprints, by_kind), options.force and stage.run is run)
-        if stage.run is not run:  # a shard run's shared stage: built by the shared phase, never here
-            report.rows.append(_shared_row(decision))
-            fingerprints[stage.kind] = decision.fingerprint.value if decision.fingerprint else None
-            continue
-        if options.plans_only:
-            report.rows.append(_show_plan(decision, printer))
-            fingerprints[stage.kind] = WILL_RUN if decision.action == "RUN" else decision.fingerprint.value
-            continue
-        if decision.action == "CACHED":
-            stage.verify_cached()
-            printer.stage_line(stage.key, "CACHED", decision.reason)
-            report.rows.append(Row(stage.key, "CACHED", 0.0))
-        else:
-            report.rows.append(_execute(decision, printer, report))
-        fingerprints[stage.kind] = decision.fingerprint.value
+    for decision in plan(run, kinds):
+        stages.append(decision.stage)
+        report.rows.append(_carry_out(decision, printer, report))
     if not (options.plans_only or run.shard or kinds):
         report.results_path, report.results = write_results(run, stages, report)
     return report
 
 
-def _left_out_by_sharding(run: Run, stage: Stage, kinds: tuple[str, ...] | None) -> str | None:
-    from .shard import SAMPLE_KINDS, SHARED_KINDS
-
-    if kinds is not None and stage.kind not in kinds:
-        return "runs per shard"
-    if run.shard and stage.kind not in SHARED_KINDS + SAMPLE_KINDS:
-        return "not run per shard (run it unsharded)"
-    return None
+def _carry_out(decision: Decision, printer: Printer, report: RunReport) -> Row:
+    stage = decision.stage
+    if decision.action == "SKIPPED":
+        return Row(stage.key, "SKIPPED", note=decision.reason)
+    if decision.shared:
+        return _shared_row(decision)
+    if stage.run.options.plans_only:
+        return _show_plan(decision, printer)
+    if decision.action == "CACHED":
+        stage.verify_cached()
+        printer.stage_line(stage.key, "CACHED", decision.reason)
+        return Row(stage.key, "CACHED", 0.0)
+    return _execute(decision, printer, report)
 
 
 def _shared_row(decision: Decision) -> Row:
@@ -104,13 +87,6 @@ def _shared_row(decision: Decision) -> Row:
                              "unless started by --devices or an executor that built it)")
     note = "shared" if decision.action == "CACHED" else f"shared: {decision.reason}"
     return Row(stage.key, decision.action, 0.0 if decision.action == "CACHED" else None, note=note)
-
-
-def _recorded_fingerprint(stage: Stage, required: bool) -> str | None:
-    record = stage.run.state.record(stage.key)
-    if record is None and required:
-        raise UserError(f"stage {stage.key} has not run yet, so --from cannot skip it", hint="run without --from first")
-    return record["fingerprint"] if record else None
 
 
 def _show_plan(decision: Decision, printer: Printer) -> Row:
@@ -126,7 +102,7 @@ def _execute(decision: Decision, printer: Printer, report: RunReport) -> Row:
     interrupts.raise_if_stopping()  # a Ctrl-C / SIGTERM that Python dropped where it landed
     run.state.forget(stage.key)
     remove_stale_outputs(stage)
-    staging = run.model_dir / ".staging" / stage.key
+    staging = run.staging_dir(stage.key)
     resuming = stage.resumable and not run.options.force and _staging_fingerprint(staging) == decision.fingerprint.value
     printer.stage_line(stage.key, "RUN", decision.reason + ("; resuming the interrupted run's work" if resuming else ""))
     if not resuming:

@@ -25,7 +25,7 @@ from om_pipeline.models.gfocalv2_model import candidate_count
 from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
 from om_pipeline.plugin import settings_from_params
 from om_pipeline.recipe import find_recipe
-from om_pipeline.stages.eval import read_outputs
+from om_pipeline.samples import read_outputs
 from om_pipeline.testing.shards import merged_metrics, run_shards
 
 SMALL = (128, 192)

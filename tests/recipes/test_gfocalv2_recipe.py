@@ -1,6 +1,7 @@
 """GFocalV2 recipe, link 1 of the chain (DESIGN.md section 4): the dry run shows the guide's
 atc and msame commands for bs 1, its later ais_bench commands, and the ais_bench perf sweep;
-the native export path skips the upstream checkout, the upstream path needs it."""
+the native export path skips the upstream checkout, the upstream path needs it and shows the
+guide's export command."""
 from __future__ import annotations
 
 import pytest
@@ -85,3 +86,20 @@ def test_upstream_export_path_needs_the_checkout(ompipe, coco):
     assert result.code == 0, result.err
     assert closing_table(result.out)["clone"] == "RUN" and closing_table(result.out)["patch"] == "RUN"
     assert ompipe("run", "gfocalv2", "--dry-run", "--export-path", "nope", "--toolchain", "fake", "--data", coco).code == 1
+
+
+def test_dry_run_shows_the_upstream_export_command(ompipe, coco, tmp_path):
+    checkpoint = tmp_path / "gfocal_r50_fpn_1x.pth"
+    checkpoint.write_bytes(b"a dry run only digests it")
+    common = ("--dry-run", "--export-path", "upstream", "--toolchain", "fake", "--data", coco, "--workdir", "work")
+    result = ompipe("run", "gfocalv2", "--weights", checkpoint, *common)
+    assert result.code == 0, result.err
+    export, atc = planned_commands(result.out)[:2]
+    # python3.7 ./GFocalV2/tools/pytorch2onnx.py ./GFocalV2/configs/gfocal/gfocal_r50_fpn_1x.py ./gfocal_r50_fpn_1x.pth
+    #   --output-file gfocal.onnx --input-img ./GFocalV2/demo/demo.jpg --shape 800 1216 --show  (run in the checkout)
+    staged = tmp_path / "work/gfocalv2/.staging/export-bs1-ascend/onnx/gfocalv2_bs1.ascend.onnx"
+    assert export == ["python", "tools/pytorch2onnx.py", "configs/gfocal/gfocal_r50_fpn_1x.py", str(checkpoint),
+                      "--output-file", str(staged), "--input-img", "demo/demo.jpg", "--shape", "800", "1216", "--show"]
+    assert atc[0] == "atc"
+    random = ompipe("run", "gfocalv2", "--weights", "random", *common)
+    assert planned_commands(random.out)[0][3] == "<random weights>"  # the plugin writes them when the export runs

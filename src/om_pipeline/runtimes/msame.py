@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import StageFailed, UserError
+from ..samples import output_path
 from ..tools import msame
 from ..tools.execute import which
 from .base import Session, rendered
@@ -43,7 +44,7 @@ class Msame(OmRuntime):
         for path in out.iterdir():  # <name>_output_<i>.<fmt> -> <name>_<i>.<fmt>, the layout eval reads
             stem, _, index = path.stem.rpartition("_output_")
             if stem and index.isdigit():
-                path.rename(out / f"{stem}_{index}{path.suffix}")
+                path.rename(output_path(out, stem, int(index), path.suffix[1:]))
         return {"average_ms": result.average_ms, "average_without_first_ms": result.average_without_first_ms}
 
     def stats(self, outcome, log: Path) -> dict:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from .. import toolchains
 from ..errors import StageFailed
+from ..samples import has_output, output_path
 from ..state import Fingerprint
 from ..tools.execute import execute
 from .base import FilesJob
@@ -72,7 +73,7 @@ class OmRuntime:
         raw.mkdir(mode=0o750, parents=True)
         outcome = execute(argv, cwd=job.staging, log=job.log, timeout=job.timeout)
         info = self.collect(outcome, raw, job.out, job.log, argv)
-        missing = [f"{i}_{k}" for i in job.ids for k in range(len(self.outputs())) if not has_output(job.out, f"{i}_{k}")]
+        missing = [output_path("", i, k).stem for i in job.ids for k in range(len(self.outputs())) if not has_output(job.out, i, k)]
         if missing:
             raise StageFailed(f"{self.name} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
                               hint=f"the eval stage reads BIN or TXT outputs; full log: {job.log}")
@@ -94,7 +95,3 @@ class OmRuntime:
 
     def stats(self, outcome, log: Path) -> dict:
         raise NotImplementedError
-
-
-def has_output(directory: Path, stem: str) -> bool:
-    return (directory / f"{stem}.bin").exists() or (directory / f"{stem}.txt").exists()

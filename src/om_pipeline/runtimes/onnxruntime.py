@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import versions
 from ..progress import progress
+from ..samples import output_path
 from ..state import Fingerprint
 from .base import FilesJob, Session
 
@@ -132,7 +133,7 @@ def infer_files(runner, inputs_root: Path, ids: list[str], out: Path, model_io, 
         timings.append((time.perf_counter() - started) * 1000)
         for position, sample_id in enumerate(chunk[: bs - padding]):
             for index, array in enumerate(outputs):
-                np.ascontiguousarray(array[position]).tofile(out / f"{sample_id}_{index}.bin")
+                np.ascontiguousarray(array[position]).tofile(output_path(out, sample_id, index))
     return {"samples": len(ids), "batches": len(timings), "median_batch_ms": statistics.median(timings) if timings else None}
 
 

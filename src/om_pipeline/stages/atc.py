@@ -61,7 +61,7 @@ class AtcStage(Stage):
         return argv
 
     def commands(self) -> list[list[str]]:
-        return [self.argv(self.run.model_dir / ".staging" / self.key)]
+        return [self.argv(self.run.staging_dir(self.key))]
 
     def execute(self, staging: Path) -> StageResult:
         argv = self.argv(staging)
@@ -98,7 +98,7 @@ class AtcStage(Stage):
 def planned_flags(run: Run) -> dict[str, str]:
     """The recipe's atc flags for this run as atc will parse them, without asking npu-smi for
     the soc_version (no check here depends on it): for `ompipe doctor` and tests."""
-    variables = run.variables(om_stem=str(run.model_dir / ".staging" / "atc" / STAGING_STEM))
+    variables = run.variables(om_stem=str(run.staging_dir("atc") / STAGING_STEM))
     variables["soc_version"] = run.options.soc_version if run.options.soc_version != "auto" else "Ascend310P3"
     return atc_tool.parse_flags([render(arg, variables) for arg in run.recipe.stages.atc.args])
 

@@ -8,6 +8,7 @@ import numpy as np
 from ..errors import UserError
 from ..plugin import reduced
 from ..progress import progress
+from ..samples import read_outputs, read_reduced
 from ..state import Fingerprint, read_json, write_json_atomic
 from .base import Stage, StageResult
 from .dataset import load_samples
@@ -100,24 +101,3 @@ class EvalStage(Stage):
         kept = read_reduced(directory, sample_id)
         return kept if kept is not None else reduced(self.run.plugin, read_outputs(directory, sample_id, self.run.result_outputs))
 
-
-def read_reduced(directory: Path, sample_id: str) -> list[np.ndarray] | None:
-    """`<id>_<i>.npy`, i = 0, 1, ...: what chunked infer keeps (the plugin's reduce_outputs); None when absent."""
-    arrays = []
-    while (path := directory / f"{sample_id}_{len(arrays)}.npy").is_file():
-        arrays.append(np.load(path, allow_pickle=False))
-    return arrays or None
-
-
-def read_outputs(directory: Path, sample_id: str, specs) -> list[np.ndarray]:
-    arrays = []
-    for index, spec in enumerate(specs):
-        path = directory / f"{sample_id}_{index}.bin"
-        text = path.with_suffix(".txt")  # msame --outfmt TXT, as the GFocalV2 guide runs it
-        if not path.is_file() and not text.is_file():
-            raise UserError(f"no output {path.name} for sample {sample_id} in {directory}", hint="rerun the infer stage (--force)")
-        array = np.fromfile(path, dtype=spec.dtype) if path.is_file() else np.array(text.read_text().split(), dtype=np.float64).astype(spec.dtype)
-        if array.size != int(np.prod(spec.shape)):
-            raise UserError(f"{path} holds {array.size} values; output {spec.name} has shape {spec.shape}")
-        arrays.append(array.reshape(spec.shape))
-    return arrays

@@ -15,6 +15,11 @@ from ..onnx_info import describe
 from ..plugin import ExportContext
 from ..state import Fingerprint, read_json
 from .base import Stage, StageResult, write_log_header
+from .weights import WeightsStage
+
+# {weights} in a dry run's export command under --weights random: the plugin's
+# random_checkpoint(ctx) writes that file only when the export runs.
+RANDOM_WEIGHTS = "<random weights>"
 
 
 class ExportStage(Stage):
@@ -39,6 +44,21 @@ class ExportStage(Stage):
                   "io": recipe.model.model_dump(), "seed": self.run.options.seed, "export path": self.run.export_path[0]}
         tools = {} if self.env else versions.packages("torch", "onnx")
         return Fingerprint(params=params, inputs={"plugin": self.run.plugin_source_digest()}, tools=tools)
+
+    def commands(self) -> list[list[str]]:
+        """An export path's `command:` (the guide's script), as it will run in the checkout."""
+        path = self.run.export_path[1]
+        if not path.command:
+            return []  # the plugin's export, in process or in the export environment
+        from ..envs import export_command
+
+        out = self.run.staging_dir(self.key) / self.run.onnx_name(simplified=False)
+        return [export_command(self.run, path, self.planned_weights(), out)]
+
+    def planned_weights(self) -> str:
+        """The checkpoint the command will read, as the weights stage will choose it."""
+        weights = WeightsStage(self.run).planned_path() if self.run.recipe.stages.weights else None
+        return str(weights) if weights else RANDOM_WEIGHTS
 
     def context(self, out: Path, target: str) -> ExportContext:
         recipe = self.run.recipe

@@ -18,15 +18,13 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from ..plugin import reduced
 from ..progress import progress
 from ..runtimes import FilesJob
+from ..samples import read_outputs, write_reduced
 from ..state import Fingerprint
 from .base import Stage, StageResult
 from .dataset import load_samples
-from .eval import read_outputs
 from .preprocess import preprocessing_params, write_inputs
 
 CHUNK = "chunk"  # a chunk's inputs and raw outputs, under the staging directory
@@ -77,7 +75,7 @@ class InferStage(Stage):
                         quiet=self.run.options.quiet or inputs_root is not None)
 
     def commands(self) -> list[list[str]]:
-        staging = self.run.model_dir / ".staging" / self.key
+        staging = self.run.staging_dir(self.key)
         root = staging / CHUNK if self.run.chunked else None
         argvs = [self.run.runtime.files_argv(self.job(root or staging, view, [], Path(), root)) for view in self.run.views]
         return [argv for argv in argvs if argv]
@@ -140,10 +138,7 @@ class InferStage(Stage):
             return
         for sample_id in ids:
             for index, array in enumerate(reduced(self.run.plugin, read_outputs(raw_out, sample_id, specs))):
-                partial = out / f".{sample_id}_{index}.npy.partial"
-                with open(partial, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
-                os.replace(partial, out / f"{sample_id}_{index}.npy")
+                write_reduced(out, sample_id, index, array)
 
     def output_dir(self, view: str | None) -> str:
         return f"{self.run.infer_name}/{view}" if view else self.run.infer_name

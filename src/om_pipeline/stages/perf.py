@@ -53,7 +53,7 @@ class PerfStage(Stage):
         return list(self.run.runtime.tools)
 
     def commands(self) -> list[list[str]]:
-        argv = self.run.runtime.measure_argv(self.args, self.run.model_dir / ".staging" / self.key)
+        argv = self.run.runtime.measure_argv(self.args, self.run.staging_dir(self.key))
         return [argv] if argv else []
 
     def execute(self, staging: Path) -> StageResult:

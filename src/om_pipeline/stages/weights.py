@@ -44,11 +44,22 @@ class WeightsStage(Stage):
             return Fingerprint(params=params, inputs={str(path): self.run.state.file_digest(path)})
         return Fingerprint(params=params, inputs={"checkpoint": self.pinned_file_digest()})
 
+    def recipe_checkpoint(self) -> Path:
+        """Where the recipe's own checkpoint is: inside the checkout, or in the download cache."""
+        return self.run.path("src") / self.config.in_source if self.config.in_source else cache_dir() / "weights" / self.config.file
+
+    def planned_path(self) -> Path | None:
+        """The checkpoint this stage will choose, before it is verified or fetched (a dry run
+        shows it in the export command that reads it); None for random weights."""
+        if self.choice == "random":
+            return None
+        return Path(self.choice).expanduser().resolve() if self.choice else self.recipe_checkpoint()
+
     def pinned_file_digest(self) -> str:
         """The sha256 of the checkpoint the recipe's pin resolves to. A cache file still to be
         downloaded counts as the pin's sha256 (the download is verified against it), so the
         run after the download finds the stage unchanged."""
-        path = self.run.path("src") / self.config.in_source if self.config.in_source else cache_dir() / "weights" / self.config.file
+        path = self.recipe_checkpoint()
         if path.is_file():
             return self.run.state.file_digest(path)
         return self.config.sha256 or "absent"
@@ -68,7 +79,7 @@ class WeightsStage(Stage):
         return f"needs --weights PATH ({self.config.file} is not in {cache_dir() / 'weights'})"
 
     def user_path(self) -> Path:
-        path = Path(self.choice).expanduser().resolve()
+        path = self.planned_path()  # --weights PATH
         if not path.is_file():
             raise UserError(f"--weights {self.choice}: no such file", hint="give the checkpoint file, or --weights random for a smoke run")
         return path
@@ -107,7 +118,7 @@ class WeightsStage(Stage):
         return {"mode": "file", "path": recorded, "git_blob": blob, "verified_by": "git_blob"}
 
     def from_source(self) -> dict:
-        path = self.run.path("src") / self.config.in_source
+        path = self.recipe_checkpoint()
         if not path.is_file():
             absent = self.config.in_source in (self.run.state.record("clone") or {}).get("info", {}).get("absent_files", [])
             raise UserError(
@@ -118,7 +129,7 @@ class WeightsStage(Stage):
         return self.verify(path, "checkout file")
 
     def from_cache(self) -> dict:
-        path = cache_dir() / "weights" / self.config.file
+        path = self.recipe_checkpoint()
         if not path.is_file():
             if not self.config.urls:
                 raise UserError(
