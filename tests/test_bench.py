@@ -72,3 +72,12 @@ def test_bench_on_several_devices_uses_the_guides_multi_device_mode(ompipe, toy,
 def test_bench_on_several_devices_needs_a_runtime_that_has_them(ompipe, toy):
     result = ompipe("bench", "toy", "--bs", "4", "--recipes", toy.recipes, "--runtime", "onnxruntime", "--devices", "0,1")
     assert result.code == 1 and "measures one device at a time" in result.err and "Traceback" not in result.err
+
+
+def test_the_report_keeps_a_several_device_sum_apart_from_one_device(ompipe, toy, tmp_path):
+    from om_pipeline import report
+
+    common = ("bench", "toy", "--bs", "4", "--recipes", toy.recipes, "--toolchain", "fake", "--weights", "random", "-q")
+    assert ompipe(*common).code == 0 and ompipe(*common, "--devices", "0,1").code == 0
+    series = report.throughput([], report.collect_bench(tmp_path / "work"))["toy"]["measured"]
+    assert set(series) == {"ais_bench", "ais_bench (sum of 2 devices)"}

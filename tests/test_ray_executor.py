@@ -87,19 +87,3 @@ def test_a_task_that_fails_once_is_retried_and_one_that_fails_twice_is_named(omp
     assert failed.code == 1 and "2 of 2 Ray tasks failed twice" in failed.err
     assert "shard 0/2" in failed.err and "shard 1/2" in failed.err and "Traceback" not in failed.err
 
-
-@pytest.mark.ray
-def test_a_real_recipe_through_ray_merges_to_the_serial_metric(local_cluster, ompipe, tmp_path):
-    """GFocalV2 on its native export path (tiny COCO, 128 x 192, random weights, no upstream)."""
-    from om_pipeline.data.gfocalv2_tinycoco import write_tiny_coco
-    from tests.recipes.test_gfocalv2_e2e import small_recipe
-
-    coco = write_tiny_coco(tmp_path / "coco", images=6, seed=5)
-    args = ("--recipes", small_recipe(tmp_path / "recipes"), "--weights", "random", "--toolchain", "fake", "--data", coco,
-            "--runtime", "ais_bench")
-    serial = ompipe("run", "gfocalv2", *args, "--workdir", "serial", "--to", "eval")
-    assert serial.code == 0, serial.err
-    result = ompipe("run", "gfocalv2", *args, "--workdir", "work", "--executor", "ray")
-    assert result.code == 0, result.err + result.out
-    assert metrics_json(tmp_path / "work/gfocalv2/results/gfocalv2_ais_bench_bs1.json") == \
-        metrics_json(tmp_path / "serial/gfocalv2/results/gfocalv2_ais_bench_bs1.json")

@@ -231,12 +231,19 @@ def throughput(results: list[dict], benches: list[dict]) -> dict[str, dict]:
             add(result["model"], tool_label(result), {result["bs"]: fps}, provenance_of(result), result["reference"]["fps"],
                 result["reference"].get("fps_source"))
     for bench in benches:
-        for tool in dict.fromkeys(row["tool"] for row in bench["rows"]):
-            add(bench["model"], tool, {row["bs"]: row["fps"] for row in bench["rows"] if row["tool"] == tool},
+        for series in dict.fromkeys(map(_bench_series, bench["rows"])):
+            add(bench["model"], series, {row["bs"]: row["fps"] for row in bench["rows"] if _bench_series(row) == series},
                 _bench_provenance(bench), bench.get("references", {}), bench.get("fps_source"))
     for entry in models.values():
         entry["measured"] = {name: dict(sorted(points.items())) for name, points in entry["measured"].items()}
     return models
+
+
+def _bench_series(row: dict) -> str:
+    """A bench row's series: its runtime, and the device count when it summed several (`bench
+    --devices`), so a sum is never read as one device's figure beside the guide's."""
+    devices = row.get("devices", 1)
+    return row["tool"] if devices == 1 else f"{row['tool']} (sum of {devices} devices)"
 
 
 def _bench_provenance(bench: dict) -> list[str]:
