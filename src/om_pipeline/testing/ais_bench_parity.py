@@ -216,6 +216,10 @@ CORPUS: tuple[Case, ...] = (
     Case("output_is_a_file", ("--model", M, "--output", f"{D}/img0.bin")),
     Case("output_dirname_checked_against_cwd", ("--model", M, "--output", O, "--output_dirname", "result"),
          _mkdir("result", 0o755)),
+    # An absolute --output_dirname lives under the case's directory, never the machine's /tmp: the
+    # parser checks a path that exists before the tool refuses it for being absolute.
+    Case("output_dirname_absolute_too_open", ("--model", M, "--output", O, "--output_dirname", "{dir}/result"),
+         _mkdir("result", 0o755)),
     Case("input_absent", ("--model", M, "--input", "{dir}/nowhere")),
     Case("input_too_open", ("--model", M, "--input", D), _chmod("data", 0o777)),
     Case("input_list_with_absent_file", ("--model", M, "--input", f"{D}/img0.bin,{D}/img9.bin")),
@@ -228,7 +232,7 @@ CORPUS: tuple[Case, ...] = (
     Case("batchsize_axis_over_8", ("--model", M, "--output_batchsize_axis", "9")),
     Case("dymbatch_over_4096", ("--model", M, "--dymBatch", "4097")),
     Case("output_dirname_alone", ("--model", M, "--output_dirname", "result")),
-    Case("output_dirname_absolute", ("--model", M, "--output", O, "--output_dirname", "/tmp/result")),
+    Case("output_dirname_absolute", ("--model", M, "--output", O, "--output_dirname", "{dir}/result")),
     Case("profiler_and_dump", ("--model", M, "--output", O, "--profiler", "1", "--dump", "1")),
     Case("dump_without_output", ("--model", M, "--dump", "true")),
     Case("acl_json_not_json", ("--model", M, "--acl_json_path", "{dir}/acl.json"), _file("acl.json", b"{not json")),
