@@ -306,6 +306,8 @@ def test_golden_comparison_stops_the_run_before_the_dataset_wide_evaluation(ompi
     assert "golden comparison out of tolerance" in result.err and "onnx logits: cosine -1.000000 < 0.999" in result.err
     assert closing_table(result.out)["compare-bs4-ais_bench"] == "FAILED"
     assert not (tmp_path / "work/toy/infer").exists()
+    log = tmp_path / "work/toy/logs/compare-bs4-ais_bench.log"
+    assert str(log) in result.err and '"cosine": -' in log.read_text()  # the hint points at numbers that exist
 
 
 def test_ctrl_c_discards_the_stage_in_progress(toy, tmp_path):

@@ -14,6 +14,7 @@ value fp16 cannot hold (above 65504: inf, or NaN after it) stops the run naming 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,12 @@ class CompareStage(Stage):
                   "samples": self.config.samples, "tolerance": self.config.tolerance.model_dump(),
                   "tolerances": tolerances, "precision": self.run.numerics}
         write_json_atomic(self.staged(staging, self.run.result_name("compare")), record)
+        write_log_header(self.log, "golden comparison: " + json.dumps({"stats": table, "tolerances": tolerances}, sort_keys=True))
         broken = self.broken(table)
-        if broken:
+        if broken:  # a failed stage's outputs are discarded: its numbers stay in the log
             raise StageFailed("golden comparison out of tolerance, before any dataset-wide evaluation", details=broken,
                               hint="check atc's --precision_mode (default force_fp16; must_keep_origin_dtype keeps fp32, "
-                                   "--keep_dtype keeps named nodes) or the simplifier; "
-                                   f"numbers in {self.run.path(self.run.result_name('compare'))}")
+                                   f"--keep_dtype keeps named nodes) or the simplifier; every output's numbers in {self.log}")
         return StageResult(info=record)
 
     def golden_inputs(self) -> list[list[np.ndarray]]:
