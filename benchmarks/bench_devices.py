@@ -11,9 +11,9 @@ and the floor N x passes / (K x fps). Prints the wall time of each and its ratio
 (issue 17's target for PointRend: 4 devices <= 0.3x one). The outputs are replayed from a
 recorded subset (cyclic unless --record >= N), so the metric means nothing; random weights.
 
-    python benchmarks/bench_devices.py pointrend --n 80 --record 2 --out bench-devices
+    python benchmarks/bench_devices.py pointrend --n 480 --record 2 --devices 4 --stream --out bench-devices
 
-Writes OUT/devices_<model>.{md,json}.
+Writes OUT/devices_<model>[_stream].{md,json}.
 """
 from __future__ import annotations
 
@@ -47,12 +47,12 @@ def timed(bench: Bench, *args: str) -> float:
     return time.perf_counter() - started
 
 
-def measure(bench: Bench, device_counts: list[int], repeats: int) -> list[dict]:
+def measure(bench: Bench, device_counts: list[int], repeats: int, mode: list[str]) -> list[dict]:
     configurations = [("one device, unsharded", [])] + [(f"--devices {','.join(map(str, range(k)))}",
                                                           ["--devices", ",".join(map(str, range(k)))]) for k in device_counts]
     rows = []
     for label, args in configurations:
-        seconds = [timed(bench, *args) for _ in range(repeats)]
+        seconds = [timed(bench, *args, *mode) for _ in range(repeats)]
         count = len(args[1].split(",")) if args else 1
         rows.append({"configuration": label, "devices": count, "seconds": statistics.median(seconds), "runs": seconds,
                      "floor_s": bench.n * passes(bench.model) / (count * bench.fps), "load": os.getloadavg()[0]})
@@ -62,8 +62,8 @@ def measure(bench: Bench, device_counts: list[int], repeats: int) -> list[dict]:
     return rows
 
 
-def markdown(model: str, bench: Bench, rows: list[dict]) -> str:
-    lines = [f"{model}: N={bench.n}, bs {bench.bs}, paced NPU at the guide's {bench.fps:g} fps per device "
+def markdown(model: str, bench: Bench, rows: list[dict], mode: list[str]) -> str:
+    lines = [f"{model} ({' '.join(mode) or 'files mode'}): N={bench.n}, bs {bench.bs}, paced NPU at the guide's {bench.fps:g} fps per device "
              f"({bench.mode} replay, random weights); median of {len(rows[0]['runs'])}; {os.cpu_count()} host CPUs", "",
              "| configuration | floor | wall (median) | runs | vs one device |", "|---|---|---|---|---|"]
     for row in rows:
@@ -79,18 +79,21 @@ def main() -> None:
     parser.add_argument("--record", type=int, default=2, help="samples recorded for the replay (>= N: exact)")
     parser.add_argument("--devices", default="1,4", help="device counts to run besides the unsharded one, e.g. 1,2,4")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stream", action="store_true", help="every configuration with --stream (host work behind the NPU)")
     parser.add_argument("--out", type=Path, default=Path("bench-devices"))
     parser.add_argument("--keep", type=Path, default=None, help="work under this directory and keep it")
     options = parser.parse_args()
     root = options.keep or Path(tempfile_dir())
     try:
         bench = Bench(options.model, root, options.n, options.record, workers=None)
-        rows = measure(bench, [int(k) for k in options.devices.split(",") if k], options.repeats)
-        text = markdown(options.model, bench, rows)
+        mode = ["--stream"] if options.stream else []
+        rows = measure(bench, [int(k) for k in options.devices.split(",") if k], options.repeats, mode)
+        text = markdown(options.model, bench, rows, mode)
         options.out.mkdir(parents=True, exist_ok=True)
-        (options.out / f"devices_{options.model}.md").write_text(text + "\n")
-        (options.out / f"devices_{options.model}.json").write_text(json.dumps(
-            {"model": options.model, "n": bench.n, "bs": bench.bs, "fps": bench.fps, "replay": bench.mode,
+        name = f"devices_{options.model}{'_stream' if options.stream else ''}"
+        (options.out / f"{name}.md").write_text(text + "\n")
+        (options.out / f"{name}.json").write_text(json.dumps(
+            {"model": options.model, "n": bench.n, "bs": bench.bs, "fps": bench.fps, "replay": bench.mode, "mode": mode or ["files"],
              "setup_s": bench.setup_seconds, "rows": rows}, indent=1))
         print(text)
     finally:

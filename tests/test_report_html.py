@@ -223,4 +223,4 @@ def test_an_fp32_run_alone_gets_the_hint_that_adds_the_fp16_preview(tmp_path):
     fp16_pair(tmp_path, fp16=False)
     parsed = Page(html_report.render(tmp_path))
     assert all(t[0][:3] != ["bs", "metric", "fp32"] for t in parsed.tables["m"]) and parsed.images == []
-    assert "ompipe run m --backend onnxruntime --precision fp16" in html_report.render(tmp_path)
+    assert "ompipe run m --runtime onnxruntime --precision fp16" in html_report.render(tmp_path)

@@ -78,24 +78,24 @@ def choose_runtime(options: Options, recipe: Recipe) -> tuple[str, str | None]:
     if options.precision not in PRECISIONS:
         raise UserError(f"unknown precision {options.precision!r}", hint=f"choose one of {', '.join(PRECISIONS)}")
     asked = asked_runtime(options, recipe)
+    om_runtime = recipe_om_runtime(recipe)
     ascend_stage = options.only if options.only in ASCEND_ONLY_STAGES else None
     if asked:
         runtime = runtimes.runtime_class(asked)
         if ascend_stage and not runtime.runs_om:
             raise UserError(f"stage {ascend_stage} is on the Ascend path; --runtime {asked} runs the ONNX model without it",
-                            hint=f"drop --runtime (or pass --runtime {recipe_om_runtime(recipe)}) to run it")
+                            hint=f"drop --runtime (or pass --runtime {om_runtime}) to run it")
         check_precision(options, runtime)
         return asked, None
     found = toolchains.active().found()
     if found:
-        check_precision(options, runtimes.runtime_class(recipe_om_runtime(recipe)))
-        return recipe_om_runtime(recipe), f"runtime: {recipe_om_runtime(recipe)} ({found})"
+        check_precision(options, runtimes.runtime_class(om_runtime))
+        return om_runtime, f"runtime: {om_runtime} ({found})"
     if ascend_stage:
         raise UserError(f"stage {ascend_stage} runs Ascend's atc, and no CANN environment was found "
                         "(ASCEND_TOOLKIT_HOME unset or atc not on PATH)",
                         hint="source CANN's set_env.sh, or pass --toolchain fake to run it with the fake atc (no NPU needed)")
-    return "onnxruntime", ("runtime: onnxruntime (no CANN environment found; pass --runtime "
-                           f"{recipe_om_runtime(recipe)} after sourcing set_env.sh)")
+    return "onnxruntime", f"runtime: onnxruntime (no CANN environment found; pass --runtime {om_runtime} after sourcing set_env.sh)"
 
 
 def asked_runtime(options: Options, recipe: Recipe) -> str | None:
