@@ -11,6 +11,7 @@ import json
 import pytest
 
 from om_pipeline.data.centernet_tinycoco import write_tiny_coco
+from om_pipeline.testing.shards import merged_metrics, metrics_json, run_shards
 from om_pipeline.testing.upstream import upstream_source
 
 UPSTREAM = upstream_source("centernet")
@@ -33,3 +34,8 @@ def test_centernet_runs_to_an_ap_then_is_cached(ompipe, tmp_path, backend):
     second = ompipe(*args)
     assert second.code == 0
     assert "RUN " not in second.out.split("stage ")[1]  # the closing table holds no RUN row
+    # 3 shards + merge: the unsharded metrics JSON, digit for digit (shards in any order)
+    results_json = tmp_path / f"work/centernet/results/centernet_{backend}_bs8.json"
+    expected = metrics_json(results_json)
+    run_shards(ompipe, "centernet", args[2:], tmp_path / "work/centernet", order=(0, 2, 1))
+    assert merged_metrics(ompipe, "centernet", args[2:], results_json) == expected

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from om_pipeline.data.synth_hpatches import synthesize
+from om_pipeline.testing.shards import merged_metrics, metrics_json, run_shards
 
 UPSTREAM = os.environ.get("OMPIPE_UPSTREAM_SUPERPOINT")
 pytestmark = [pytest.mark.upstream,
@@ -28,3 +29,8 @@ def test_superpoint_runs_all_stages_then_is_cached(ompipe, tmp_path, backend):
     second = ompipe(*args)
     assert second.code == 0
     assert "RUN " not in second.out.split("stage ")[1]  # the closing table holds no RUN row
+    # 3 shards + merge (a sequence's images stay together): the unsharded metrics JSON, digit for digit
+    results_json = tmp_path / f"work/superpoint/results/superpoint_{backend}_bs1.json"
+    expected = metrics_json(results_json)
+    run_shards(ompipe, "superpoint", args[2:], tmp_path / "work/superpoint", order=(2, 0, 1))
+    assert merged_metrics(ompipe, "superpoint", args[2:], results_json) == expected

@@ -153,7 +153,9 @@ def checkout_tree(repo: Path, paths: list[str], index: Path) -> str | None:
         for step in steps:
             if not execute(["git", "-C", str(repo), *step], env=env).ok:
                 return None
-        outcome = execute(["git", "-C", str(repo), "write-tree"], env=env)
+        # --missing-ok: a mirror without some blobs (a partial or LFS-less snapshot) still has a
+        # tree id; we name the content, we never read those objects back.
+        outcome = execute(["git", "-C", str(repo), "write-tree", "--missing-ok"], env=env)
         if not outcome.ok:
             return None
         os.replace(private, index)
