@@ -1,5 +1,5 @@
-"""The fake toolchain lives behind the seam: the command layer hands it in (toolchains.activate),
-and no other production module imports om_pipeline.testing."""
+"""The fake toolchain lives behind the seam: a plugin found by its entry point
+(toolchains.load), activated by the command layer; no production module imports om_pipeline.testing."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +10,6 @@ from om_pipeline import toolchains
 from om_pipeline.testing.toolchain import FakeToolchain
 
 PACKAGE = Path(om_pipeline.__file__).resolve().parent
-COMMAND_LAYER = {"commands.py"}  # picks the toolchain: the one place that may name the fake
 
 
 def imports_of_testing(path: Path) -> list[int]:
@@ -29,9 +28,21 @@ def imports_of_testing(path: Path) -> list[int]:
 def test_no_production_module_imports_the_fake_toolchain():
     production = [p for p in PACKAGE.rglob("*.py") if "testing" not in p.relative_to(PACKAGE).parts]
     assert len(production) > 40  # the walk found the package
-    offenders = {str(p.relative_to(PACKAGE)): imports_of_testing(p) for p in production
-                 if p.name not in COMMAND_LAYER or p.parent != PACKAGE}
+    offenders = {str(p.relative_to(PACKAGE)): imports_of_testing(p) for p in production}
     assert {name: lines for name, lines in offenders.items() if lines} == {}
+
+
+def test_the_fake_is_found_by_its_entry_point_and_an_unknown_name_is_refused(tmp_path):
+    import pytest
+
+    from om_pipeline.errors import UserError
+
+    fake = toolchains.load("fake", tmp_path)
+    assert isinstance(fake, FakeToolchain) and fake.root == tmp_path.resolve() / ".fake-toolchain"
+    assert isinstance(toolchains.load("real", tmp_path), toolchains.RealToolchain)
+    with pytest.raises(UserError, match="unknown toolchain 'cann9'") as refused:
+        toolchains.load("cann9", tmp_path)
+    assert refused.value.hint == "choose one of real, fake"
 
 
 def test_the_scan_sees_each_import_form(tmp_path):

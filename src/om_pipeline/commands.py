@@ -27,16 +27,8 @@ from .ui import Printer
 
 
 def use_toolchain(name: str, workdir: Path) -> None:
-    """`--toolchain`: the command layer is the one place that picks the toolchain, and the only
-    one that knows where the fake lives (its wrappers go under the work directory)."""
-    if name == "real":
-        toolchains.activate(toolchains.RealToolchain())
-    elif name == "fake":
-        from .testing.toolchain import FakeToolchain
-
-        toolchains.activate(FakeToolchain(workdir.resolve() / ".fake-toolchain"))
-    else:
-        raise UserError(f"unknown toolchain {name!r}", hint="choose real or fake")
+    """`--toolchain`: the command layer is the one place that picks the toolchain."""
+    toolchains.activate(toolchains.load(name, workdir))
 
 
 def make_run(model: str, options: Options, recipe_dirs: list[Path], printer: Printer) -> Run:

@@ -4,19 +4,21 @@ A toolchain supplies everything that differs between the real CANN tools and omp
 the environment overlay of every subprocess (tools/execute.py applies it), where ais_bench's
 Python API is imported from in process (`--stream`, the compare stage), the CANN version it
 stands for, and the identity that goes into the fingerprints of the stages that run its tools.
-The command layer (commands.py) chooses one per command and activates it; everything else asks
-`active()`. The real one is here; the fake (om_pipeline.testing.toolchain.FakeToolchain) is
-handed in by the command layer, so no production module imports it, as tox keeps its
-`patch_execute` out of tox itself.
+The command layer (commands.py) loads one per command by name (`load`) and activates it;
+everything else asks `active()`. The real one is here; any other is a plugin registered under the
+`om_pipeline.toolchains` entry point group (pyproject.toml: the fake), so no production module
+imports it, as tox keeps its `patch_execute` out of tox itself.
 """
 from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from . import versions
+from .errors import UserError
 from .tools import execute
 
 if TYPE_CHECKING:
@@ -90,6 +92,18 @@ def cann_present() -> bool:
 
 
 _active: list[Toolchain] = [RealToolchain()]
+ENTRY_POINTS = "om_pipeline.toolchains"
+
+
+def load(name: str, workdir: Path) -> Toolchain:
+    """`--toolchain NAME`: the real one, or the plugin registered under that name, given a
+    directory of its own under the work directory (the fake puts its tool wrappers there)."""
+    if name == RealToolchain.name:
+        return RealToolchain()
+    plugins = {entry.name: entry for entry in metadata.entry_points(group=ENTRY_POINTS)}
+    if name not in plugins:
+        raise UserError(f"unknown toolchain {name!r}", hint=f"choose one of {', '.join([RealToolchain.name, *sorted(plugins)])}")
+    return plugins[name].load()(workdir.resolve() / f".{name}-toolchain")
 
 
 def activate(toolchain: Toolchain) -> None:
