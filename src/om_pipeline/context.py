@@ -196,11 +196,6 @@ class Run:
         return self.recipe.model.outputs_for(target)
 
     @property
-    def result_outputs(self):
-        """The outputs the runtime yields, in order: what the inference files hold."""
-        return self.runtime.outputs()
-
-    @property
     def shard(self) -> Shard | None:
         return self.options.shard
 

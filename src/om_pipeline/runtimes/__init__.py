@@ -10,7 +10,6 @@ from . import ais_bench, msame, onnxruntime
 from .base import FilesJob, Runtime, Session
 
 RUNTIMES: dict[str, type] = {module.RUNTIME.name: module.RUNTIME for module in (onnxruntime, ais_bench, msame)}
-OM_RUNTIMES = tuple(name for name, runtime in RUNTIMES.items() if runtime.runs_om)
 
 
 def runtime_class(name: str) -> type:
@@ -23,4 +22,4 @@ def for_run(name: str, run) -> Runtime:
     return runtime_class(name)(run)
 
 
-__all__ = ["FilesJob", "OM_RUNTIMES", "RUNTIMES", "Runtime", "Session", "for_run", "runtime_class"]
+__all__ = ["FilesJob", "RUNTIMES", "Runtime", "Session", "for_run", "runtime_class"]

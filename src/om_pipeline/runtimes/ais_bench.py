@@ -39,9 +39,6 @@ class AisBench(OmRuntime):
                             "(it accepts only letters, digits, _ / . -), so the run would fail after export and atc",
                             hint="use a --workdir whose path has only those characters, or --runtime onnxruntime")
 
-    def recipe_args(self, stage) -> list[str]:
-        return stage.args
-
     def argv(self, args: list[str], variables: dict) -> list[str]:
         return ais_bench_argv(*rendered(args, variables), *self.device_args())
 
@@ -77,7 +74,8 @@ class AisBench(OmRuntime):
 
     @staticmethod
     def version() -> str:
-        return installed_version()
+        """'<version> <location>' of the ais_bench `python -m ais_bench` runs, or 'absent'."""
+        return _probe(ais_bench_argv()[0], subprocess_env().get("PYTHONPATH", ""))
 
 
 class InferSessionModel:
@@ -103,11 +101,6 @@ def ais_bench_argv(*args: str) -> list[str]:
     another (ais_bench often lives in the system Python that CANN's wheels were installed into)."""
     python = os.environ.get("OMPIPE_AIS_BENCH_PYTHON")
     return [python, "-m", "ais_bench", *args] if python else python_argv("-m", "ais_bench", *args)
-
-
-def installed_version() -> str:
-    """'<version> <location>' of the ais_bench `python -m ais_bench` runs, or 'absent'."""
-    return _probe(ais_bench_argv()[0], subprocess_env().get("PYTHONPATH", ""))
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,11 +26,6 @@ class Msame(OmRuntime):
             raise UserError(f"msame feeds one input file per execution, so it runs bs 1 models only (asked: bs {self.run.bs})",
                             hint="use --runtime ais_bench for other batch sizes")
 
-    def recipe_args(self, stage) -> list[str]:
-        if not stage.msame_args:
-            raise UserError("this recipe has no msame command (msame_args)", hint="use --runtime ais_bench")
-        return stage.msame_args
-
     def argv(self, args: list[str], variables: dict) -> list[str]:
         return [program(), *rendered(args, variables)]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import toolchains
-from ..errors import StageFailed
+from ..errors import StageFailed, UserError
+from ..recipe import ARGS_OF_TOOL
 from ..samples import has_output, output_path
 from ..state import Fingerprint
 from ..tools.execute import execute
@@ -25,6 +26,13 @@ class OmRuntime:
 
     def __init__(self, run):
         self.run = run
+
+    def recipe_args(self, stage) -> list[str]:
+        """Its argv in the recipe's infer or perf stage: the field ARGS_OF_TOOL names for it."""
+        field = ARGS_OF_TOOL[self.name]
+        if not getattr(stage, field):
+            raise UserError(f"this recipe has no {self.name} command ({field})", hint="use --runtime ais_bench")
+        return getattr(stage, field)
 
     @property
     def om_path(self) -> Path:
@@ -73,7 +81,8 @@ class OmRuntime:
         raw.mkdir(mode=0o750, parents=True)
         outcome = execute(argv, cwd=job.staging, log=job.log, timeout=job.timeout)
         info = self.collect(outcome, raw, job.out, job.log, argv)
-        missing = [output_path("", i, k).stem for i in job.ids for k in range(len(self.outputs())) if not has_output(job.out, i, k)]
+        count = len(self.outputs())
+        missing = [output_path("", i, k).stem for i in job.ids for k in range(count) if not has_output(job.out, i, k)]
         if missing:
             raise StageFailed(f"{self.name} wrote no output for {len(missing)} file(s), e.g. {', '.join(missing[:3])}",
                               hint=f"the eval stage reads BIN or TXT outputs; full log: {job.log}")

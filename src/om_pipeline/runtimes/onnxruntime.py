@@ -77,18 +77,20 @@ class OnnxRuntime:
         """One session for every view and chunk of a stage (PointRend's graph is 190 MB)."""
         return ort_session(self.run.shared_path(self.run.model_onnx), self.run.emulated_precision)
 
+    def model_io(self):
+        """The recipe's model inputs with the outputs this graph yields."""
+        return self.run.recipe.model.model_copy(update={"outputs": self.outputs()})
+
     def infer_files(self, job: FilesJob) -> dict:
         job.out.mkdir(parents=True)
-        model_io = self.run.recipe.model.model_copy(update={"outputs": self.outputs()})
         return infer_files(self._files_session, job.inputs_root / self.run.inputs_dir(job.view), job.ids, job.out,
-                           model_io, self.run.bs, quiet=job.quiet)
+                           self.model_io(), self.run.bs, quiet=job.quiet)
 
     def measure(self, args: list[str], staging: Path, log: Path, timeout: float | None, loop: int) -> dict:
         return measure(self.run.shared_path(self.run.model_onnx), self.run.recipe.model, self.run.bs, loop)
 
     def session(self) -> Session:
-        model_io = self.run.recipe.model.model_copy(update={"outputs": self.outputs()})
-        return OnnxModel(self.run.shared_path(self.run.model_onnx), model_io, self.run.emulated_precision)
+        return OnnxModel(self.run.shared_path(self.run.model_onnx), self.model_io(), self.run.emulated_precision)
 
     @staticmethod
     def version() -> str:

@@ -136,7 +136,7 @@ class CompareStage(Stage):
     def stats(self, reference: list, candidate: list) -> dict[str, dict[str, float]]:
         """Per output, the worst value over the golden batches."""
         result = {}
-        for index, spec in enumerate(self.run.result_outputs):
+        for index, spec in enumerate(self.run.runtime.outputs()):
             values = [similarity(ref[index], cand[index]) for ref, cand in zip(reference, candidate)]
             result[spec.name] = {"cosine": min(v["cosine"] for v in values), "max_abs": max(v["max_abs"] for v in values),
                                  "rel_l2": max(v["rel_l2"] for v in values), "nonfinite": sum(v["nonfinite"] for v in values)}

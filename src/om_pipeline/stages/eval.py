@@ -90,14 +90,15 @@ class EvalStage(Stage):
     def evaluate_files(self, evaluator, samples: list) -> None:
         outputs_dir = self.run.path(self.run.infer_name)
         views = self.run.views
+        specs = self.run.runtime.outputs()  # once: the fake's .om says them from its file
         for sample in progress(samples, f"eval {self.run.name}", quiet=self.run.options.quiet):
             if views == (None,):
-                evaluator.add(sample, self.sample_outputs(outputs_dir, sample.id))
+                evaluator.add(sample, self.sample_outputs(outputs_dir, sample.id, specs))
             else:
-                evaluator.add(sample, {view: self.sample_outputs(outputs_dir / view, sample.id) for view in views})
+                evaluator.add(sample, {view: self.sample_outputs(outputs_dir / view, sample.id, specs) for view in views})
 
-    def sample_outputs(self, directory: Path, sample_id: str) -> list[np.ndarray]:
+    def sample_outputs(self, directory: Path, sample_id: str, specs) -> list[np.ndarray]:
         """Reduced outputs as chunked infer kept them, else the tool's raw outputs, reduced here."""
         kept = read_reduced(directory, sample_id)
-        return kept if kept is not None else reduced(self.run.plugin, read_outputs(directory, sample_id, self.run.result_outputs))
+        return kept if kept is not None else reduced(self.run.plugin, read_outputs(directory, sample_id, specs))
 

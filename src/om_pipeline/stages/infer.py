@@ -131,7 +131,7 @@ class InferStage(Stage):
         """Each sample's raw outputs -> the plugin's reduce_outputs -> `<id>_<i>.npy` in `out`
         (written under a temporary name, then renamed: a killed run leaves no half file);
         without reduce_outputs, the raw files move as they are."""
-        specs = self.run.result_outputs
+        specs = self.run.runtime.outputs()
         if not hasattr(self.run.plugin, "reduce_outputs"):
             for path in raw_out.iterdir():
                 os.replace(path, out / path.name)
