@@ -262,3 +262,23 @@ def test_an_annotation_file_without_any_coco_category_is_a_user_error(coco, tmp_
     path.write_text(json.dumps(dataset))
     with pytest.raises(UserError, match="none of COCO's 80"):
         plugin.evaluator(other, plugin.Settings())
+
+
+def test_the_fake_oms_nms_stand_in_gives_the_graphs_outputs_padded_with_zeros():
+    """The fake .om's BatchMultiClassNMS (ascend_ops_on_host): per batch row, mmdet's NMS on the
+    float16-cast pre-NMS outputs, dets 100 x 5 and labels 100, zeros after the kept rows."""
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 100, size=(2, 300, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(1, 40, size=(2, 300, 2)).astype(np.float32)], axis=2)
+    scores = rng.uniform(0, 0.2, size=(2, 300, 81)).astype(np.float32)
+    scores[1] = 0.01  # nothing above score_thr: all padding
+    dets, labels = plugin.ascend_ops_on_host([boxes, scores], {"max_per_img": 100})
+    assert dets.shape == (2, 100, 5) and dets.dtype == np.float32 and labels.shape == (2, 100) and labels.dtype == np.int64
+    want_dets, want_labels = post.multiclass_nms(boxes[0].astype(np.float16).astype(np.float32),
+                                                 scores[0].astype(np.float16).astype(np.float32))
+    assert len(want_dets) == 100 and np.array_equal(dets[0], want_dets) and np.array_equal(labels[0], want_labels)
+    assert not dets[1].any() and not labels[1].any()
+    scores[1, :5, 3] = 0.9  # five candidates: five kept at most, then padding
+    few, _ = plugin.ascend_ops_on_host([boxes[1:], scores[1:]], {"max_per_img": 100})
+    kept = int((few[0, :, 4] > 0).sum())
+    assert 0 < kept <= 5 and not few[0, kept:].any()

@@ -2,9 +2,10 @@
 native export path, with msame (the guide's tool), ais_bench and `--backend onnxruntime`:
 no upstream checkout, no network (clone and patch are skipped by the native path).
 
-The fake .om runs the onnxruntime target's graph (ONNX Runtime cannot run BatchMultiClassNMS),
-so with the fake toolchain the evaluator gets pre-NMS outputs and does the NMS itself; on an
-NPU it gets the graph's dets and labels. A second evaluation scores the same runs against
+The fake .om runs the onnxruntime target's graph (ONNX Runtime cannot run BatchMultiClassNMS)
+and then the plugin's host stand-in for that op (`ascend_ops_on_host`), so msame and ais_bench
+give the graph's dets and labels, as on an NPU, and ONNX Runtime the pre-NMS outputs, on which
+the evaluator does the NMS itself. A second evaluation scores the same runs against
 ground truth made from ONNX Runtime's own detections: the three tools then agree on a
 non-trivial AP, and the false positives on the two images without ground truth count only in
 the standard (all images) evaluation, as the 4952-vs-5000 difference does on val2017. The
@@ -87,7 +88,7 @@ def test_native_path_runs_with_msame_ais_bench_and_onnxruntime(ompipe, tmp_path)
         assert record["random_weights"] and record["samples"] == 8 and record["tool"] == tool
         metrics = record["metrics"]
         assert metrics["images_all"] == 8 and metrics["images_annotated"] == 6  # 2 of the first 8 have no annotation
-        assert metrics["nms_in_graph"] == 0.0  # the fake .om runs the pre-NMS twin
+        assert metrics["nms_in_graph"] == float(tool != "onnxruntime")  # the .om yields dets and labels
         first[tool] = metrics
     for tool in ("msame", "ais_bench"):  # the same random model on the same inputs: the same scores
         assert first[tool]["ap"] == pytest.approx(first["onnxruntime"]["ap"], abs=0.02)
@@ -99,15 +100,18 @@ def test_native_path_runs_with_msame_ais_bench_and_onnxruntime(ompipe, tmp_path)
     assert merged_metrics(ompipe, "gfocalv2", shard_args, tmp_path / "work/gfocalv2/results/gfocalv2_ais_bench_bs1.json") == expected
     msame_outputs = sorted(p.name for p in (tmp_path / "work/gfocalv2/infer/msame_bs1").iterdir())
     assert msame_outputs[:2] == ["000000001000_0.txt", "000000001000_1.txt"] and len(msame_outputs) == 16
-    # same random model, same inputs: msame's and ais_bench's TXT (6 digits) and ONNX Runtime's
-    # BIN outputs hold the same pre-NMS tensors
-    specs = find_recipe(str(recipes / "gfocalv2.yaml")).recipe.model.outputs_for("onnxruntime")
+    # same random model, same inputs: msame's and ais_bench's dets and labels (TXT: 6 digits) are
+    # the op's stand-in applied to ONNX Runtime's pre-NMS tensors
+    model = find_recipe(str(recipes / "gfocalv2.yaml")).recipe.model
     infer = tmp_path / "work/gfocalv2/infer"
+    params = {"input_size": list(SMALL)}
     for sample_id in ("000000001000", "000000001259"):
-        want = read_outputs(infer / "onnxruntime_bs1_fp16", sample_id, specs)
+        pre_nms = read_outputs(infer / "onnxruntime_bs1_fp16", sample_id, model.outputs_for("onnxruntime"))
+        want = plugin.ascend_ops_on_host([array[None] for array in pre_nms], params)
+        assert want[1].shape == (1, 100) and (want[0][0, :, 4] > 0).any()
         for tool in ("msame", "ais_bench"):
-            for got, expected in zip(read_outputs(infer / f"{tool}_bs1", sample_id, specs), want):
-                assert np.allclose(got, expected, rtol=1e-5, atol=1e-4)
+            for got, expected in zip(read_outputs(infer / f"{tool}_bs1", sample_id, model.outputs_for("ascend")), want):
+                assert np.allclose(got, expected[0], rtol=1e-5, atol=1e-4)
 
     empty = {1000 + 37 * i for i in (0, 5)}
     assert ground_truth_from_detections(tmp_path, coco, keep_empty=empty) == 8 - len(empty)

@@ -263,6 +263,28 @@ def mmdet_key_names() -> list[str]:
     return keys
 
 
+# ---------------------------------------------------------------- the fake .om's BatchMultiClassNMS
+
+
+def ascend_ops_on_host(outputs: Sequence[np.ndarray], params: dict[str, Any]) -> list[np.ndarray]:
+    """What the `ascend` graph's tail (BatchMultiClassNMS) makes of the `onnxruntime` export's
+    outputs, batch by row: the fake toolchain's `.om` runs the standard-op export and then this,
+    so it yields the guide's dets (bs x 100 x 5) and labels (bs x 100) as a 310P's `.om` does,
+    and the host postprocess is the 310P run's. The op's inputs are cast to float16 as in the
+    graph (gfocalv2_model.ascend_nms); the NMS itself is mmdet's (post.multiclass_nms), not
+    CANN's kernel; rows past the kept detections are zeros, as the op pads them."""
+    from ..plugin import settings_from_params
+
+    s = settings_from_params(Settings, params)
+    boxes, scores = (np.asarray(a, dtype=np.float16).astype(np.float32) for a in outputs)
+    dets = np.zeros((len(boxes), s.max_per_img, 5), dtype=np.float32)
+    labels = np.zeros((len(boxes), s.max_per_img), dtype=np.int64)
+    for row in range(len(boxes)):
+        kept_dets, kept_labels = post.multiclass_nms(boxes[row], scores[row], s.score_thr, s.iou_threshold, s.max_per_img)
+        dets[row, :len(kept_dets)], labels[row, :len(kept_labels)] = kept_dets, kept_labels
+    return [dets, labels]
+
+
 # ---------------------------------------------------------------- evaluation
 
 

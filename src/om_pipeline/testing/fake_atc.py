@@ -14,6 +14,10 @@ Environment knobs (for tests):
     OMPIPE_FAKE_ATC_EXEC_MODEL=<onnx>  embed this ONNX instead of --model (still checked against
                                        --model): for graphs with Ascend-only ops that ONNX Runtime
                                        cannot run; give the standard-op export of the same model
+    OMPIPE_FAKE_ATC_HOST_OPS=<json>    with EXEC_MODEL: {"function": "module:name", "params", "outputs"}:
+                                       the .om runs the function on the executed model's outputs
+                                       and yields `outputs` (the real graph's), as a stand-in for
+                                       its Ascend-only tail (GFocalV2's BatchMultiClassNMS)
     OMPIPE_FAKE_ATC_CANN=8|5           whose op table and wording the parse gate uses (default 8:
                                        E16002; 5: E19010 listing every refused node)
 The --model graph passes ATC's parse gate first (om_pipeline.atc_ops: a parser plugin for
@@ -226,6 +230,8 @@ def convert(flags: Mapping[str, str], argv: list[str], env: Mapping[str, str]) -
     if env.get("OMPIPE_FAKE_ATC_EXEC_MODEL"):
         model = load_onnx(env["OMPIPE_FAKE_ATC_EXEC_MODEL"])
     onnx_bytes, meta = compile_model(model, flags, argv)
+    if env.get("OMPIPE_FAKE_ATC_EXEC_MODEL") and env.get("OMPIPE_FAKE_ATC_HOST_OPS"):
+        meta.update(host_ops_meta(json.loads(env["OMPIPE_FAKE_ATC_HOST_OPS"]), meta["outputs"], flags))
     time.sleep(float(env.get("OMPIPE_FAKE_DELAY", "0") or 0))
     if env.get("OMPIPE_FAKE_ATC_FAIL"):
         raise AtcFailure(env["OMPIPE_FAKE_ATC_FAIL"], "Failure forced by OMPIPE_FAKE_ATC_FAIL.",
@@ -374,6 +380,17 @@ def compile_model(model: onnx.ModelProto, flags: Mapping[str, str], argv: list[s
         "argv": argv,
     }
     return model.SerializeToString(), meta
+
+
+def host_ops_meta(host_ops: dict, executed: list[dict], flags: Mapping[str, str]) -> dict:
+    """The .om yields the real graph's outputs (--output_type applies to them) from the executed
+    twin's (`executed_outputs`) through the host function (fake_runtime.FakeOmModel)."""
+    outputs = [dict(output) for output in host_ops["outputs"]]
+    if flags.get("output_type"):
+        for output in outputs:
+            output["dtype"] = OUTPUT_TYPES[flags["output_type"]]
+    return {"outputs": outputs, "executed_outputs": executed,
+            "host_ops": {"function": host_ops["function"], "params": host_ops["params"]}}
 
 
 def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, list[int]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,6 +36,17 @@ def _specs(entries: list[dict]) -> list[TensorSpec]:
     return [TensorSpec(e["name"], tuple(e["shape"]), np.dtype(e["dtype"])) for e in entries]
 
 
+def _host_ops(entry: dict | None) -> Callable[[list[np.ndarray]], list[np.ndarray]] | None:
+    """The plugin function a fake .om runs after its twin (fake_atc.host_ops_meta), with its settings."""
+    if not entry:
+        return None
+    import importlib
+
+    module, _, name = entry["function"].partition(":")
+    function = getattr(importlib.import_module(module), name)
+    return lambda outputs: function(outputs, entry["params"])
+
+
 class FakeOmModel:
     """The compiled model computes as its precision mode says: under ATC's default force_fp16
     every float activation and weight is stored in fp16 (om_pipeline.fp16, "emulated fp16")."""
@@ -45,6 +56,9 @@ class FakeOmModel:
         self.meta, onnx_bytes = read_fake_om(self.path)
         self.inputs = _specs(self.meta["inputs"])
         self.outputs = _specs(self.meta["outputs"])
+        # a twin's outputs, made into the real graph's by a host stand-in for its Ascend-only tail (fake_atc)
+        self._executed = _specs(self.meta.get("executed_outputs", self.meta["outputs"]))
+        self._host_ops = _host_ops(self.meta.get("host_ops"))
         self.precision = fp16.precision_of(self.meta)
         self._paced = fake_paced_npu.from_environment(onnx_bytes, self.inputs, self.outputs)
         if self._paced is not None and not self._paced.needs_model:
@@ -61,7 +75,10 @@ class FakeOmModel:
 
     def _run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         feeds = {spec.name: np.ascontiguousarray(array) for spec, array in zip(self.inputs, arrays)}
-        results = self._session.run([spec.name for spec in self.outputs], feeds)
+        results = self._session.run([spec.name for spec in self._executed], feeds)
+        results = [np.asarray(result).astype(spec.dtype, copy=False) for result, spec in zip(results, self._executed)]
+        if self._host_ops is not None:
+            results = self._host_ops(results)
         return [np.asarray(result).astype(spec.dtype, copy=False) for result, spec in zip(results, self.outputs)]
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -82,7 +83,10 @@ class FakeToolchain:
         runs the .om's graph with ONNX Runtime, which cannot execute Ascend-only ops
         (DeformableConv2D, BatchMultiClassNMS): for such a graph it is given the plugin's
         standard-op export of the same model (target onnxruntime) to run instead; the flags and
-        ops are still checked against the real graph, and the .om records the twin's outputs."""
+        ops are still checked against the real graph, and the .om records the twin's outputs,
+        unless the plugin says what the Ascend-only ops at the graph's end compute from them
+        (`ascend_ops_on_host`, GFocalV2's NMS): then the .om runs that after the twin and yields
+        the real graph's outputs, so the host's postprocessing is the 310P run's."""
         from ..stages.atc import nonstandard_ops
         from ..stages.export import ExportStage
 
@@ -91,7 +95,25 @@ class FakeToolchain:
             twin = staging / "fake-twin.onnxruntime.onnx"
             ExportStage(stage.run).export(twin, "onnxruntime", stage.log)
             env["OMPIPE_FAKE_ATC_EXEC_MODEL"] = str(twin)
+            host_ops = ascend_ops_on_host(stage.run)
+            if host_ops:
+                env["OMPIPE_FAKE_ATC_HOST_OPS"] = json.dumps(host_ops)
         return env
+
+
+def ascend_ops_on_host(run) -> dict | None:
+    """What the fake .om needs to run the plugin's stand-in for the Ascend-only tail of its
+    graph: the function (by import path: the fake runtime runs in another process), the
+    settings it computes with, and the real graph's outputs at the run's batch size. None for a
+    plugin without one, or loaded from a file (not importable by name)."""
+    import dataclasses
+
+    function = getattr(run.plugin, "ascend_ops_on_host", None)
+    if function is None or run.recipe.plugin.startswith("file:"):
+        return None
+    settings = dataclasses.asdict(run.settings("export"))
+    outputs = [{"name": spec.name, "shape": [run.bs, *spec.shape], "dtype": spec.dtype} for spec in run.output_specs(run.target)]
+    return {"function": f"{run.plugin.__name__}:{function.__name__}", "params": settings, "outputs": outputs}
 
 
 @functools.lru_cache(maxsize=None)
