@@ -76,3 +76,24 @@ def test_a_mergeable_evaluator_runs_in_worker_processes_with_the_same_metric(omp
         assert metrics["processes"] == processes
         assert {k: v for k, v in metrics.items() if k != "processes"} == {k: v for k, v in files.items() if k != "processes"}
     assert files["processes"] == 1 and os.getpid()  # files mode scores here
+
+
+def test_the_models_queue_is_sized_by_memory_and_never_longer_than_the_run():
+    """queued_batches: up to MAX_QUEUED_BATCHES batches of NPU work ahead of the evaluator, fewer
+    when twice that many batches of inputs would pass RING_BYTES, never fewer than 2 (one running,
+    one waiting), never more than the run has."""
+    from types import SimpleNamespace
+
+    from om_pipeline import stream
+    from om_pipeline.recipe import TensorSpec
+
+    def run(shape, bs=4, views=(None,)):
+        return SimpleNamespace(bs=bs, views=views, recipe=SimpleNamespace(model=SimpleNamespace(inputs=[TensorSpec(name="x", shape=shape)])))
+
+    assert stream.queued_batches(run([3, 256, 192], views=("normal", "flip")), 10_000) == stream.MAX_QUEUED_BATCHES
+    big = run([3, 1024, 2048], bs=8)  # 201 MB a batch
+    assert stream.queued_batches(big, 10_000) == 2
+    medium = run([3, 512, 1024], bs=8)  # 50 MB a batch: 5 batches of 100 MB fit in 512 MiB
+    assert stream.queued_batches(medium, 10_000) == stream.RING_BYTES // (2 * 8 * 3 * 512 * 1024 * 4) == 5
+    assert stream.queued_batches(run([3, 8, 8]), 5) == 2  # 2 batches in all
+    assert stream.queued_batches(run([3, 8, 8]), 3) == 1

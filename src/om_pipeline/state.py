@@ -34,12 +34,15 @@ def digest_of(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
+def write_json_atomic(path: Path, value: Any, indent: int | None = 2) -> None:
+    """`indent=None` for bulk data (a COCO results list, an evaluator's state): json's C encoder
+    then writes it, ten times faster than the indenting pure-Python one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True, default=str)
+            # dumps, not dump: json.dump never uses the C encoder
+            handle.write(json.dumps(value, indent=indent, sort_keys=True, default=str, separators=None if indent else (",", ":")))
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())

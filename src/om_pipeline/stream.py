@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import math
 import multiprocessing
+import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator
@@ -30,23 +31,49 @@ def evaluate(run, samples: list[Sample], evaluator, workers: int | None) -> None
     """Every sample through preprocess, the model and the evaluator, in sample order.
     `workers`: 0 preprocesses and evaluates in this process, N in pools of N; None chooses.
 
-    The model runs on a thread of its own, one batch ahead of the evaluator: while the NPU (or
-    ONNX Runtime, which releases the GIL) works on batch k, this thread hands batch k-1 to the
-    evaluator and fills the ring, so the host's work hides behind the model's. A mergeable
-    evaluator (state/merge) runs in worker processes (EvaluatorShards) when cores allow."""
+    The model runs on a thread of its own, fed a queue of up to `queued_batches` batches: while
+    the NPU (or ONNX Runtime, which releases the GIL) works through them, this thread scores the
+    oldest finished one and asks for the next (which fills the ring: here when preprocessing is
+    in-process, measured cheaper than shipping it out), so the host's work, pauses included (an
+    evaluator decoding a chunk of samples at once), hides behind the model's. A mergeable
+    evaluator (state/merge) runs in worker processes (EvaluatorShards) when its plugin asks and
+    cores allow."""
+    depth = queued_batches(run, len(samples))
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ompipe-model") as model_thread, \
             _evaluation(run, samples, evaluator, workers) as add:
         # Made on the thread that runs it: a device context (ACL's) belongs to the thread that set it.
         model = model_thread.submit(lambda: run.runtime.session()).result()
-        with preprocessed_batches(run, samples, workers, held=2) as batches:
-            previous = None  # (batch, its outputs by view): scored while the model runs the next
+
+        def score_oldest() -> None:
+            batch, outputs = in_flight.popleft()
+            _evaluate_batch(batch, outputs.result(), add, run.views, run.plugin)
+
+        # Asking for a batch releases the one `held` before it: scored, so the model is done with it.
+        with preprocessed_batches(run, samples, workers, held=depth + 1) as batches:
+            in_flight: collections.deque = collections.deque()  # (batch, its outputs by view, to come), in order
             for batch, inputs in progress(batches, f"stream {run.name}", quiet=run.options.quiet, total=-(-len(samples) // run.bs)):
-                running = model_thread.submit(_run_views, model, inputs, run.views)
-                if previous is not None:
-                    _evaluate_batch(*previous, add, run.views, run.plugin)
-                previous = (batch, running.result())  # done before its ring slot can be refilled
-            if previous is not None:
-                _evaluate_batch(*previous, add, run.views, run.plugin)
+                in_flight.append((batch, model_thread.submit(_run_views, model, inputs, run.views)))
+                if len(in_flight) > depth:
+                    score_oldest()
+            while in_flight:
+                score_oldest()
+
+
+# The ring holds the batches queued for the model and those being filled ahead: up to this many
+# bytes of inputs, or two batches where one is larger.
+RING_BYTES = 512 << 20
+MAX_QUEUED_BATCHES = 8
+
+
+def queued_batches(run, samples: int) -> int:
+    """Batches queued for the model ahead of the evaluator: enough NPU work to cover this
+    thread's pauses (TransPose's evaluator decodes 64 samples at once: 82 ms, five batches of a
+    310P's time at the guide's 512 fps), as many as memory allows (RING_BYTES for twice that
+    many batches), at least 2."""
+    batch_bytes = run.bs * len(run.views) * sum(int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+                                                for spec in run.recipe.model.inputs)
+    batches = -(-samples // run.bs)
+    return max(1, min(batches, max(2, min(MAX_QUEUED_BATCHES, RING_BYTES // (2 * max(1, batch_bytes))))))
 
 
 @contextlib.contextmanager

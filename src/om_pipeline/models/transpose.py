@@ -39,9 +39,10 @@ from ..plugin import (ExportContext, Sample, decode_array, encode_array, importe
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
 
 VIEWS = ("normal", "flip")
-# --stream scores in worker processes (stream.evaluation_workers): DARK decoding and OKS-NMS cost more
-# per person than the 310P's two passes at the guide's ~500 fps.
-EVALUATE_IN_WORKERS = True
+# --stream scores in this process, not in evaluation workers (stream.evaluation_workers): decoding
+# costs ~1.3 ms a person, and shipping both views' heatmaps (416 kB) to a worker cost more: with the
+# paced NPU at the guide's 512 fps, 2049 persons kept it 66 % busy through workers, 78 % here.
+EVALUATE_IN_WORKERS = False
 EXPERIMENT = "experiments/coco/transpose_r/TP_R_256x192_d256_h1024_enc3_mh8.yaml"
 DETECTION_FILE = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
 LAYOUT_HINT = ("COCO layout: <data>/images/val2017/000000000139.jpg ... and "

@@ -65,7 +65,7 @@ class EvalStage(Stage):
         metrics = {name: float(value) for name, value in evaluator.result().items()}
         artifacts = self.staged(staging, f"{self.artifacts_dir}/x").parent  # created, even if left empty
         for name, value in (evaluator.artifacts() if hasattr(evaluator, "artifacts") else {}).items():
-            write_json_atomic(artifacts / f"{name}.json", value)
+            write_json_atomic(artifacts / f"{name}.json", value, indent=None)  # COCO results: bulk data
         weights = read_json(self.run.shared_path("weights.json")) or {}
         record = {"metrics": metrics, "samples": len(samples), "tool": self.run.runtime.name, "bs": self.run.bs,
                   "precision": self.run.numerics,
@@ -79,7 +79,7 @@ class EvalStage(Stage):
                             hint="give it state() and merge() (om_pipeline.plugin.Evaluator), or run without --shard")
         record = {"shard": str(self.run.shard), "samples": [s.id for s in samples], "tool": self.run.runtime.name, "bs": self.run.bs,
                   "state": evaluator.state()}
-        write_json_atomic(self.staged(staging, self.run.result_name(STATE)), record)
+        write_json_atomic(self.staged(staging, self.run.result_name(STATE)), record, indent=None)
         return StageResult(info={"shard": str(self.run.shard), "samples": len(samples)})
 
     def evaluate_stream(self, evaluator, samples: list) -> None:

@@ -84,7 +84,9 @@ class InferSession:
         array = np.ascontiguousarray(np.asarray(feed))
         if array.nbytes != spec.nbytes:
             raise RuntimeError(f"input {spec.name}: {array.nbytes} bytes given, the model needs {spec.nbytes}")
-        return np.frombuffer(array.tobytes(), dtype=spec.dtype).reshape(spec.shape)
+        # the bytes reinterpreted, not copied: the real session's copy to the device is DMA, which
+        # costs the host no CPU (an 11.7 MB GFocalV2 input copied here took ms per batch)
+        return array.reshape(-1).view(np.uint8).view(spec.dtype).reshape(spec.shape)
 
     def summary(self) -> SessionSummary:
         return self._summary
