@@ -89,8 +89,8 @@ def _evaluation(run, samples: list[Sample], evaluator, workers: int | None) -> I
 
 def evaluation_workers(plugin, evaluator, requested: int | None) -> int:
     """Processes for postprocessing and the metric's update, for a plugin whose postprocessing
-    is heavier than the NPU's time per sample (EVALUATE_IN_WORKERS: SuperPoint's matching and
-    RANSAC, TransPose's DARK decoding and OKS-NMS) and whose evaluator can be split
+    is heavier than the NPU's time per sample and than shipping its outputs (EVALUATE_IN_WORKERS:
+    SuperPoint's matching and RANSAC; not TransPose, see its plugin) and whose evaluator can be split
     (state/merge): `--workers` when given, else one per usable core (up to MAX_DEFAULT_WORKERS)
     on 2 cores or more. Otherwise 0: this process scores while the NPU runs the next batch, and
     an evaluator that scores as results arrive (COCO's per-image evaluation) leaves the least
