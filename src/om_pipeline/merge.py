@@ -116,7 +116,7 @@ def merge_shards(run: Run, count: int | None, printer: Printer, devices: list[di
     metrics = {name: float(value) for name, value in evaluator.result().items()}
     name = run.result_name("eval").removesuffix(".json") + "_merged"
     for artifact, value in (evaluator.artifacts() if hasattr(evaluator, "artifacts") else {}).items():
-        write_json_atomic(run.path(f"{name}/{artifact}.json"), value)
+        write_json_atomic(run.path(f"{name}/{artifact}.json"), value, indent=None)  # bulk data, as the eval stage writes it
     seconds = time.monotonic() - started
     report = RunReport(rows=[Row(f"{shard_run.shard}", "CACHED", 0.0, f"{len(record['samples'])} samples")
                              for shard_run, record in zip(runs, records)] + [Row("merge", "RUN", seconds)])

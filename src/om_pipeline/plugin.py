@@ -61,6 +61,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 
 from .errors import UserError
+from .state import JsonText  # noqa: F401  (plugin API: an artifact already serialised)
 
 SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 REQUIRED_FUNCTIONS = ("list_samples", "preprocess", "export", "evaluator")
@@ -112,7 +113,7 @@ class Evaluator(Protocol):
     def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None: ...
 
     # Optional, called after result(): JSON-ready things worth keeping, e.g. {"coco_results": [...]},
-    # written to results/eval_<tool>_bs<N>/<name>.json.
+    # written to results/eval_<tool>_bs<N>/<name>.json; a JsonText value is written as it is.
     # def artifacts(self) -> dict[str, Any]: ...
 
 

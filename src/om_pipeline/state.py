@@ -34,6 +34,11 @@ def digest_of(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
+class JsonText(str):
+    """JSON already serialised (an evaluator that serialised its results as they came, so that
+    none of it is left after the last sample): written as it is."""
+
+
 def write_json_atomic(path: Path, value: Any, indent: int | None = 2) -> None:
     """`indent=None` for bulk data (a COCO results list, an evaluator's state): json's C encoder
     then writes it, ten times faster than the indenting pure-Python one."""
@@ -42,7 +47,8 @@ def write_json_atomic(path: Path, value: Any, indent: int | None = 2) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             # dumps, not dump: json.dump never uses the C encoder
-            handle.write(json.dumps(value, indent=indent, sort_keys=True, default=str, separators=None if indent else (",", ":")))
+            handle.write(value if isinstance(value, JsonText) else
+                         json.dumps(value, indent=indent, sort_keys=True, default=str, separators=None if indent else (",", ":")))
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())

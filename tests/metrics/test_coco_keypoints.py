@@ -134,3 +134,40 @@ def test_select_runs_nms_per_image_only():
     results = ck.results(instances, kept, scores)
     assert [r["image_id"] for r in results] == [1, 2] and len(results[0]["keypoints"]) == 51
     assert results[0]["category_id"] == 1 and set(results[0]) >= {"score", "center", "scale"}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_per_image_keypoint_evaluation_equals_pycocotools_to_the_last_digit(tmp_path, seed):
+    """coco_bbox.PerImageEvaluation(iou_type="keypoints"): each image's results evaluated as
+    they arrive, any order of images, one image reopened (discarded and added again with more),
+    equal to one COCOeval over all results; score ties included (rounded scores)."""
+    from om_pipeline.metrics.coco_bbox import PerImageEvaluation
+
+    root = synthesize(tmp_path / "coco", images=8, seed=seed)
+    path = root / "annotations" / "person_keypoints_val2017.json"
+    coco = json.loads(path.read_text())
+    rng = np.random.default_rng(seed)
+    detections = perfect(coco)
+    for detection in detections + detections[:3]:  # three people found twice: duplicates to rank
+        points = np.array(detection["keypoints"], dtype=np.float64).reshape(17, 3)
+        points[:, :2] += rng.normal(0, 6, (17, 2))
+        detection["keypoints"] = points.ravel().tolist()
+        detection["score"] = round(float(rng.random()), 1)  # ties
+    detections += [dict(d, score=0.5) for d in detections[:3]]
+    by_image: dict[int, list[dict]] = {}
+    for detection in detections:
+        by_image.setdefault(detection["image_id"], []).append(detection)
+    run = sorted(image["id"] for image in coco["images"])
+    incremental = PerImageEvaluation(ck.load_ground_truth(path), iou_type="keypoints")
+    order = list(reversed(run))
+    reopened = order[1]
+    incremental.add(reopened, by_image.get(reopened, [])[:1])
+    incremental.discard(reopened)
+    for image_id in order:
+        incremental.add(image_id, by_image.get(image_id, []))
+    stats = incremental.finish(run, names=ck.STAT_NAMES)
+    in_order = [d for image_id in order for d in by_image.get(image_id, [])]
+    assert 0 < stats["ap"] < 1
+    assert list(stats.values()) == pycocotools_stats(path, in_order, run)
+    assert stats == ck.evaluate(path, in_order, image_ids=run)[0]
+    assert "Average Precision" in incremental.summary

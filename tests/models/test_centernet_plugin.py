@@ -128,6 +128,8 @@ def test_outputs_holding_the_ground_truth_score_ap_one(tiny, decode_batch):
     assert metrics["images"] == 6
     assert metrics["ap"] == pytest.approx(1.0, abs=1e-9) and metrics["ap50"] == pytest.approx(1.0, abs=1e-9)
     assert len(evaluator.results) == 6 * 100  # K = 100 per image, no threshold
+    # results.json, serialised image by image as they were evaluated: the same records
+    assert json.loads(evaluator.artifacts()["coco_results"]) == evaluator.results
 
 
 def test_limit_scores_only_the_images_that_ran(tiny):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from om_pipeline.errors import UserError
+from om_pipeline.metrics import coco_keypoints
 from om_pipeline.models import transpose
 from om_pipeline.models.transpose_postprocess import affine_transforms, flip_back
 from om_pipeline.data.transpose_synth import synthesize
@@ -185,3 +186,31 @@ def test_the_evaluator_needs_both_views(coco):
         transpose.evaluator(coco, transpose.Settings()).add(sample, [np.zeros((17, 64, 48), np.float32)])
     with pytest.raises(UserError, match="no samples"):
         transpose.evaluator(coco, transpose.Settings()).result()
+
+
+def test_images_are_evaluated_as_they_complete_and_a_reopened_image_counts_once(coco):
+    """Persons grouped by image (list_samples' order) or not, decoded in any chunks: the numbers of
+    one COCOeval over every result (the per-image evaluation runs as images complete)."""
+    samples = transpose.list_samples(coco, transpose.Settings())
+    outputs = perfect_outputs(coco, samples)
+    rng = np.random.default_rng(0)
+    for views in outputs.values():
+        views["flip"] = [np.roll(views["flip"][0], int(rng.integers(-4, 5)), axis=2)]  # imperfect, so AP < 1
+    scrambled = samples[1:] + samples[:1]  # the first image's persons split: its first comes last
+    results = {}
+    for name, order, chunk in (("grouped", samples, 3), ("scrambled", scrambled, 2)):
+        evaluator = transpose.evaluator(coco, transpose.Settings(decode_chunk=chunk))
+        for sample in order:
+            evaluator.add(sample, outputs[sample.id])
+        results[name] = evaluator.result()
+        assert len(evaluator.detections) == 10
+    assert 0 < results["grouped"]["ap"] < 1 and results["scrambled"] == results["grouped"]
+    reference = transpose.evaluator(coco, transpose.Settings())
+    for sample in samples:
+        reference.add(sample, outputs[sample.id])
+    instances = reference.instances()
+    settings = transpose.Settings()
+    kept, scores = coco_keypoints.select(instances, settings.in_vis_threshold, settings.oks_threshold)
+    want, _ = coco_keypoints.evaluate(transpose.annotation_file(coco, transpose.Settings()),
+                                      coco_keypoints.results(instances, kept, scores), image_ids=instances.image_ids)
+    assert {name: results["grouped"][name] for name in want} == want

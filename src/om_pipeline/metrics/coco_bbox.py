@@ -127,14 +127,14 @@ def _json_roundtrip(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class PerImageEvaluation:
-    """pycocotools' bbox evaluation with its per-image part done as each image's results arrive
+    """pycocotools' bbox (or keypoint: `iou_type`) evaluation with its per-image part done as each image's results arrive
     (`add`), so that after the last image only `accumulate` and `summarize` are left (`finish`):
     a stream's metric tail no longer grows with the dataset. It drives COCOeval's own
     computeIoU / evaluateImg / accumulate / summarize on the same inputs evaluate() would give
     them, so the 12 numbers equal `evaluate`'s to the last digit (tests/metrics/test_coco_bbox.py):
-    - detections become what loadRes makes of them (a JSON round trip, area = w x h, iscrowd 0,
-      ids numbered in arrival order), kept in arrival order, which evaluateImg's stable sort by
-      score relies on for ties;
+    - detections become what loadRes makes of them (a JSON round trip; bbox: area = w x h,
+      iscrowd 0; keypoints: bbox and area from the keypoints' extent; ids numbered in arrival
+      order), kept in arrival order, which evaluateImg's stable sort by score relies on for ties;
     - evalImgs are assembled in evaluate()'s order (category, area range, image) over the
       images evaluated (np.unique of `image_ids`, as evaluate() sorts them); an image that had
       no detection is evaluated at the end like evaluate() does, with no detection.
@@ -142,7 +142,7 @@ class PerImageEvaluation:
     scored are `image_ids` (default: those added), fixed when `finish` is called."""
 
     def __init__(self, ground_truth, image_ids: Iterable[int] | None = None, cat_ids: Sequence[int] | None = None,
-                 max_dets: Sequence[int] | None = None):
+                 max_dets: Sequence[int] | None = None, iou_type: str = "bbox"):
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -151,7 +151,7 @@ class PerImageEvaluation:
         empty.dataset = {"images": gt.dataset.get("images", []), "categories": gt.dataset.get("categories", []), "annotations": []}
         with contextlib.redirect_stdout(io.StringIO()):
             empty.createIndex()
-            self._eval = COCOeval(gt, empty, "bbox")
+            self._eval = COCOeval(gt, empty, iou_type)
         params = self._eval.params
         self._image_ids = None if image_ids is None else list(np.unique([int(i) for i in image_ids]))
         params.imgIds = list(np.unique(gt.getImgIds())) if self._image_ids is None else self._image_ids  # whose ground truth to index
@@ -168,9 +168,7 @@ class PerImageEvaluation:
             raise ValueError(f"image {image_id} was added twice")
         for record in _json_roundtrip(records):
             self._detections += 1
-            x, y, w, h = record["bbox"]
-            record.update(area=w * h, id=self._detections, iscrowd=0,
-                          segmentation=[[x, y, x, y + h, x + w, y + h, x + w, y]])
+            record.update(_as_loaded(record, self._eval.params.iouType), id=self._detections)
             self._eval._dts[image_id, record["category_id"]].append(record)
         if records:
             self._with_detections.add(image_id)
@@ -179,7 +177,8 @@ class PerImageEvaluation:
     def _evaluate_image(self, image_id: int) -> list:
         """evaluateImg's entries of one image, by (category, area range); its detections freed."""
         p = self._eval.params
-        self._eval.ious = {(image_id, cat): self._eval.computeIoU(image_id, cat) for cat in p.catIds}
+        overlap = self._eval.computeOks if p.iouType == "keypoints" else self._eval.computeIoU  # as evaluate() picks
+        self._eval.ious = {(image_id, cat): overlap(image_id, cat) for cat in p.catIds}
         entries = [self._eval.evaluateImg(image_id, cat, area, p.maxDets[-1]) for cat in p.catIds for area in p.areaRng]
         for cat in p.catIds:
             self._eval._dts.pop((image_id, cat), None)
@@ -206,7 +205,25 @@ class PerImageEvaluation:
         self._eval.evalImgs = [self._per_image[int(image_id)][c * areas + a]
                                for c in range(len(p.catIds)) for a in range(areas) for image_id in p.imgIds]
         self._eval._paramsEval = copy.deepcopy(p)
-        with contextlib.redirect_stdout(io.StringIO()):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
             self._eval.accumulate()
             self._eval.summarize()
+        self.summary = printed.getvalue()  # COCOeval's table
         return {name: float(value) for name, value in zip(names, self._eval.stats)}
+
+    def discard(self, image_id: int) -> None:
+        """Forget an image's results (to add it again with more)."""
+        image_id = int(image_id)
+        self._per_image.pop(image_id, None)
+        self._with_detections.discard(image_id)
+
+
+def _as_loaded(record: dict[str, Any], iou_type: str) -> dict[str, Any]:
+    """The fields COCO.loadRes adds to a result of this type (besides its id)."""
+    if iou_type == "keypoints":
+        x, y = np.asarray(record["keypoints"][0::3]), np.asarray(record["keypoints"][1::3])
+        x0, x1, y0, y1 = np.min(x), np.max(x), np.min(y), np.max(y)
+        return {"area": (x1 - x0) * (y1 - y0), "bbox": [x0, y0, x1 - x0, y1 - y0]}
+    x, y, w, h = record["bbox"]
+    return {"area": w * h, "iscrowd": 0, "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]]}

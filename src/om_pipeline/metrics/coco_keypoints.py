@@ -44,6 +44,11 @@ class Instances:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def rows(self, rows: np.ndarray) -> "Instances":
+        """The instances at `rows` (an index or boolean array)."""
+        return Instances(*(getattr(self, name)[rows] for name in
+                           ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")))
+
     @classmethod
     def concatenate(cls, parts: Sequence["Instances"]) -> "Instances":
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in

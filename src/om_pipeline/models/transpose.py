@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..metrics import coco_keypoints
+from ..metrics import coco_bbox, coco_keypoints
 from ..plugin import (ExportContext, Sample, decode_array, encode_array, imported_from, numpy_forward,
                       per_sample_entries)
 from .transpose_postprocess import PIXEL_STD, average_flip, crop_transform, final_preds
@@ -331,8 +331,12 @@ def evaluator(data: Path, settings: Settings) -> "KeypointEvaluator":
 
 class KeypointEvaluator:
     """Collects each sample's heatmaps (both views) and decodes them `decode_chunk` at a time,
-    vectorised; keeps only the 17 x 3 keypoints per person, so memory stays small on 6352
-    samples. result() rescores, runs OKS-NMS and calls pycocotools."""
+    vectorised, keeping only the 17 x 3 keypoints per person, so memory stays small on 6352
+    samples. Samples come grouped by image (list_samples): once a sample of another image has
+    come and an image's persons are decoded, they are rescored, OKS-NMS'd and evaluated by
+    pycocotools' per-image evaluation (coco_bbox.PerImageEvaluation, keypoints), so result() only
+    accumulates. An image whose persons come back later is evaluated again with all of them: the
+    numbers are those of one COCOeval over every result (tests/models/test_transpose_plugin.py)."""
 
     def __init__(self, data: Path, settings: Settings):
         self._data = Path(data)
@@ -340,6 +344,11 @@ class KeypointEvaluator:
         self._pending: list[tuple[Sample, np.ndarray]] = []
         self._parts: list[coco_keypoints.Instances] = []
         self._sample_ids: list[str] = []  # one per instance of self._parts, for state()
+        self._of_image: dict[int, list[coco_keypoints.Instances]] = {}  # decoded persons by image
+        self._latest: int | None = None  # the image of the last sample added
+        self._complete: list[int] = []  # images no sample is expected for, not yet evaluated
+        self._records: dict[int, list[dict[str, Any]]] = {}  # evaluated images' results, in order
+        self._evaluation = coco_bbox.PerImageEvaluation(annotation_file(data, settings), iou_type="keypoints")
         self.summary = ""  # COCOeval's printed table, after result()
         self.detections: list[dict[str, Any]] = []  # the COCO results, after result()
 
@@ -349,29 +358,61 @@ class KeypointEvaluator:
                             f"{sorted(outputs) if isinstance(outputs, dict) else 'one'}")
         normal, flipped = outputs["normal"][0], outputs["flip"][0]
         heatmaps = average_flip(normal[None], flipped[None])[0] if self._settings.flip_test else np.asarray(normal, np.float32)
+        self._arrived(int(sample.meta["image_id"]))
         self._pending.append((sample, heatmaps))
         if len(self._pending) >= self._settings.decode_chunk:
             self._decode()
 
-    def _decode(self) -> None:
-        if not self._pending:
+    def _arrived(self, image_id: int) -> None:
+        """A person of `image_id` comes: the image before it is complete; an image evaluated
+        already is reopened."""
+        if image_id == self._latest:
             return
-        samples = [sample for sample, _ in self._pending]
-        heatmaps = np.stack([h for _, h in self._pending])
-        self._pending = []
-        self._sample_ids += [s.id for s in samples]
-        centers = np.array([s.meta["center"] for s in samples], dtype=np.float32)
-        scales = np.array([s.meta["scale"] for s in samples], dtype=np.float32)
-        coords, maxvals = final_preds(heatmaps, centers, scales, self._settings.blur_kernel)
-        keypoints = np.concatenate([coords, maxvals], axis=2).astype(np.float32)  # upstream's float32 all_preds
-        self._parts.append(coco_keypoints.Instances(
-            image_ids=np.array([s.meta["image_id"] for s in samples], dtype=np.int64),
-            keypoints=keypoints,
-            box_scores=np.array([s.meta["score"] for s in samples], dtype=np.float64),
-            areas=np.prod(scales * np.float32(PIXEL_STD), axis=1).astype(np.float64),  # the padded box
-            centers=centers.astype(np.float64),
-            scales=scales.astype(np.float64),
-        ))
+        self._close_latest()
+        if self._records.pop(image_id, None) is not None:
+            self._evaluation.discard(image_id)
+        if image_id in self._complete:
+            self._complete.remove(image_id)
+        self._latest = image_id
+
+    def _close_latest(self) -> None:
+        if self._latest is not None:
+            self._complete.append(self._latest)
+            self._latest = None
+
+    def _decode(self) -> None:
+        if self._pending:
+            samples = [sample for sample, _ in self._pending]
+            heatmaps = np.stack([h for _, h in self._pending])
+            self._pending = []
+            centers = np.array([s.meta["center"] for s in samples], dtype=np.float32)
+            scales = np.array([s.meta["scale"] for s in samples], dtype=np.float32)
+            coords, maxvals = final_preds(heatmaps, centers, scales, self._settings.blur_kernel)
+            keypoints = np.concatenate([coords, maxvals], axis=2).astype(np.float32)  # upstream's float32 all_preds
+            self._keep([s.id for s in samples], coco_keypoints.Instances(
+                image_ids=np.array([s.meta["image_id"] for s in samples], dtype=np.int64),
+                keypoints=keypoints,
+                box_scores=np.array([s.meta["score"] for s in samples], dtype=np.float64),
+                areas=np.prod(scales * np.float32(PIXEL_STD), axis=1).astype(np.float64),  # the padded box
+                centers=centers.astype(np.float64),
+                scales=scales.astype(np.float64),
+            ))
+        self._evaluate_complete()
+
+    def _keep(self, sample_ids: list[str], instances: coco_keypoints.Instances) -> None:
+        self._parts.append(instances)
+        self._sample_ids += sample_ids
+        for image_id in dict.fromkeys(instances.image_ids.tolist()):
+            self._of_image.setdefault(image_id, []).append(instances.rows(instances.image_ids == image_id))
+
+    def _evaluate_complete(self) -> None:
+        """Rescoring, OKS-NMS and pycocotools' per-image evaluation of each complete image."""
+        for image_id in self._complete:
+            instances = coco_keypoints.Instances.concatenate(self._of_image[image_id])
+            kept, scores = coco_keypoints.select(instances, self._settings.in_vis_threshold, self._settings.oks_threshold)
+            self._records[image_id] = coco_keypoints.results(instances, kept, scores)
+            self._evaluation.add(image_id, self._records[image_id])
+        self._complete = []
 
     def instances(self) -> coco_keypoints.Instances:
         self._decode()
@@ -389,21 +430,25 @@ class KeypointEvaluator:
                               for i, sample_id in enumerate(self._sample_ids)}}
 
     def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
-        """Instances in the dataset's order, as one run decodes them: rescoring and OKS-NMS
-        happen in result(), over all of them."""
+        """Instances in the dataset's order, as one run decodes them, each image evaluated once
+        all of its persons are in."""
         self._decode()
         entries = per_sample_entries(states, "instances", order)
         if entries:
-            self._parts.append(coco_keypoints.Instances(**{
-                name: np.stack([decode_array(entry[name]) for _, entry in entries]) for name in INSTANCE_FIELDS}))
-            self._sample_ids += [sample_id for sample_id, _ in entries]
+            instances = coco_keypoints.Instances(**{
+                name: np.stack([decode_array(entry[name]) for _, entry in entries]) for name in INSTANCE_FIELDS})
+            for image_id in instances.image_ids.tolist():
+                self._arrived(image_id)
+            self._keep([sample_id for sample_id, _ in entries], instances)
+            self._evaluate_complete()
 
     def result(self) -> dict[str, float]:
         instances = self.instances()
-        kept, scores = coco_keypoints.select(instances, self._settings.in_vis_threshold, self._settings.oks_threshold)
-        self.detections = coco_keypoints.results(instances, kept, scores)
-        metrics, self.summary = coco_keypoints.evaluate(annotation_file(self._data, self._settings), self.detections,
-                                                        image_ids=instances.image_ids)
+        self._close_latest()  # no more samples: the last image is complete too
+        self._evaluate_complete()
+        self.detections = [record for records in self._records.values() for record in records]
+        metrics = self._evaluation.finish(instances.image_ids.tolist(), names=coco_keypoints.STAT_NAMES)
+        self.summary = self._evaluation.summary
         return {**metrics, "instances": float(len(instances)), "images": float(len(set(instances.image_ids.tolist())))}
 
     def artifacts(self) -> dict[str, Any]:
