@@ -109,3 +109,21 @@ def test_exact_replay_of_a_real_recipe_gives_its_metric(ompipe, tmp_path, monkey
     want, got = results(tmp_path, "gfocalv2", "ais_bench", 1), results(tmp_path, "gfocalv2", "ais_bench", 1, "_stream")
     assert got["metrics"] == want["metrics"] and got["samples"] == 4
     assert "paced emulator" in got["provenance"] and "paced emulator" not in want.get("provenance", [])
+
+
+def test_a_long_replay_keeps_few_recorded_rows_mapped(tmp_path):
+    """Each mapped row holds file descriptors: cyclic replay maps each recorded row once whatever
+    the number of distinct inputs (15k TransPose persons once ran out of descriptors), and an exact
+    replay keeps at most MAPPED_ROWS mapped."""
+    root = tmp_path / "model"
+    for index in range(3):
+        (root / f"row{index}").mkdir(parents=True)
+        np.save(root / f"row{index}" / "0.npy", np.full(2, index, dtype=np.float32))
+    cyclic = fake_paced_npu.Recording(root, cyclic=True)
+    replayed = [float(cyclic.outputs(f"input{k}")[0][0]) for k in range(5000)]
+    assert replayed[:4] == [0.0, 1.0, 2.0, 0.0] and len(cyclic._loaded) == 3
+    assert float(cyclic.outputs("input1")[0][0]) == 1.0  # the same input, the same outputs
+    exact = fake_paced_npu.Recording(root, cyclic=False)
+    for _ in range(2):
+        assert [float(exact.outputs(f"row{k}")[0][0]) for k in range(3)] == [0.0, 1.0, 2.0]
+    assert len(exact._loaded) <= fake_paced_npu.MAPPED_ROWS

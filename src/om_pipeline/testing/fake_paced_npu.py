@@ -124,6 +124,9 @@ def row_digest(arrays: Sequence[np.ndarray], row: int) -> str:
     return digest.hexdigest()
 
 
+MAPPED_ROWS = 256
+
+
 class Recording:
     """The recorded rows of one compiled model: outputs by input-row digest, memory-mapped (the
     page cache holds them once, whichever process replays them). `cyclic`: a row never recorded
@@ -135,21 +138,29 @@ class Recording:
         if not self._recorded:
             raise PacedNpuError(f"{MODE}: nothing recorded for this model in {root}",
                                 hint=f"run it once with {MODE}=record and the same {DIRECTORY}")
-        self._loaded: dict[str, list[np.ndarray]] = {}
+        self._loaded: dict[str, list[np.ndarray]] = {}  # by recorded row
+        self._row_of: dict[str, str] = {}  # input digest -> the recorded row it replays
         self._turn = 0
 
     def outputs(self, digest: str) -> list[np.ndarray]:
-        if digest not in self._loaded:
-            directory = self.root / digest
-            if not directory.is_dir():
-                if not self.cyclic:
-                    raise PacedNpuError(f"{MODE}=paced: an input row was never recorded ({digest} in {self.root})",
-                                        hint=f"record every input first ({MODE}=record), or replay in turn with {MODE}=cyclic")
-                directory = self.root / self._recorded[self._turn % len(self._recorded)]
+        if digest not in self._row_of:
+            if (self.root / digest).is_dir():
+                self._row_of[digest] = digest
+            elif not self.cyclic:
+                raise PacedNpuError(f"{MODE}=paced: an input row was never recorded ({digest} in {self.root})",
+                                    hint=f"record every input first ({MODE}=record), or replay in turn with {MODE}=cyclic")
+            else:
+                self._row_of[digest] = self._recorded[self._turn % len(self._recorded)]
                 self._turn += 1
-            paths = sorted(directory.glob("*.npy"), key=lambda path: int(path.stem))
-            self._loaded[digest] = [np.load(path, mmap_mode="r") for path in paths]
-        return self._loaded[digest]
+        row = self._row_of[digest]
+        if row not in self._loaded:
+            # Each map holds a file descriptor: a row is mapped once, and at most MAPPED_ROWS stay
+            # mapped (15k TransPose persons, mapped per input, ran out of descriptors).
+            if len(self._loaded) >= MAPPED_ROWS:
+                del self._loaded[next(iter(self._loaded))]
+            paths = sorted((self.root / row).glob("*.npy"), key=lambda path: int(path.stem))
+            self._loaded[row] = [np.load(path, mmap_mode="r") for path in paths]
+        return self._loaded[row]
 
     def outputs_of_sample(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One sample's outputs from its model inputs (without the batch dimension)."""
