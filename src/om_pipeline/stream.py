@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import math
 import multiprocessing
-import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator
