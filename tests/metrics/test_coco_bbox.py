@@ -182,3 +182,93 @@ def test_per_image_evaluation_as_results_arrive_equals_pycocotools_to_the_last_d
         added.add(image_id, by_image.get(image_id, []))
     every = [r for image_id in run for r in by_image.get(image_id, [])]
     assert added.images == set(run) and added.finish() == direct_pycocotools(gt, every, image_ids=run)
+
+
+def evaluated(gt: dict, results: list[dict], iou_type: str = "bbox", max_dets=None, use_cats: int = 1, image_ids=None):
+    """pycocotools' COCOeval after evaluate(), before accumulate."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(gt)
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), iou_type)
+        evaluation.params.useCats = use_cats
+        if max_dets is not None:
+            evaluation.params.maxDets = max_dets
+        if image_ids is not None:
+            evaluation.params.imgIds = image_ids
+        evaluation.evaluate()
+    return evaluation
+
+
+def assert_accumulates_as_pycocotools(evaluation) -> None:
+    """coco_bbox.accumulate's eval arrays are COCOeval.accumulate's, bit for bit, and so are the
+    12 numbers summarize() makes of them."""
+    ours = copy.deepcopy(evaluation)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.accumulate()
+        coco_bbox.accumulate(ours)
+        evaluation.summarize()
+        ours.summarize()
+    assert ours.eval["counts"] == evaluation.eval["counts"] and ours.params.catIds == evaluation.params.catIds
+    for key in ("precision", "recall", "scores"):
+        assert ours.eval[key].dtype == evaluation.eval[key].dtype and ours.eval[key].shape == evaluation.eval[key].shape
+        assert ours.eval[key].tobytes() == evaluation.eval[key].tobytes(), key
+    assert list(ours.stats) == list(evaluation.stats)
+
+
+@pytest.mark.parametrize("seed, max_dets, use_cats", [(0, None, 1), (1, [1, 3, 4], 1), (2, [2, 5, 100], 0), (3, None, 1)])
+def test_accumulate_gives_pycocotools_arrays_to_the_last_bit(seed, max_dets, use_cats):
+    gt = larger_ground_truth(seed)
+    results = noisy_detector(gt, seed)
+    for record in results[::5]:
+        record["score"] = 0.25  # ties, which only the stable sort's order decides
+    evaluation = evaluated(gt, results, max_dets=max_dets, use_cats=use_cats)
+    assert_accumulates_as_pycocotools(evaluation)
+    assert (evaluation.eval["precision"] > 0).any()
+    assert (evaluation.eval["precision"] == -1).any() == bool(use_cats)  # a category without ground truth: -1
+
+
+def test_accumulate_refuses_an_evaluation_that_was_not_run():
+    evaluation = evaluated(ground_truth(), as_results(ground_truth()))
+    evaluation.evalImgs = []
+    with pytest.raises(ValueError, match="evaluate"):
+        coco_bbox.accumulate(evaluation)
+
+
+def test_per_image_entries_are_evaluateimgs_own():
+    """The entries PerImageEvaluation builds without evaluateImg (an image's category with only
+    ground truth or only detections) are evaluateImg's, field by field, dtypes included."""
+    gt = larger_ground_truth(4)
+    results = noisy_detector(gt, 4)
+    for record in results[::4]:
+        record["score"] = 0.75
+    run = [1, 2, 3, 4, 6, 7, 9, 10, 11, 12]
+    incremental = coco_bbox.PerImageEvaluation(gt, run)
+    arrived = []
+    for image_id in run[::-1]:
+        records = [r for r in results if r["image_id"] == image_id] if image_id != 7 else []
+        incremental.add(image_id, records)
+        arrived += records
+    incremental.finish()
+    reference = evaluated(gt, arrived, image_ids=run).evalImgs
+    ours = incremental._eval.evalImgs
+    assert len(ours) == len(reference)
+    kinds = set()
+    for mine, theirs in zip(ours, reference):
+        assert (mine is None) == (theirs is None)
+        if theirs is None:
+            continue
+        kinds.add((bool(theirs["gtIds"]), bool(theirs["dtIds"])))
+        assert mine.keys() == theirs.keys()
+        for key, value in theirs.items():
+            if isinstance(value, np.ndarray):
+                assert mine[key].dtype == value.dtype and mine[key].shape == value.shape, key
+                assert np.array_equal(mine[key], value), key
+            elif key == "image_id":  # evaluate() passes NumPy's ints (np.unique), ours Python's: nothing reads it
+                assert mine[key] == value
+            else:
+                assert mine[key] == value and type(mine[key]) is type(value), key
+    assert kinds == {(True, True), (True, False), (False, True)}  # all three paths were compared

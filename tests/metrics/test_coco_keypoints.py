@@ -171,3 +171,17 @@ def test_per_image_keypoint_evaluation_equals_pycocotools_to_the_last_digit(tmp_
     assert list(stats.values()) == pycocotools_stats(path, in_order, run)
     assert stats == ck.evaluate(path, in_order, image_ids=run)[0]
     assert "Average Precision" in incremental.summary
+
+
+def test_accumulate_gives_pycocotools_arrays_for_keypoints(coco_set):
+    from tests.metrics.test_coco_bbox import assert_accumulates_as_pycocotools, evaluated
+
+    path, coco = coco_set
+    rng = np.random.default_rng(3)
+    detections = perfect(coco)
+    for detection in detections:
+        points = np.array(detection["keypoints"]).reshape(17, 3)
+        points[:, :2] += rng.normal(0, 6, (17, 2))
+        detection["keypoints"] = points.ravel().tolist()
+        detection["score"] = float(rng.choice([0.3, 0.6, rng.random()]))  # some ties
+    assert_accumulates_as_pycocotools(evaluated(coco, detections + detections[:2], iou_type="keypoints"))

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..metrics import coco_bbox
-from ..metrics.coco_bbox import COCO80_CATEGORY_IDS
+from ..metrics.coco_bbox import COCO80_CATEGORY_IDS, accumulate
 
 # mmdet 2.6 `CocoDataset.CLASSES`: label i is the category named CLASSES[i].
 COCO_CLASSES: tuple[str, ...] = (
@@ -255,6 +255,6 @@ def evaluate(dataset: dict[str, Any], records: list[dict[str, Any]], image_ids: 
         coco_eval.params.imgIds = image_ids
         coco_eval.params.maxDets = list(MAX_DETS)
         coco_eval.evaluate()
-        coco_eval.accumulate()
+        accumulate(coco_eval)  # COCOeval.accumulate's numbers, faster
         coco_eval.summarize()
     return {name: float(value) for name, value in zip(STAT_NAMES, coco_eval.stats)}
