@@ -87,6 +87,16 @@ def guide_fps(model: str) -> tuple[int, float, dict]:
     return best, table[best], table
 
 
+def cpu_probe_ms() -> float:
+    """A fixed pure-Python workload's time (median of 3): this VM's CPU speed has varied 2x from
+    one hour to the next with nothing else running, so each model's row says what it was."""
+    def once() -> float:
+        started = time.perf_counter()
+        sum(i * i for i in range(2_000_000))
+        return (time.perf_counter() - started) * 1e3
+    return statistics.median(once() for _ in range(3))
+
+
 def passes(model: str) -> int:
     """Model executions per sample: the plugin's views (TransPose's flip test: 2)."""
     import importlib
@@ -248,14 +258,17 @@ def markdown(rows: list[dict], machine: str) -> str:
                      f"{r['ratio_guide_over_stream']:.2f}x | {r['stream_over_floor']:.2f} | {s['npu_busy_fraction']:.1%} | "
                      f"{s['startup_s']:.1f} s | {s['tail_s']:.2f} s | {s['load']:.1f} | {verdict(r)} |")
     lines += ["", "| model | preprocess / sample | postprocess + metric update / sample | host serial rate | NPU rate | "
-              "cores to match the NPU | guide's host rate | stream host rate | full set: floor / guide / stream |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "cores to match the NPU | guide's host rate | stream host rate | full set: floor / guide / stream | CPU probe |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         full = r["full_extrapolated_s"]
         lines.append(f"| {r['model']} | {r['host']['preprocess_s'] * 1000:.1f} ms | {r['host']['postprocess_and_update_s'] * 1000:.1f} ms | "
                      f"{r['host_serial_rate']:.1f}/s | {r['guide_fps'] / r['passes']:.1f}/s | {r['cores_to_match_npu']:.2f} | "
                      f"{_rate(r['guide_host_rate'])} | {_rate(r['stream_host_rate'])} | "
-                     f"{r['full_set']}: {_minutes(r['full_floor_s'])} / {_minutes(full['guide'])} / {_minutes(full['stream'])} |")
+                     f"{r['full_set']}: {_minutes(r['full_floor_s'])} / {_minutes(full['guide'])} / {_minutes(full['stream'])} | "
+                     f"{' / '.join(f'{ms:.0f} ms' for ms in r.get('cpu_probe_ms', [])) or 'n/a'} |")
+    lines += ["", "CPU probe: `cpu_probe_ms`, a fixed pure-Python loop, before / after the model's runs (host costs "
+              "scale with it; this VM's speed has varied 2x between hours)."]
     scaling = [r for r in rows if r["stream_host_rate_by_workers"]]
     if scaling:
         lines += ["", "| model | stream host rate by --workers | per core |", "|---|---|---|"]
@@ -354,7 +367,7 @@ def main() -> None:
         bs, fps, _ = guide_fps(model)
         chosen = dict(entry.split("=", 1) for entry in options.n)
         n = int(chosen[model]) if model in chosen else math.ceil(options.floor * fps / passes(model))
-        started = time.perf_counter()
+        started, probe = time.perf_counter(), cpu_probe_ms()
         bench = Bench(model, root / model, n, recorded_samples(options.record, model), options.workers)
         print(f"{model}: N {n}, bs {bs}, set up in {bench.setup_seconds:.0f} s", flush=True)
         if options.setup_only:
@@ -362,6 +375,7 @@ def main() -> None:
         scaling = [int(count) for count in options.scaling.split(",") if count] if model in options.scaling_for.split(",") else []
         runs = bench.run_all(options.repeats, scaling)
         row = summarise(model, bench, runs, bench.host_costs())
+        row["cpu_probe_ms"] = [probe, cpu_probe_ms()]  # before and after this model's runs
         rows.append(row)
         write(options.out, rows, f"{ompipe_bench.host_cpu()}, load average {os.getloadavg()[0]:.1f}", quiet=True)  # kept if a later model fails
         print(f"{model}: guide {runs['guide']['seconds']:.1f} s, files {runs['files']['seconds']:.1f} s, stream "

@@ -1,6 +1,7 @@
 """Stage records, fingerprints and the digest cache."""
 from __future__ import annotations
 
+import json
 import os
 
 from om_pipeline import state as state_module
@@ -20,6 +21,28 @@ def test_digest_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     big.write_bytes(b"y" * 1000)
     os.utime(big, ns=(1, 1))
     assert store.file_digest(big) != first and len(calls) == 2
+
+
+def test_the_digest_cache_forgets_files_that_are_gone(tmp_path):
+    """A cleared inputs/ leaves no entry behind (the whole cache is rewritten on every change:
+    a files-mode run's 30k .bin entries made each later save take seconds)."""
+    model = tmp_path / "model"
+    inputs = model / "inputs"
+    inputs.mkdir(parents=True)
+    for index in range(3):
+        (inputs / f"{index}.bin").write_bytes(bytes([index]))
+    outside = tmp_path / "weights.pt"
+    outside.write_bytes(b"w")
+    store = StateStore(model)
+    assert len(store.directory_manifest(inputs)) == 3
+    store.file_digest(outside)
+    cached = json.loads(store._digests_path.read_text())
+    assert set(cached) == {"inputs/0.bin", "inputs/1.bin", "inputs/2.bin", str(outside.resolve())}
+    (inputs / "0.bin").unlink()
+    (inputs / "1.bin").unlink()
+    (model / "new.bin").write_bytes(b"n")
+    store.file_digest(model / "new.bin")
+    assert set(json.loads(store._digests_path.read_text())) == {"inputs/2.bin", "new.bin", str(outside.resolve())}
 
 
 def test_fingerprint_differences_say_what_changed():

@@ -156,7 +156,13 @@ class StateStore:
         return resolved.relative_to(self._model_dir).as_posix() if resolved.is_relative_to(self._model_dir) else str(resolved)
 
     def _save_digests(self) -> None:
-        write_json_atomic(self._digests_path, self._load_digests())
+        """Entries of files that are gone are dropped first: a files-mode run digests every
+        `.bin` of inputs/ and infer/ (30k for TransPose's 15k persons), which a later run clears,
+        and the whole cache is written whenever one entry changes. Compact: json's C encoder."""
+        cache = self._load_digests()
+        for key in [key for key in cache if not (self._model_dir / key).exists()]:  # an absolute key stays absolute
+            del cache[key]
+        write_json_atomic(self._digests_path, cache, indent=None)
 
     def _load_digests(self) -> dict[str, Any]:
         if self._digests is None:
