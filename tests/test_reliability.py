@@ -235,7 +235,7 @@ def test_disk_full_in_a_stage_record_or_a_staged_output_is_a_failed_stage(ompipe
     assert "quota" in failed.err.lower() and ".staging/simplify-bs4-ascend" in failed.err and "free" in failed.err
     monkeypatch.setattr(onnx, "save", save)
 
-    def full_disk_for_the_digest_cache(path, value):
+    def full_disk_for_the_digest_cache(path, value, indent=2):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(state, "write_json_atomic", full_disk_for_the_digest_cache)

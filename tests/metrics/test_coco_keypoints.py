@@ -185,3 +185,9 @@ def test_accumulate_gives_pycocotools_arrays_for_keypoints(coco_set):
         detection["keypoints"] = points.ravel().tolist()
         detection["score"] = float(rng.choice([0.3, 0.6, rng.random()]))  # some ties
     assert_accumulates_as_pycocotools(evaluated(coco, detections + detections[:2], iou_type="keypoints"))
+
+
+def test_instances_fields_are_the_dataclass_fields():
+    import dataclasses
+
+    assert ck.Instances.FIELDS == tuple(field.name for field in dataclasses.fields(ck.Instances))

@@ -229,10 +229,16 @@ class PerImageEvaluation:
         self._with_detections: set[int] = set()
 
     def add(self, image_id: int, records: list[dict[str, Any]]) -> None:
+        self.add_json(image_id, json.dumps(records))  # what loadRes gets: the records read back
+
+    def add_json(self, image_id: int, text: str) -> None:
+        """`add` for an image's records already serialised as a JSON list (an evaluator that
+        writes them to its results file anyway): parsed, not serialised a second time."""
         image_id = int(image_id)
         if image_id in self._per_image:
             raise ValueError(f"image {image_id} was added twice")
-        for record in _json_roundtrip(records):
+        records = json.loads(text)
+        for record in records:
             self._detections += 1
             record.update(_as_loaded(record, self._eval.params.iouType), id=self._detections)
             self._eval._dts[image_id, record["category_id"]].append(record)

@@ -18,7 +18,7 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
@@ -42,18 +42,18 @@ class Instances:
     centers: np.ndarray  # (N, 2)
     scales: np.ndarray  # (N, 2)
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")
+
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def rows(self, rows: np.ndarray) -> "Instances":
         """The instances at `rows` (an index or boolean array)."""
-        return Instances(*(getattr(self, name)[rows] for name in
-                           ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")))
+        return Instances(*(getattr(self, name)[rows] for name in Instances.FIELDS))
 
     @classmethod
     def concatenate(cls, parts: Sequence["Instances"]) -> "Instances":
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                     ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")))
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.FIELDS))
 
 
 def rescore(confidences: np.ndarray, box_scores: np.ndarray, in_vis_threshold: float) -> np.ndarray:

@@ -371,10 +371,10 @@ class CocoBboxEvaluator:
     def _take(self, sample_id: str, image_id: int, boxes, scores, classes) -> None:
         """One image's detections, kept and evaluated at once (decoded here, or from a shard)."""
         self.detections.append((image_id, boxes, scores, classes))
-        records = coco_bbox.detections_to_results(image_id, boxes, scores, classes)
-        self._per_image.add(image_id, records)
-        if records:
-            self._result_texts.append(json.dumps(records, sort_keys=True, separators=(",", ":"))[1:-1])
+        serialised = json.dumps(coco_bbox.detections_to_results(image_id, boxes, scores, classes), sort_keys=True, separators=(",", ":"))
+        self._per_image.add_json(image_id, serialised)
+        if serialised != "[]":
+            self._result_texts.append(serialised[1:-1])
         self._sample_ids.append(sample_id)
 
     def state(self) -> dict[str, Any]:

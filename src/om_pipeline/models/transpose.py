@@ -322,9 +322,6 @@ def upstream_modules(source: Path):
 
 # ---------------------------------------------------------------- evaluation
 
-INSTANCE_FIELDS = ("image_ids", "keypoints", "box_scores", "areas", "centers", "scales")
-
-
 def evaluator(data: Path, settings: Settings) -> "KeypointEvaluator":
     return KeypointEvaluator(data, settings)
 
@@ -426,7 +423,7 @@ class KeypointEvaluator:
         if not self._parts:
             return {"instances": {}}
         instances = coco_keypoints.Instances.concatenate(self._parts)
-        return {"instances": {sample_id: {name: encode_array(getattr(instances, name)[i]) for name in INSTANCE_FIELDS}
+        return {"instances": {sample_id: {name: encode_array(getattr(instances, name)[i]) for name in coco_keypoints.Instances.FIELDS}
                               for i, sample_id in enumerate(self._sample_ids)}}
 
     def merge(self, states: Sequence[dict[str, Any]], order: Sequence[str]) -> None:
@@ -436,7 +433,7 @@ class KeypointEvaluator:
         entries = per_sample_entries(states, "instances", order)
         if entries:
             instances = coco_keypoints.Instances(**{
-                name: np.stack([decode_array(entry[name]) for _, entry in entries]) for name in INSTANCE_FIELDS})
+                name: np.stack([decode_array(entry[name]) for _, entry in entries]) for name in coco_keypoints.Instances.FIELDS})
             for image_id in instances.image_ids.tolist():
                 self._arrived(image_id)
             self._keep([sample_id for sample_id, _ in entries], instances)
